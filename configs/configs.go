@@ -1,0 +1,325 @@
+// Package configs holds the service's default configuration and its loader: the
+// embedded default.yaml, an optional file, then ORDERS_* environment variables.
+package configs
+
+import (
+	_ "embed"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/providers/rawbytes"
+	"github.com/knadh/koanf/v2"
+)
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// EnvPrefix is the prefix of every configuration environment variable.
+const EnvPrefix = "ORDERS_"
+
+// Config is the whole service configuration.
+type Config struct {
+	Postgres Postgres `koanf:"postgres"`
+	Kafka    Kafka    `koanf:"kafka"`
+	HTTP     HTTP     `koanf:"http"`
+	API      API      `koanf:"api"`
+	Cache    Cache    `koanf:"cache"`
+	Pipeline Pipeline `koanf:"pipeline"`
+	Log      Log      `koanf:"log"`
+	Tracing  Tracing  `koanf:"tracing"`
+}
+
+// Postgres configures the database connection.
+type Postgres struct {
+	DSN            string `koanf:"dsn"`
+	PoolSize       int    `koanf:"pool_size"`
+	MigrateOnStart bool   `koanf:"migrate_on_start"`
+}
+
+// Kafka configures the broker connection and topics.
+type Kafka struct {
+	Brokers      string `koanf:"brokers"`
+	Topic        string `koanf:"topic"`
+	DLQTopic     string `koanf:"dlq_topic"`
+	GroupID      string `koanf:"group_id"`
+	CreateTopics bool   `koanf:"create_topics"`
+	Partitions   int    `koanf:"partitions"`
+}
+
+// HTTP configures the API listener.
+type HTTP struct {
+	Addr         string        `koanf:"addr"`
+	ReadTimeout  time.Duration `koanf:"read_timeout"`
+	WriteTimeout time.Duration `koanf:"write_timeout"`
+	IdleTimeout  time.Duration `koanf:"idle_timeout"`
+	BodyLimit    int           `koanf:"body_limit"`
+}
+
+// API configures access to mutating and admin endpoints.
+type API struct {
+	Token string `koanf:"token"`
+}
+
+// Cache configures the in-memory order cache.
+type Cache struct {
+	MaxBytes      int64         `koanf:"max_bytes"`
+	NegativeTTL   time.Duration `koanf:"negative_ttl"`
+	DBTimeout     time.Duration `koanf:"db_timeout"`
+	WarmupOnStart bool          `koanf:"warmup_on_start"`
+}
+
+// Pipeline configures the ingestion pipeline.
+type Pipeline struct {
+	BatchSize       int           `koanf:"batch_size"`
+	BatchBytes      int           `koanf:"batch_bytes"`
+	BatchLinger     time.Duration `koanf:"batch_linger"`
+	QueueCapacity   int           `koanf:"queue_capacity"`
+	MaxMessageBytes int           `koanf:"max_message_bytes"`
+	RetryMin        time.Duration `koanf:"retry_min"`
+	RetryMax        time.Duration `koanf:"retry_max"`
+	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
+}
+
+// Log configures structured logging.
+type Log struct {
+	Level  string `koanf:"level"`
+	Format string `koanf:"format"`
+}
+
+// Tracing configures OpenTelemetry export.
+type Tracing struct {
+	Exporter    string  `koanf:"exporter"`
+	Endpoint    string  `koanf:"endpoint"`
+	SampleRatio float64 `koanf:"sample_ratio"`
+}
+
+// Error is a configuration error; its message names the key (and the environment
+// variable that sets it) and what is wrong, in one line.
+type Error struct {
+	Key    string
+	Reason string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("config: %s (%s): %s", e.Key, EnvName(e.Key), e.Reason)
+}
+
+// EnvName returns the environment variable that sets key, e.g. kafka.dlq_topic ->
+// ORDERS_KAFKA_DLQ_TOPIC.
+func EnvName(key string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// Keys returns every configuration key (e.g. "kafka.dlq_topic"), sorted.
+func Keys() []string {
+	k := koanf.New(".")
+	if err := k.Load(rawbytes.Provider(defaultYAML), yaml.Parser()); err != nil {
+		panic(err) // the embedded defaults are part of the binary and tested
+	}
+	keys := k.Keys()
+	sort.Strings(keys)
+	return keys
+}
+
+// EnvNames returns every ORDERS_* environment variable the service reads, sorted.
+func EnvNames() []string {
+	keys := Keys()
+	out := make([]string, len(keys))
+	for i, key := range keys {
+		out[i] = EnvName(key)
+	}
+	return out
+}
+
+// Load builds the configuration from the defaults, the optional file (path may be
+// ""), then environ (KEY=VALUE pairs, usually os.Environ()). It returns an *Error
+// for an unknown ORDERS_* variable, an unreadable file or a bad value.
+func Load(path string, environ []string) (Config, error) {
+	k := koanf.New(".")
+	if err := k.Load(rawbytes.Provider(defaultYAML), yaml.Parser()); err != nil {
+		return Config{}, fmt.Errorf("config: embedded defaults: %w", err)
+	}
+	known := map[string]bool{}
+	for _, key := range k.Keys() {
+		known[key] = true
+	}
+	if path != "" {
+		if _, err := os.Stat(path); err != nil {
+			return Config{}, &Error{Key: "--config", Reason: err.Error()}
+		}
+		fk := koanf.New(".")
+		if err := fk.Load(file.Provider(path), yaml.Parser()); err != nil {
+			return Config{}, &Error{Key: "--config", Reason: fmt.Sprintf("%s: %v", path, err)}
+		}
+		for _, key := range fk.Keys() {
+			if !known[key] {
+				return Config{}, &Error{Key: key, Reason: fmt.Sprintf("unknown key in %s", path)}
+			}
+		}
+		if err := k.Merge(fk); err != nil {
+			return Config{}, fmt.Errorf("config: merge %s: %w", path, err)
+		}
+	}
+	var unknown []string
+	envKeys := map[string]string{}
+	for _, key := range k.Keys() {
+		envKeys[EnvName(key)] = key
+	}
+	ek := koanf.New(".")
+	err := ek.Load(env.Provider(".", env.Opt{
+		Prefix:      EnvPrefix,
+		EnvironFunc: func() []string { return environ },
+		TransformFunc: func(name, value string) (string, any) {
+			key, ok := envKeys[name]
+			if !ok {
+				unknown = append(unknown, name)
+				return "", nil
+			}
+			return key, value
+		},
+	}), nil)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: environment: %w", err)
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return Config{}, &Error{Key: "environment", Reason: fmt.Sprintf("unknown variable %s; known: %s", unknown[0], strings.Join(EnvNames(), ", "))}
+	}
+	if err := k.Merge(ek); err != nil {
+		return Config{}, fmt.Errorf("config: merge environment: %w", err)
+	}
+	var c Config
+	for _, key := range k.Keys() {
+		if err := decodeKey(k, key, &c); err != nil {
+			return Config{}, err
+		}
+	}
+	return c, c.Validate()
+}
+
+// decodeKey unmarshals one key so a type error names exactly that key.
+func decodeKey(k *koanf.Koanf, key string, c *Config) error {
+	one := koanf.New(".")
+	if err := one.Set(key, k.Get(key)); err != nil {
+		return &Error{Key: key, Reason: err.Error()}
+	}
+	if err := one.UnmarshalWithConf("", c, koanf.UnmarshalConf{}); err != nil {
+		reason := strings.TrimSpace(err.Error())
+		if i := strings.LastIndex(reason, "\n"); i >= 0 {
+			reason = reason[i+1:]
+		}
+		reason = strings.TrimSpace(strings.TrimPrefix(reason, "'"+key+"'"))
+		return &Error{Key: key, Reason: fmt.Sprintf("bad value %q: %s", fmt.Sprint(k.Get(key)), reason)}
+	}
+	return nil
+}
+
+// Validate checks every value and returns the first problem as an *Error.
+// postgres.dsn may be empty here: serve requires it (RequireDSN), dev does not.
+func (c Config) Validate() error {
+	var first error
+	check := func(ok bool, key, reason string) {
+		if !ok && first == nil {
+			first = &Error{Key: key, Reason: reason}
+		}
+	}
+	if c.Postgres.DSN != "" {
+		u, err := url.Parse(c.Postgres.DSN)
+		check(err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") && u.Host != "",
+			"postgres.dsn", "want postgres://user:pass@host:port/db?sslmode=...")
+	}
+	check(c.Postgres.PoolSize >= 1 && c.Postgres.PoolSize <= 1000, "postgres.pool_size", "want 1..1000")
+	check(validBrokers(c.Kafka.Brokers), "kafka.brokers", fmt.Sprintf("want comma-separated host:port list, got %q", c.Kafka.Brokers))
+	check(validTopic(c.Kafka.Topic), "kafka.topic", fmt.Sprintf("want a Kafka topic name, got %q", c.Kafka.Topic))
+	check(validTopic(c.Kafka.DLQTopic), "kafka.dlq_topic", fmt.Sprintf("want a Kafka topic name, got %q", c.Kafka.DLQTopic))
+	check(c.Kafka.DLQTopic != c.Kafka.Topic, "kafka.dlq_topic", "must differ from kafka.topic")
+	check(c.Kafka.GroupID != "", "kafka.group_id", "must not be empty")
+	check(c.Kafka.Partitions >= 1, "kafka.partitions", "want >= 1")
+	_, _, err := net.SplitHostPort(c.HTTP.Addr)
+	check(err == nil, "http.addr", fmt.Sprintf("want [host]:port, got %q", c.HTTP.Addr))
+	check(c.HTTP.ReadTimeout > 0, "http.read_timeout", "want > 0")
+	check(c.HTTP.WriteTimeout > 0, "http.write_timeout", "want > 0")
+	check(c.HTTP.IdleTimeout > 0, "http.idle_timeout", "want > 0")
+	check(c.HTTP.BodyLimit >= 1024, "http.body_limit", "want >= 1024 bytes")
+	check(c.Cache.MaxBytes >= 1<<20, "cache.max_bytes", fmt.Sprintf("want >= 1048576 bytes, got %d", c.Cache.MaxBytes))
+	check(c.Cache.NegativeTTL >= 0, "cache.negative_ttl", "want >= 0")
+	check(c.Cache.DBTimeout > 0, "cache.db_timeout", "want > 0")
+	check(c.Pipeline.BatchSize >= 1 && c.Pipeline.BatchSize <= 100000, "pipeline.batch_size", "want 1..100000")
+	check(c.Pipeline.BatchBytes >= 1024, "pipeline.batch_bytes", "want >= 1024")
+	check(c.Pipeline.BatchLinger > 0, "pipeline.batch_linger", "want > 0")
+	check(c.Pipeline.QueueCapacity >= 1, "pipeline.queue_capacity", "want >= 1")
+	check(c.Pipeline.MaxMessageBytes >= 1024, "pipeline.max_message_bytes", "want >= 1024")
+	check(c.Pipeline.RetryMin > 0, "pipeline.retry_min", "want > 0")
+	check(c.Pipeline.RetryMax >= c.Pipeline.RetryMin, "pipeline.retry_max", "want >= pipeline.retry_min")
+	check(c.Pipeline.ShutdownTimeout > 0, "pipeline.shutdown_timeout", "want > 0")
+	check(oneOf(c.Log.Level, "debug", "info", "warn", "error"), "log.level", fmt.Sprintf("want debug, info, warn or error, got %q", c.Log.Level))
+	check(oneOf(c.Log.Format, "json", "text"), "log.format", fmt.Sprintf("want json or text, got %q", c.Log.Format))
+	check(oneOf(c.Tracing.Exporter, "none", "otlp-grpc", "otlp-http"), "tracing.exporter", fmt.Sprintf("want none, otlp-grpc or otlp-http, got %q", c.Tracing.Exporter))
+	check(c.Tracing.Exporter == "none" || c.Tracing.Endpoint != "", "tracing.endpoint", "required when tracing.exporter is not none")
+	check(c.Tracing.SampleRatio >= 0 && c.Tracing.SampleRatio <= 1, "tracing.sample_ratio", "want 0..1")
+	return first
+}
+
+// RequireDSN returns an *Error when postgres.dsn is empty (serve needs a database).
+func (c Config) RequireDSN() error {
+	if c.Postgres.DSN == "" {
+		return &Error{Key: "postgres.dsn", Reason: "required: set it to postgres://user:pass@host:port/db?sslmode=disable (or run `go run ./app dev`, which starts its own PostgreSQL)"}
+	}
+	return nil
+}
+
+// BrokerList returns kafka.brokers split on commas.
+func (c Config) BrokerList() []string { return splitList(c.Kafka.Brokers) }
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func validBrokers(s string) bool {
+	list := splitList(s)
+	if len(list) == 0 {
+		return false
+	}
+	for _, b := range list {
+		host, port, err := net.SplitHostPort(b)
+		if err != nil || host == "" || port == "" {
+			return false
+		}
+	}
+	return true
+}
+
+func validTopic(t string) bool {
+	if t == "" || len(t) > 249 || t == "." || t == ".." {
+		return false
+	}
+	for _, r := range t {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func oneOf(s string, set ...string) bool {
+	for _, v := range set {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
