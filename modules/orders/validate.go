@@ -1,0 +1,190 @@
+package orders
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"strings"
+
+	"github.com/go-playground/validator/v10"
+)
+
+// validate is the one validator instance: it is safe for concurrent use and
+// caches the parsed struct tags of Order after the first call.
+var validate = newValidator()
+
+func newValidator() *validator.Validate {
+	v := validator.New(validator.WithRequiredStructEnabled())
+	v.RegisterTagNameFunc(func(f reflect.StructField) string {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			return ""
+		}
+		return name
+	})
+	mustRegister(v, "uid", func(fl validator.FieldLevel) bool { return ValidUID(fl.Field().String()) })
+	mustRegister(v, "currency3", func(fl validator.FieldLevel) bool { return isCurrency3(fl.Field().String()) })
+	return v
+}
+
+func mustRegister(v *validator.Validate, tag string, fn validator.Func) {
+	if err := v.RegisterValidation(tag, fn); err != nil {
+		panic(fmt.Sprintf("orders: register validation %q: %v", tag, err))
+	}
+}
+
+// isCurrency3 reports whether s is exactly 3 upper-case ASCII letters.
+func isCurrency3(s string) bool {
+	return len(s) == 3 &&
+		s[0] >= 'A' && s[0] <= 'Z' &&
+		s[1] >= 'A' && s[1] <= 'Z' &&
+		s[2] >= 'A' && s[2] <= 'Z'
+}
+
+// Parse decodes raw strictly (see Decode; maxBytes <= 0 means
+// DefaultMaxMessageBytes) and then validates the order (see Validate). On error
+// it returns the zero Order and an *InvalidError of class ClassDecode or
+// ClassValidation.
+func Parse(raw []byte, maxBytes int) (Order, error) {
+	o, err := Decode(raw, maxBytes)
+	if err != nil {
+		return Order{}, err
+	}
+	if err := Validate(&o); err != nil {
+		return Order{}, err
+	}
+	return o, nil
+}
+
+// Validate checks o against the field rules in the validate tags of the model
+// (required fields, lengths, uid and currency formats, email, non-negative money,
+// sale 0..100, 1..1000 items) and then the business rules, in this order: no item
+// is entirely empty; each item's total_price is price*(100-sale)/100 rounded
+// down, within ±1 for other rounding; payment.goods_total is the sum of the items'
+// total_price; payment.amount is goods_total + delivery_cost + custom_fee. It
+// returns nil or an *InvalidError of class ClassValidation naming the first
+// failing field (in the order of the JSON shape) by its JSON path, e.g.
+// "items[0].sale".
+func Validate(o *Order) error {
+	if o == nil {
+		return validationErr("", "order is nil")
+	}
+	if err := validate.Struct(o); err != nil {
+		var ves validator.ValidationErrors
+		if errors.As(err, &ves) && len(ves) > 0 {
+			return fieldError(o, ves[0])
+		}
+		return validationErr("", err.Error())
+	}
+	return checkTotals(o)
+}
+
+// fieldError translates the first validator error into an *InvalidError.
+func fieldError(o *Order, fe validator.FieldError) *InvalidError {
+	field := fe.Namespace()
+	if _, rest, ok := strings.Cut(field, "."); ok {
+		field = rest // drop the leading "Order."
+	}
+	// A missing (or null, or empty) delivery or payment object shows up as a
+	// required member of it; name the object instead.
+	switch {
+	case strings.HasPrefix(field, "delivery.") && o.Delivery == (Delivery{}):
+		return validationErr("delivery", "required object is missing or empty")
+	case strings.HasPrefix(field, "payment.") && o.Payment == (Payment{}):
+		return validationErr("payment", "required object is missing or empty")
+	}
+	return validationErr(field, reasonFor(fe))
+}
+
+func reasonFor(fe validator.FieldError) string {
+	param := fe.Param()
+	kind := fe.Kind()
+	switch fe.Tag() {
+	case "required":
+		if kind == reflect.Slice {
+			return "required array is missing or null"
+		}
+		return "required field is missing or empty"
+	case "min":
+		if kind == reflect.Slice {
+			return "must have at least " + param + " element(s)"
+		}
+		return "must be at least " + param + " characters long"
+	case "max":
+		if kind == reflect.Slice {
+			return "must have at most " + param + " elements"
+		}
+		return "must be at most " + param + " characters long"
+	case "gte":
+		if param == "0" {
+			return fmt.Sprintf("must not be negative, got %v", fe.Value())
+		}
+		return fmt.Sprintf("must be at least %s, got %v", param, fe.Value())
+	case "lte":
+		return fmt.Sprintf("must be at most %s, got %v", param, fe.Value())
+	case "email":
+		return "not a valid email address"
+	case "uid":
+		return "must be 1..64 letters, digits, '-' or '_'"
+	case "currency3":
+		return fmt.Sprintf("must be 3 upper-case letters (ISO 4217), got %q", fe.Value())
+	}
+	return "fails rule " + fe.Tag()
+}
+
+// checkTotals applies the item and money consistency rules. It assumes the field rules
+// passed, so every amount is non-negative and every sale is in 0..100.
+func checkTotals(o *Order) error {
+	var sum int64
+	for i := range o.Items {
+		it := &o.Items[i]
+		if *it == (Item{}) {
+			return validationErr(fmt.Sprintf("items[%d]", i), "item is empty")
+		}
+		want := discounted(it.Price, it.Sale)
+		if d := it.TotalPrice - want; d < -1 || d > 1 {
+			return validationErr(fmt.Sprintf("items[%d].total_price", i),
+				fmt.Sprintf("%d does not match price %d with sale %d%% (want %d, ±1 for rounding)", it.TotalPrice, it.Price, it.Sale, want))
+		}
+		var ok bool
+		if sum, ok = addNonNeg(sum, it.TotalPrice); !ok {
+			return validationErr(fmt.Sprintf("items[%d].total_price", i), "sum of the items' total_price overflows int64")
+		}
+	}
+	p := &o.Payment
+	if p.GoodsTotal != sum {
+		return validationErr("payment.goods_total",
+			fmt.Sprintf("%d does not equal the sum of the items' total_price %d", p.GoodsTotal, sum))
+	}
+	want, ok1 := addNonNeg(p.GoodsTotal, p.DeliveryCost)
+	want, ok2 := addNonNeg(want, p.CustomFee)
+	if !ok1 || !ok2 {
+		return validationErr("payment.amount", "goods_total + delivery_cost + custom_fee overflows int64")
+	}
+	if p.Amount != want {
+		return validationErr("payment.amount",
+			fmt.Sprintf("%d does not equal goods_total %d + delivery_cost %d + custom_fee %d = %d",
+				p.Amount, p.GoodsTotal, p.DeliveryCost, p.CustomFee, want))
+	}
+	return nil
+}
+
+// discounted returns price*(100-sale)/100 rounded down, for price >= 0 and sale in
+// 0..100, without overflowing: with price = 100q + r it is q*(100-sale) + r*(100-sale)/100.
+func discounted(price, sale int64) int64 {
+	keep := 100 - sale
+	return price/100*keep + price%100*keep/100
+}
+
+// addNonNeg adds two non-negative numbers and reports whether the sum fits in int64.
+func addNonNeg(a, b int64) (int64, bool) {
+	if a > math.MaxInt64-b {
+		return 0, false
+	}
+	return a + b, true
+}
+
+func validationErr(field, reason string) *InvalidError {
+	return &InvalidError{Class: ClassValidation, Field: field, Reason: reason}
+}
