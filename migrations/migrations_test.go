@@ -1,0 +1,212 @@
+package migrations_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
+	"github.com/uptrace/bun/driver/pgdriver"
+
+	"github.com/orderflow/orders-service/migrations"
+	"github.com/orderflow/orders-service/modules/testenv"
+)
+
+func TestMain(m *testing.M) {
+	// Migration progress is logged at info level; keep benchmark and test output clean.
+	slog.SetDefault(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	testenv.Main(m)
+}
+
+func openDB(t *testing.T, dsn string) *bun.DB {
+	t.Helper()
+	db := bun.NewDB(sql.OpenDB(pgdriver.NewConnector(pgdriver.WithDSN(dsn))), pgdialect.New())
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+var tables = []string{"orders", "delivery", "payment", "items"}
+
+func existingTables(t *testing.T, db *bun.DB) map[string]bool {
+	t.Helper()
+	var names []string
+	err := db.NewSelect().ColumnExpr("tablename").TableExpr("pg_tables").
+		Where("schemaname = current_schema()").Scan(context.Background(), &names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, n := range names {
+		got[n] = true
+	}
+	return got
+}
+
+func requireStatus(t *testing.T, db *bun.DB, applied bool) []migrations.State {
+	t.Helper()
+	st, err := migrations.Status(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st) != 2 {
+		t.Fatalf("Status: %d migrations, want 2:\n%s", len(st), migrations.FormatStatus(st))
+	}
+	for _, s := range st {
+		if s.Applied != applied {
+			t.Fatalf("migration %s applied = %v, want %v", s, s.Applied, applied)
+		}
+	}
+	return st
+}
+
+func TestUpDownUp(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t, testenv.PostgresDSN(t))
+
+	st := requireStatus(t, db, false)
+	if st[0].ID != "20261125000001" || st[0].Name != "orders" || st[1].Name != "order_parts" {
+		t.Fatalf("unexpected migrations:\n%s", migrations.FormatStatus(st))
+	}
+	if !strings.Contains(st[0].String(), "pending") {
+		t.Fatalf("pending status prints as %q", st[0])
+	}
+
+	if err := migrations.Up(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	st = requireStatus(t, db, true)
+	if st[0].GroupID != 1 || st[1].GroupID != 1 || !strings.Contains(st[1].String(), "applied (group 1") {
+		t.Fatalf("after Up:\n%s", migrations.FormatStatus(st))
+	}
+	got := existingTables(t, db)
+	for _, tbl := range tables {
+		if !got[tbl] {
+			t.Errorf("after Up: table %s missing", tbl)
+		}
+	}
+
+	// A second Up finds nothing to do and opens no new group.
+	if err := migrations.Up(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	if st = requireStatus(t, db, true); st[1].GroupID != 1 {
+		t.Fatalf("second Up changed groups:\n%s", migrations.FormatStatus(st))
+	}
+
+	if err := migrations.Down(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	requireStatus(t, db, false)
+	got = existingTables(t, db)
+	for _, tbl := range tables {
+		if got[tbl] {
+			t.Errorf("after Down: table %s still exists", tbl)
+		}
+	}
+	// Down with nothing applied is a no-op.
+	if err := migrations.Down(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := migrations.Up(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	requireStatus(t, db, true)
+	if got := existingTables(t, db); !got["items"] {
+		t.Fatal("after Up again: items missing")
+	}
+}
+
+func TestConcurrentUpAppliesOnce(t *testing.T) {
+	ctx := context.Background()
+	dsn := testenv.PostgresDSN(t)
+	const instances = 4
+	dbs := make([]*bun.DB, instances)
+	for i := range dbs {
+		dbs[i] = openDB(t, dsn)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, instances)
+	for i, db := range dbs {
+		wg.Go(func() { errs[i] = migrations.Up(ctx, db) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("instance %d: %v", i, err)
+		}
+	}
+	st := requireStatus(t, dbs[0], true)
+	for _, s := range st {
+		if s.GroupID != 1 {
+			t.Errorf("%s: group %d, want every migration in group 1", s, s.GroupID)
+		}
+	}
+	var rows int
+	if err := dbs[0].NewSelect().TableExpr("bun_migrations").ColumnExpr("count(*)").Scan(ctx, &rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 2 {
+		t.Fatalf("bun_migrations has %d rows, want 2 (each migration applied once)", rows)
+	}
+	// The lock was released: the advisory lock is free for a new session.
+	var locked bool
+	if err := dbs[1].QueryRowContext(ctx, "SELECT pg_try_advisory_lock(?)", int64(0x6f72646572736d67)).Scan(&locked); err != nil {
+		t.Fatal(err)
+	}
+	if !locked {
+		t.Fatal("migration advisory lock still held after Up returned")
+	}
+}
+
+func TestSchemaSeqIsStableAndPartsCascade(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t, testenv.PostgresDSN(t))
+	if err := migrations.Up(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	upsert := `INSERT INTO orders (order_uid, track_number, entry, customer_id, date_created, source_partition, source_offset)
+		VALUES (?, 'T', 'E', 'c', now(), 0, ?)
+		ON CONFLICT (order_uid) DO UPDATE SET source_offset = EXCLUDED.source_offset
+		RETURNING seq`
+	var seqA, seqB, seqA2 int64
+	if err := db.QueryRowContext(ctx, upsert, "a", 1).Scan(&seqA); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRowContext(ctx, upsert, "b", 2).Scan(&seqB); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRowContext(ctx, upsert, "a", 3).Scan(&seqA2); err != nil {
+		t.Fatal(err)
+	}
+	if seqB <= seqA || seqA2 != seqA {
+		t.Fatalf("seq a=%d b=%d a-after-update=%d: want b > a and a unchanged", seqA, seqB, seqA2)
+	}
+
+	if _, err := db.ExecContext(ctx, `INSERT INTO items (order_uid, position, chrt_id, price, sale, total_price, nm_id, status)
+		VALUES ('a', 0, 1, 1, 0, 1, 1, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, "DELETE FROM orders WHERE order_uid = 'a'"); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM items WHERE order_uid = 'a'").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("items of a deleted order: %d rows remain", n)
+	}
+
+	_, err := db.ExecContext(ctx, upsert, "bad uid!", 1)
+	var pgErr pgdriver.Error
+	if !errors.As(err, &pgErr) || pgErr.Field('C') != "23514" {
+		t.Fatalf("uid check: err = %v, want SQLSTATE 23514", err)
+	}
+}

@@ -1,0 +1,66 @@
+// Package ordersdb is the PostgreSQL implementation of orders.Store, written with
+// bun (pgdriver + pgdialect). Writes are bulk statements over array parameters
+// (INSERT ... SELECT FROM unnest(...)), one transaction per batch; reads load an
+// order with its delivery, payment and items in one round trip.
+package ordersdb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
+	"github.com/uptrace/bun/driver/pgdriver"
+	"github.com/uptrace/bun/extra/bunotel"
+)
+
+// pingTimeout bounds the connectivity check of Open.
+const pingTimeout = 5 * time.Second
+
+// Open connects to the PostgreSQL server at dsn (postgres://user:pass@host:port/db?sslmode=...)
+// with a pool of at most poolSize connections, checks the connection with a
+// ping bounded by 5s (and by ctx), and returns the handle, with OpenTelemetry
+// query spans enabled. The caller closes it. Errors never contain the password.
+func Open(ctx context.Context, dsn string, poolSize int) (*bun.DB, error) {
+	if poolSize < 1 {
+		return nil, fmt.Errorf("open postgres: pool size %d: want >= 1", poolSize)
+	}
+	u, err := url.Parse(dsn)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return nil, errors.New("open postgres: invalid DSN: want postgres://user:pass@host:port/db?sslmode=disable")
+	}
+	connector, err := newConnector(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	sqldb := sql.OpenDB(connector)
+	sqldb.SetMaxOpenConns(poolSize)
+	sqldb.SetMaxIdleConns(poolSize)
+	sqldb.SetConnMaxIdleTime(5 * time.Minute)
+
+	dbName := strings.TrimPrefix(u.Path, "/")
+	db := bun.NewDB(sqldb, pgdialect.New()).WithQueryHook(bunotel.NewQueryHook(bunotel.WithDBName(dbName)))
+
+	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	if err := db.PingContext(pctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open postgres: ping %s%s: %w", u.Host, u.Path, err)
+	}
+	return db, nil
+}
+
+// newConnector turns the panic pgdriver raises on an unusable DSN into an error.
+func newConnector(dsn string) (c *pgdriver.Connector, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("invalid DSN: %v", r)
+		}
+	}()
+	return pgdriver.NewConnector(pgdriver.WithDSN(dsn)), nil
+}

@@ -1,0 +1,381 @@
+package ordersdb_test
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/orderflow/orders-service/migrations"
+	"github.com/orderflow/orders-service/modules/orders"
+	"github.com/orderflow/orders-service/modules/orders/ordersdb"
+	"github.com/orderflow/orders-service/modules/orders/storetest"
+	"github.com/orderflow/orders-service/modules/testenv"
+)
+
+func TestMain(m *testing.M) {
+	// Migration progress is logged at info level; keep benchmark and test output clean.
+	slog.SetDefault(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	testenv.Main(m)
+}
+
+// openMigrated opens a pool on dsn and applies the migrations.
+func openMigrated(t testing.TB, dsn string) *bun.DB {
+	t.Helper()
+	ctx := context.Background()
+	db, err := ordersdb.Open(ctx, dsn, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	if err := migrations.Up(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+func newDB(t testing.TB) *bun.DB { return openMigrated(t, testenv.PostgresDSN(t)) }
+
+func TestStoreContract(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) orders.Store { return ordersdb.New(newDB(t)) })
+}
+
+func countRows(t *testing.T, db *bun.DB, table, uid string) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRowContext(context.Background(),
+		"SELECT count(*) FROM ? WHERE order_uid = ?", bun.Ident(table), uid).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestDeleteCascadesToParts(t *testing.T) {
+	ctx := context.Background()
+	db := newDB(t)
+	s := ordersdb.New(db)
+	o := storetest.NewOrder("cascade-1", 2) // 3 items
+	keep := storetest.NewOrder("cascade-2", 2)
+	if _, err := s.UpsertBatch(ctx, []orders.Record{{Order: o}, {Order: keep}}); err != nil {
+		t.Fatal(err)
+	}
+	for table, want := range map[string]int{"orders": 1, "delivery": 1, "payment": 1, "items": 3} {
+		if n := countRows(t, db, table, o.OrderUID); n != want {
+			t.Fatalf("before delete: %s has %d rows, want %d", table, n, want)
+		}
+	}
+	if err := s.Delete(ctx, o.OrderUID); err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range []string{"orders", "delivery", "payment", "items"} {
+		if n := countRows(t, db, table, o.OrderUID); n != 0 {
+			t.Errorf("after delete: %s still has %d rows of the order", table, n)
+		}
+		if n := countRows(t, db, table, keep.OrderUID); n == 0 {
+			t.Errorf("after delete: %s lost the rows of another order", table)
+		}
+	}
+}
+
+func TestUpsertBatchWritesOnlyAppliedParts(t *testing.T) {
+	ctx := context.Background()
+	db := newDB(t)
+	s := ordersdb.New(db)
+	newer := storetest.NewOrder("parts-1", 1) // 2 items
+	if _, err := s.UpsertBatch(ctx, []orders.Record{{Order: newer, Source: orders.Source{Offset: 10}}}); err != nil {
+		t.Fatal(err)
+	}
+	// A stale version with 3 items and a fresh order in one batch: the stale
+	// order's items must not be touched.
+	stale := storetest.NewOrder("parts-1", 2)
+	fresh := storetest.NewOrder("parts-2", 0)
+	applied, err := s.UpsertBatch(ctx, []orders.Record{
+		{Order: stale, Source: orders.Source{Offset: 9}},
+		{Order: fresh, Source: orders.Source{Offset: 11}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(applied, []string{"parts-2"}) {
+		t.Fatalf("applied %v, want [parts-2]", applied)
+	}
+	if n := countRows(t, db, "items", "parts-1"); n != 2 {
+		t.Fatalf("stale version changed items: %d rows, want 2", n)
+	}
+	var email string
+	if err := db.QueryRowContext(ctx, "SELECT email FROM delivery WHERE order_uid = 'parts-1'").Scan(&email); err != nil {
+		t.Fatal(err)
+	}
+	if email != newer.Delivery.Email {
+		t.Fatalf("stale version changed delivery: email %q, want %q", email, newer.Delivery.Email)
+	}
+}
+
+func TestInvalidUIDs(t *testing.T) {
+	ctx := context.Background()
+	s := ordersdb.New(newDB(t))
+	bad := "no spaces allowed"
+	if _, err := s.Get(ctx, bad); !errors.Is(err, orders.ErrInvalidUID) {
+		t.Errorf("Get: %v, want ErrInvalidUID", err)
+	}
+	if err := s.Delete(ctx, bad); !errors.Is(err, orders.ErrInvalidUID) {
+		t.Errorf("Delete: %v, want ErrInvalidUID", err)
+	}
+	if err := s.Put(ctx, storetest.NewOrder(bad, 1)); !errors.Is(err, orders.ErrInvalidUID) {
+		t.Errorf("Put: %v, want ErrInvalidUID", err)
+	}
+	// UpsertBatch trusts validated input; the schema still refuses a bad uid, as a data error.
+	_, err := s.UpsertBatch(ctx, []orders.Record{{Order: storetest.NewOrder(bad, 1)}})
+	if err == nil || ordersdb.Classify(err) != ordersdb.Data {
+		t.Errorf("UpsertBatch with a bad uid: %v (class %v), want a data error", err, ordersdb.Classify(err))
+	}
+}
+
+func TestDataErrorsRollBackTheWholeBatch(t *testing.T) {
+	ctx := context.Background()
+	db := newDB(t)
+	s := ordersdb.New(db)
+	good := storetest.NewOrder("good-1", 1)
+	poison := storetest.NewOrder("poison-1", 1)
+	poison.DateCreated = time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC) // timestamptz out of range: SQLSTATE 22008
+	negative := storetest.NewOrder("poison-2", 1)
+	negative.Items[0].Price = -1 // items_money_check: SQLSTATE 23514
+
+	for _, bad := range []orders.Order{poison, negative} {
+		_, err := s.UpsertBatch(ctx, []orders.Record{{Order: good}, {Order: bad}})
+		if err == nil {
+			t.Fatalf("batch with %s: no error", bad.OrderUID)
+		}
+		if c := ordersdb.Classify(err); c != ordersdb.Data {
+			t.Fatalf("batch with %s: %v classified %v, want data", bad.OrderUID, err, c)
+		}
+		if n := countRows(t, db, "orders", good.OrderUID); n != 0 {
+			t.Fatalf("failed batch left %d rows of the good order", n)
+		}
+	}
+}
+
+func TestConcurrentOverlappingBatches(t *testing.T) {
+	ctx := context.Background()
+	s := ordersdb.New(newDB(t))
+	// Writers upsert the same uids with increasing offsets in different input
+	// orders; sorted writes mean no deadlock, and the highest offset ends up stored.
+	const writers, uids, rounds = 4, 50, 5
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*rounds)
+	for w := range writers {
+		wg.Go(func() {
+			for r := range rounds {
+				batch := make([]orders.Record, 0, uids)
+				for i := range uids {
+					u := i
+					if w%2 == 1 {
+						u = uids - 1 - i
+					}
+					off := int64(r*writers + w)
+					batch = append(batch, orders.Record{
+						Order:  storetest.NewOrder(fmt.Sprintf("race-%02d", u), int(off)),
+						Source: orders.Source{Offset: off},
+					})
+				}
+				if _, err := s.UpsertBatch(ctx, batch); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("concurrent batch: %v (class %v)", err, ordersdb.Classify(err))
+	}
+	top := int64((rounds-1)*writers + writers - 1)
+	for i := range uids {
+		uid := fmt.Sprintf("race-%02d", i)
+		got, err := s.Get(ctx, uid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		storetest.RequireEqual(t, got, storetest.NewOrder(uid, int(top)))
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	ctx := context.Background()
+	for _, dsn := range []string{"", "mysql://x", "postgres://u:secret@127.0.0.1:1/db?sslmode=nonsense"} {
+		db, err := ordersdb.Open(ctx, dsn, 1)
+		if err == nil {
+			_ = db.Close()
+			t.Errorf("Open(%q): no error", dsn)
+			continue
+		}
+		if strings.Contains(err.Error(), "secret") {
+			t.Errorf("Open error leaks the password: %v", err)
+		}
+	}
+	if _, err := ordersdb.Open(ctx, "postgres://u:secret@127.0.0.1:1/db?sslmode=disable", 0); err == nil {
+		t.Error("Open with pool size 0: no error")
+	}
+	// Nothing listens on port 1: the ping fails, as a transient error.
+	_, err := ordersdb.Open(ctx, "postgres://u:secret@127.0.0.1:1/db?sslmode=disable", 1)
+	if err == nil || ordersdb.Classify(err) != ordersdb.Transient || strings.Contains(err.Error(), "secret") {
+		t.Errorf("Open to a closed port: %v (class %v), want a transient error without the password", err, ordersdb.Classify(err))
+	}
+}
+
+// fakeTimeout is a net.Error timeout, as a socket read deadline reports it.
+type fakeTimeout struct{}
+
+func (fakeTimeout) Error() string   { return "i/o timeout" }
+func (fakeTimeout) Timeout() bool   { return true }
+func (fakeTimeout) Temporary() bool { return true }
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want ordersdb.Class
+	}{
+		{"nil", nil, ordersdb.Fatal},
+		{"deadline", context.DeadlineExceeded, ordersdb.Transient},
+		{"canceled wrapped", fmt.Errorf("upsert batch: %w", context.Canceled), ordersdb.Transient},
+		{"bad conn", driver.ErrBadConn, ordersdb.Transient},
+		{"conn done", sql.ErrConnDone, ordersdb.Transient},
+		{"eof", io.EOF, ordersdb.Transient},
+		{"unexpected eof", fmt.Errorf("x: %w", io.ErrUnexpectedEOF), ordersdb.Transient},
+		{"refused", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, ordersdb.Transient},
+		{"reset", fmt.Errorf("read: %w", syscall.ECONNRESET), ordersdb.Transient},
+		{"net timeout", fakeTimeout{}, ordersdb.Transient},
+		{"tx done", sql.ErrTxDone, ordersdb.Fatal},
+		{"unknown", errors.New("boom"), ordersdb.Fatal},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ordersdb.Classify(tt.err); got != tt.want {
+				t.Errorf("Classify(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestClassifyServerErrors classifies real errors raised by PostgreSQL.
+func TestClassifyServerErrors(t *testing.T) {
+	ctx := context.Background()
+	db, err := ordersdb.Open(ctx, testenv.PostgresDSN(t), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	tests := []struct {
+		sqlstate string
+		want     ordersdb.Class
+	}{
+		{"40001", ordersdb.Transient},
+		{"40P01", ordersdb.Transient},
+		{"53300", ordersdb.Transient},
+		{"57P01", ordersdb.Transient},
+		{"57P02", ordersdb.Transient},
+		{"57P03", ordersdb.Transient},
+		{"08006", ordersdb.Transient},
+		{"53100", ordersdb.Transient},
+		{"55P03", ordersdb.Transient},
+		{"57014", ordersdb.Transient},
+		{"22001", ordersdb.Data},
+		{"22021", ordersdb.Data},
+		{"23505", ordersdb.Data},
+		{"23503", ordersdb.Data},
+		{"23514", ordersdb.Data},
+		{"42804", ordersdb.Data},
+		{"54000", ordersdb.Data},
+		{"42P01", ordersdb.Fatal},
+		{"42703", ordersdb.Fatal},
+		{"XX000", ordersdb.Fatal},
+		{"28P01", ordersdb.Fatal},
+	}
+	for _, tt := range tests {
+		t.Run(tt.sqlstate, func(t *testing.T) {
+			_, err := db.ExecContext(ctx, fmt.Sprintf(
+				"DO $$ BEGIN RAISE EXCEPTION 'synthetic' USING ERRCODE = '%s'; END $$", tt.sqlstate))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if got := ordersdb.Classify(fmt.Errorf("wrapped: %w", err)); got != tt.want {
+				t.Errorf("Classify(%v) = %v, want %v", err, got, tt.want)
+			}
+		})
+	}
+	// A real statement error, not a synthetic one.
+	_, err = db.ExecContext(ctx, "SELECT * FROM no_such_table")
+	if got := ordersdb.Classify(err); got != ordersdb.Fatal {
+		t.Errorf("missing table: %v classified %v, want fatal", err, got)
+	}
+}
+
+// TestServerCrashIsTransient kills the server under the store: the failure must
+// classify as transient, and the same batch must succeed after a restart.
+func TestServerCrashIsTransient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a dedicated cluster")
+	}
+	ctx := context.Background()
+	c := testenv.NewCluster(t, testenv.ClusterOptions{})
+	db := openMigrated(t, c.CreateDB(t))
+	s := ordersdb.New(db)
+	batch := func(off int64) []orders.Record {
+		var recs []orders.Record
+		for i := range 20 {
+			recs = append(recs, orders.Record{Order: storetest.NewOrder(fmt.Sprintf("crash-%02d", i), i), Source: orders.Source{Offset: off}})
+		}
+		return recs
+	}
+	if _, err := s.UpsertBatch(ctx, batch(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.UpsertBatch(ctx, batch(2))
+	if err == nil {
+		t.Fatal("upsert on a killed server: no error")
+	}
+	if got := ordersdb.Classify(err); got != ordersdb.Transient {
+		t.Fatalf("upsert on a killed server: %v classified %v, want transient", err, got)
+	}
+	if _, err := s.Get(ctx, "crash-00"); ordersdb.Classify(err) != ordersdb.Transient {
+		t.Fatalf("get on a killed server: %v, want a transient error", err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The pool may hold dead connections: the retry (as the pipeline does) succeeds.
+	var applied []string
+	for attempt := 0; ; attempt++ {
+		applied, err = s.UpsertBatch(ctx, batch(2))
+		if err == nil {
+			break
+		}
+		if ordersdb.Classify(err) != ordersdb.Transient || attempt == 5 {
+			t.Fatalf("upsert after restart: %v (class %v)", err, ordersdb.Classify(err))
+		}
+	}
+	if len(applied) != 20 {
+		t.Fatalf("after restart applied %d, want 20", len(applied))
+	}
+	got, err := s.Get(ctx, "crash-07")
+	if err != nil {
+		t.Fatal(err)
+	}
+	storetest.RequireEqual(t, got, storetest.NewOrder("crash-07", 7))
+}

@@ -1,0 +1,161 @@
+package ordershttp_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"reflect"
+	"testing"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/uptrace/bun"
+
+	"github.com/orderflow/orders-service/migrations"
+	"github.com/orderflow/orders-service/modules/httpx"
+	"github.com/orderflow/orders-service/modules/orders"
+	"github.com/orderflow/orders-service/modules/orders/orderscache"
+	"github.com/orderflow/orders-service/modules/orders/ordersdb"
+	"github.com/orderflow/orders-service/modules/orders/ordershttp"
+	"github.com/orderflow/orders-service/modules/testenv"
+	"github.com/orderflow/orders-service/web"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+const (
+	testToken    = "s3cret-token"
+	canonicalUID = "b563feb7b2b84b6test"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// server is the real service stack on a fresh database: bun store, otter cache,
+// the httpx shell with ops routes, the order routes and the page.
+type server struct {
+	app   *fiber.App
+	store *orderscache.Store
+	db    *bun.DB
+}
+
+// newServer builds the stack on dsn (a fresh database from testenv when empty).
+func newServer(t testing.TB, dsn string, opts ordershttp.Options) *server {
+	t.Helper()
+	if dsn == "" {
+		dsn = testenv.PostgresDSN(t)
+	}
+	ctx := context.Background()
+	db, err := ordersdb.Open(ctx, dsn, 4)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	if err := migrations.Up(ctx, db); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	store := orderscache.NewStore(ordersdb.New(db), orderscache.New(64<<20), orderscache.Options{})
+	app := httpx.New(httpx.Config{Logger: quiet, Registerer: prometheus.NewRegistry()})
+	httpx.RegisterOps(app, httpx.Ops{})
+	ordershttp.Register(app, store, opts)
+	web.Register(app)
+	return &server{app: app, store: store, db: db}
+}
+
+// canonical returns the sample order of testdata/model.json, raw and decoded.
+func canonical(t testing.TB) ([]byte, orders.Order) {
+	t.Helper()
+	raw, err := os.ReadFile("../testdata/model.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := orders.Parse(raw, 0)
+	if err != nil {
+		t.Fatalf("canonical order: %v", err)
+	}
+	return raw, o
+}
+
+// withUID returns o under another uid (and transaction).
+func withUID(o orders.Order, uid string) orders.Order {
+	o.OrderUID = uid
+	o.Payment.Transaction = uid
+	o.Items = append([]orders.Item(nil), o.Items...)
+	return o
+}
+
+// seed writes orders as Kafka versions (partition 0, offsets 1..n), one batch each,
+// so the listing order is their order here.
+func (s *server) seed(t testing.TB, os ...orders.Order) {
+	t.Helper()
+	for i, o := range os {
+		if _, err := s.store.UpsertBatch(context.Background(), []orders.Record{{Order: o, Source: orders.Source{Partition: 0, Offset: int64(i + 1)}}}); err != nil {
+			t.Fatalf("seed %s: %v", o.OrderUID, err)
+		}
+	}
+}
+
+type reply struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// do sends one request through app.Test; token "" sends no Authorization.
+func (s *server) do(t testing.TB, method, target, token string, body []byte, hdr ...string) reply {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req := httptest.NewRequest(method, target, rd)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := s.app.Test(req, -1)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, target, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read: %v", method, target, err)
+	}
+	return reply{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// sameJSON reports whether a and b hold the same JSON value.
+func sameJSON(t testing.TB, a, b []byte) bool {
+	t.Helper()
+	var x, y any
+	if err := json.Unmarshal(a, &x); err != nil {
+		t.Fatalf("not JSON: %v: %.200s", err, a)
+	}
+	if err := json.Unmarshal(b, &y); err != nil {
+		t.Fatalf("not JSON: %v: %.200s", err, b)
+	}
+	return reflect.DeepEqual(x, y)
+}
+
+// wantError checks that r is status with a JSON {"error": ...} body and returns it.
+func wantError(t testing.TB, what string, r reply, status int) map[string]string {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("%s: status %d, want %d (body %.300s)", what, r.status, status, r.body)
+	}
+	var m map[string]string
+	if err := json.Unmarshal(r.body, &m); err != nil || m["error"] == "" {
+		t.Fatalf("%s: body is not a JSON error: %.300s", what, r.body)
+	}
+	return m
+}
