@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"github.com/orderflow/orders-service/configs"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/orderflow/orders-service/modules/orders/ordersgen"
+)
+
+// devDataDir is where `app dev` keeps its PostgreSQL and Kafka data between runs.
+const devDataDir = ".data"
+
+// sampleUID is the uid of the canonical sample order that dev publishes first.
+const sampleUID = "b563feb7b2b84b6test"
+
+func cmdDev(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
+	var rate float64
+	var invalid float64
+	cfg, _, err := loadConfig("dev", args, environ, stderr, func(fs *flag.FlagSet) {
+		fs.Float64Var(&rate, "rate", 20, "background test traffic in orders per second (0 = none)")
+		fs.Float64Var(&invalid, "invalid-ratio", 0.02, "share of bad messages in the background traffic")
+	})
+	if err != nil {
+		return err
+	}
+	if !hasEnv(environ, "ORDERS_LOG_FORMAT") {
+		cfg.Log.Format = "text"
+	}
+	log := newLogger(cfg.Log, stderr)
+	slog.SetDefault(log)
+
+	root, err := filepath.Abs(devDataDir)
+	if err != nil {
+		return err
+	}
+	if cfg.Postgres.DSN == "" {
+		pg, err := startDevPostgres(root, log)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := pg.stop(); err != nil {
+				log.Warn("dev_postgres_stop", "error", err)
+			}
+		}()
+		cfg.Postgres.DSN = pg.dsn
+		log.Info("dev_postgres_ready", "dsn", pg.dsn)
+	}
+	if !hasEnv(environ, "ORDERS_KAFKA_BROKERS") {
+		brokers, stop, err := startDevKafka(filepath.Join(root, "kafka"), cfg.Kafka.Topic, cfg.Kafka.DLQTopic, int32(cfg.Kafka.Partitions))
+		if err != nil {
+			return err
+		}
+		defer stop()
+		cfg.Kafka.Brokers = brokers
+		log.Info("dev_kafka_ready", "brokers", brokers, "kind", "in-process (kfake)")
+	}
+	if cfg.API.Token == "" {
+		b := make([]byte, 16)
+		_, _ = rand.Read(b)
+		cfg.API.Token = hex.EncodeToString(b)
+	}
+
+	ready := func(addr string) {
+		host, port, _ := net.SplitHostPort(addr)
+		if host == "" || host == "::" || host == "0.0.0.0" {
+			host = "localhost"
+		}
+		base := "http://" + net.JoinHostPort(host, port)
+		fmt.Fprintf(stdout, "\n  order service (dev) is up\n\n"+
+			"  page:       %s/\n"+
+			"  try order:  %s/?id=%s\n"+
+			"  API:        %s/api/v1/orders?limit=10\n"+
+			"  API token:  %s   (Authorization: Bearer ...)\n"+
+			"  metrics:    %s/metrics\n"+
+			"  traffic:    %.0f orders/s, %.0f%% bad (to the DLQ %s)\n\n"+
+			"  Ctrl-C stops everything; data stays in %s/\n\n",
+			base, base, sampleUID, base, cfg.API.Token, base, rate, invalid*100, cfg.Kafka.DLQTopic, devDataDir)
+		go devTraffic(ctx, cfg.Kafka.Brokers, cfg.Kafka.Topic, rate, invalid, cfg, log)
+	}
+	return runService(ctx, cfg, log, ready)
+}
+
+// startDevKafka runs an in-process Kafka-protocol broker (franz-go kfake) whose log
+// is kept under dir, with the input and DLQ topics created.
+func startDevKafka(dir, topic, dlq string, partitions int32) (string, func(), error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", nil, fmt.Errorf("dev: kafka data dir: %w", err)
+	}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(freePort()), kfake.DataDir(dir),
+		kfake.SeedTopics(partitions, topic), kfake.SeedTopics(1, dlq), kfake.AllowAutoTopicCreation())
+	if err != nil {
+		return "", nil, fmt.Errorf("dev: in-process kafka: %w", err)
+	}
+	return strings.Join(c.ListenAddrs(), ","), c.Close, nil
+}
+
+// devTraffic publishes the canonical sample order, then a gentle stream of test
+// orders until ctx ends.
+func devTraffic(ctx context.Context, brokers, topic string, rate, invalid float64, cfg configs.Config, log *slog.Logger) {
+	if err := produceOne(brokers, topic, sampleUID, ordersgen.Sample()); err != nil {
+		log.Warn("dev_sample_produce_failed", "error", err)
+	}
+	if rate <= 0 {
+		return
+	}
+	o := produceOptions{count: math.MaxInt32, rate: rate, invalidRatio: invalid, brokers: brokers, topic: topic, quiet: true}
+	if _, err := produce(ctx, o, cfg, io.Discard); err != nil && ctx.Err() == nil {
+		log.Warn("dev_traffic_stopped", "error", err)
+	}
+}
+
+// produceOne sends one record and waits for its acknowledgement.
+func produceOne(brokers, topic, key string, value []byte) error {
+	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers, "acks": "all"})
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	dr := make(chan kafka.Event, 1)
+	err = p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
+		Key: []byte(key), Value: value}, dr)
+	if err != nil {
+		return err
+	}
+	select {
+	case e := <-dr:
+		if m, ok := e.(*kafka.Message); ok && m.TopicPartition.Error != nil {
+			return m.TopicPartition.Error
+		}
+		return nil
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("no acknowledgement within 30 s")
+	}
+}
+
+func hasEnv(environ []string, name string) bool {
+	for _, kv := range environ {
+		if strings.HasPrefix(kv, name+"=") {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/orderflow/orders-service/configs"
+	"github.com/orderflow/orders-service/modules/orders/ordersgen"
+)
+
+// produceOptions are the flags of `app produce`.
+type produceOptions struct {
+	count        int
+	rate         float64
+	invalidRatio float64
+	seed         uint64
+	brokers      string
+	topic        string
+	quiet        bool
+}
+
+func cmdProduce(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
+	var o produceOptions
+	cfg, _, err := loadConfig("produce", args, environ, stderr, func(fs *flag.FlagSet) {
+		fs.IntVar(&o.count, "count", 1000, "orders to send")
+		fs.Float64Var(&o.rate, "rate", 0, "orders per second (0 = as fast as possible)")
+		fs.Float64Var(&o.invalidRatio, "invalid-ratio", 0, "share of bad messages (malformed, missing fields, wrong types, inconsistent totals, oversized, binary)")
+		fs.Uint64Var(&o.seed, "seed", 0, "random seed for reproducible runs (0 = random)")
+		fs.StringVar(&o.brokers, "brokers", "", "bootstrap servers (default: kafka.brokers)")
+		fs.StringVar(&o.topic, "topic", "", "topic (default: kafka.topic)")
+		fs.BoolVar(&o.quiet, "quiet", false, "no progress line")
+	})
+	if err != nil {
+		return err
+	}
+	if o.count < 0 || o.rate < 0 || o.invalidRatio < 0 || o.invalidRatio > 1 {
+		return usageError{errors.New("produce: want --count >= 0, --rate >= 0, --invalid-ratio in 0..1")}
+	}
+	if o.brokers == "" {
+		o.brokers = cfg.Kafka.Brokers
+	}
+	if o.topic == "" {
+		o.topic = cfg.Kafka.Topic
+	}
+	shutdown, err := setupTracing(ctx, cfg.Tracing, "order-producer")
+	if err != nil {
+		return err
+	}
+	defer shutdown(context.Background())
+	sum, err := produce(ctx, o, cfg, stderr)
+	fmt.Fprintf(stdout, "produce: sent=%d acknowledged=%d failed=%d invalid=%d elapsed=%s rate=%.0f/s\n",
+		sum.sent, sum.acked, sum.failed, sum.invalid, sum.elapsed.Round(time.Millisecond), float64(sum.acked)/sum.elapsed.Seconds())
+	if err != nil {
+		return err
+	}
+	if sum.acked != int64(o.count) {
+		return fmt.Errorf("produce: %d of %d records not acknowledged", int64(o.count)-sum.acked, o.count)
+	}
+	return nil
+}
+
+type produceSummary struct {
+	sent, acked, failed, invalid int64
+	elapsed                      time.Duration
+}
+
+// produce sends o.count orders and waits for every delivery report.
+func produce(ctx context.Context, o produceOptions, cfg configs.Config, progress io.Writer) (produceSummary, error) {
+	var sum produceSummary
+	p, err := kafka.NewProducer(&kafka.ConfigMap{
+		"bootstrap.servers":  o.brokers,
+		"enable.idempotence": true,
+		"acks":               "all",
+		"linger.ms":          5,
+		"compression.type":   "lz4",
+		"message.max.bytes":  cfg.Pipeline.MaxMessageBytes * 3,
+		"client.id":          "order-producer",
+	})
+	if err != nil {
+		return sum, fmt.Errorf("produce: producer: %w", err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			p.Close()
+		}
+	}()
+	var acked, failed atomic.Int64
+	var firstErr atomic.Value
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for e := range p.Events() {
+			if m, ok := e.(*kafka.Message); ok {
+				if m.TopicPartition.Error != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, m.TopicPartition.Error.Error())
+				} else {
+					acked.Add(1)
+				}
+			}
+		}
+	}()
+	gen := ordersgen.New(o.seed)
+	tracer := otel.Tracer("order-producer")
+	prop := otel.GetTextMapPropagator()
+	start := time.Now()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	topic := o.topic
+	for i := 0; i < o.count; i++ {
+		if o.rate > 0 {
+			if wait := time.Until(start.Add(time.Duration(float64(i) / o.rate * float64(time.Second)))); wait > 0 {
+				select {
+				case <-ctx.Done():
+				case <-time.After(wait):
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		var key string
+		var value []byte
+		kind := "valid"
+		if o.invalidRatio > 0 && gen.Float() < o.invalidRatio {
+			kind = gen.RandomKind()
+			key, value = gen.Invalid(kind, cfg.Pipeline.MaxMessageBytes)
+			sum.invalid++
+		} else {
+			ord, b := gen.Valid()
+			key, value = ord.OrderUID, b
+		}
+		_, span := tracer.Start(ctx, "orders produce", trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(attribute.String("messaging.destination.name", topic), attribute.String("order.kind", kind)))
+		carrier := propagation.MapCarrier{}
+		prop.Inject(trace.ContextWithSpan(ctx, span), carrier)
+		headers := make([]kafka.Header, 0, len(carrier))
+		for k, v := range carrier {
+			headers = append(headers, kafka.Header{Key: k, Value: []byte(v)})
+		}
+		msg := &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
+			Key: []byte(key), Value: value, Headers: headers}
+		for {
+			err := p.Produce(msg, nil)
+			if err == nil {
+				break
+			}
+			var ke kafka.Error
+			if errors.As(err, &ke) && ke.Code() == kafka.ErrQueueFull {
+				p.Flush(100)
+				continue
+			}
+			span.End()
+			return sum, fmt.Errorf("produce: %w", err)
+		}
+		span.End()
+		sum.sent++
+		select {
+		case <-tick.C:
+			if !o.quiet {
+				el := time.Since(start).Seconds()
+				fmt.Fprintf(progress, "produce: sent=%d acknowledged=%d errors=%d rate=%.0f/s\n", sum.sent, acked.Load(), failed.Load(), float64(sum.sent)/el)
+			}
+		default:
+		}
+	}
+	for p.Flush(1000) > 0 {
+		if !o.quiet {
+			fmt.Fprintf(progress, "produce: waiting for %d acknowledgements\n", sum.sent-acked.Load()-failed.Load())
+		}
+		if ctx.Err() != nil {
+			p.Flush(5000) // interrupted: one last bounded wait, then report what is missing
+			break
+		}
+	}
+	p.Close()
+	closed = true
+	<-done
+	sum.acked, sum.failed, sum.elapsed = acked.Load(), failed.Load(), time.Since(start)
+	if v := firstErr.Load(); v != nil {
+		return sum, fmt.Errorf("produce: %d records failed, first: %s", sum.failed, strings.TrimSpace(v.(string)))
+	}
+	return sum, ctx.Err()
+}

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sourcegraph/conc/pool"
+	"github.com/uptrace/bun"
+
+	"github.com/orderflow/orders-service/configs"
+	"github.com/orderflow/orders-service/migrations"
+	"github.com/orderflow/orders-service/modules/httpx"
+	"github.com/orderflow/orders-service/modules/orders/orderscache"
+	"github.com/orderflow/orders-service/modules/orders/ordersdb"
+	"github.com/orderflow/orders-service/modules/orders/ordershttp"
+	"github.com/orderflow/orders-service/web"
+)
+
+// version is set at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+func cmdServe(ctx context.Context, args, environ []string, stderr io.Writer) error {
+	cfg, _, err := loadConfig("serve", args, environ, stderr, nil)
+	if err != nil {
+		return err
+	}
+	if err := cfg.RequireDSN(); err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	slog.SetDefault(log)
+	return runService(ctx, cfg, log, nil)
+}
+
+// runService wires the modules together and runs them until ctx is cancelled or one
+// of them fails: database (migrations), cache, HTTP API and the ingestion pipeline.
+// ready, when not nil, is called once the HTTP listener accepts connections.
+func runService(ctx context.Context, cfg configs.Config, log *slog.Logger, ready func(addr string)) error {
+	shutdownTracing, err := setupTracing(ctx, cfg.Tracing, "order-service")
+	if err != nil {
+		return err
+	}
+	defer shutdownTracing(context.Background())
+
+	db, err := openDB(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector(), collectors.NewDBStatsCollector(db.DB, "orders"))
+
+	store := ordersdb.New(db)
+	cache := orderscache.New(cfg.Cache.MaxBytes)
+	cached := orderscache.NewStore(store, cache, orderscache.Options{DBTimeout: cfg.Cache.DBTimeout, NegativeTTL: cfg.Cache.NegativeTTL})
+	registerCacheMetrics(reg, cache)
+
+	ingest, err := newIngest(cfg, store, cached, reg, log)
+	if err != nil {
+		return err
+	}
+
+	app := httpx.New(httpx.Config{
+		ReadTimeout: cfg.HTTP.ReadTimeout, WriteTimeout: cfg.HTTP.WriteTimeout, IdleTimeout: cfg.HTTP.IdleTimeout,
+		BodyLimit: cfg.HTTP.BodyLimit, Registerer: reg, Logger: log,
+	})
+	httpx.RegisterOps(app, httpx.Ops{
+		Ready: func(ctx context.Context) error {
+			if err := db.PingContext(ctx); err != nil {
+				return fmt.Errorf("postgres: %w", err)
+			}
+			return ingest.Ready()
+		},
+		Metrics:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		PipelineStats: ingest.Stats,
+	})
+	ordershttp.Register(app, cached, ordershttp.Options{APIToken: cfg.API.Token, MaxBodyBytes: cfg.HTTP.BodyLimit})
+	web.Register(app)
+
+	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("http: listen %s: %w", cfg.HTTP.Addr, err)
+	}
+	log.Info("service_started", "http_addr", ln.Addr().String(), "topic", cfg.Kafka.Topic, "group_id", cfg.Kafka.GroupID, "version", version)
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+
+	p := pool.New().WithContext(ctx).WithCancelOnError().WithFirstError()
+	p.Go(func(ctx context.Context) error {
+		errc := make(chan error, 1)
+		go func() { errc <- app.Listener(ln) }()
+		select {
+		case err := <-errc:
+			return fmt.Errorf("http: %w", err)
+		case <-ctx.Done():
+		}
+		// HTTP stops last among the long-running parts: the pipeline drains first.
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := app.ShutdownWithContext(sctx); err != nil {
+			log.Warn("http_shutdown", "error", err)
+		}
+		return nil
+	})
+	p.Go(func(ctx context.Context) error {
+		if err := ingest.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			return fmt.Errorf("pipeline: %w", err)
+		}
+		return nil
+	})
+	if cfg.Cache.WarmupOnStart {
+		p.Go(func(ctx context.Context) error {
+			t0 := time.Now()
+			n, err := cached.Warmup(ctx)
+			if err != nil && ctx.Err() == nil {
+				log.Warn("cache_warmup_failed", "error", err)
+				return nil
+			}
+			log.Info("cache_warmed_up", "orders", n, "duration", time.Since(t0).String())
+			return nil
+		})
+	}
+	err = p.Wait()
+	log.Info("service_stopped", "error", errString(err))
+	return err
+}
+
+// openDB connects to PostgreSQL and applies pending migrations (under an advisory
+// lock, so instances starting together do not race).
+func openDB(ctx context.Context, cfg configs.Config) (*bun.DB, error) {
+	db, err := ordersdb.Open(ctx, cfg.Postgres.DSN, cfg.Postgres.PoolSize)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if cfg.Postgres.MigrateOnStart {
+		if err := migrations.Up(ctx, db); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("migrate: %w", err)
+		}
+	}
+	return db, nil
+}
+
+// registerCacheMetrics exports the cache's own counters as Prometheus series.
+func registerCacheMetrics(reg prometheus.Registerer, c *orderscache.Cache) {
+	gauge := func(name, help string, f func(orderscache.Stats) float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(c.Stats()) }))
+	}
+	counter := func(name, help string, f func(orderscache.Stats) float64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return f(c.Stats()) }))
+	}
+	gauge("orders_cache_entries", "Orders held in the cache.", func(s orderscache.Stats) float64 { return float64(s.Entries) })
+	gauge("orders_cache_bytes", "Bytes of cached order JSON (the weighed size).", func(s orderscache.Stats) float64 { return float64(s.Bytes) })
+	gauge("orders_cache_max_bytes", "The cache bound in bytes.", func(s orderscache.Stats) float64 { return float64(s.MaxBytes) })
+	counter("orders_cache_hits_total", "Cache lookups answered from the cache.", func(s orderscache.Stats) float64 { return float64(s.Hits) })
+	counter("orders_cache_misses_total", "Cache lookups not found in the cache.", func(s orderscache.Stats) float64 { return float64(s.Misses) })
+	counter("orders_cache_evictions_total", "Entries evicted to stay within the bound.", func(s orderscache.Stats) float64 { return float64(s.Evictions) })
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

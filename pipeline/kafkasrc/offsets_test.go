@@ -1,0 +1,134 @@
+package kafkasrc
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+// recorder is a commit function that records what was committed.
+type recorder struct {
+	calls [][]kafka.TopicPartition
+	err   error
+}
+
+func (r *recorder) commit(offs []kafka.TopicPartition) ([]kafka.TopicPartition, error) {
+	if r.err != nil {
+		return nil, r.err
+	}
+	r.calls = append(r.calls, append([]kafka.TopicPartition(nil), offs...))
+	return offs, nil
+}
+
+func (r *recorder) last(t *testing.T) map[int32]int64 {
+	t.Helper()
+	out := map[int32]int64{}
+	if len(r.calls) == 0 {
+		return out
+	}
+	for _, tp := range r.calls[len(r.calls)-1] {
+		out[tp.Partition] = int64(tp.Offset)
+	}
+	return out
+}
+
+func TestWatermarkIsContiguousPrefix(t *testing.T) {
+	tr := newTracker("orders")
+	tr.assign([]int32{0, 1})
+	a := map[int64]*Ack{}
+	for _, off := range []int64{10, 11, 12, 13} {
+		a[off] = tr.track(0, off)
+	}
+	r := &recorder{}
+	a[11].Done()
+	a[13].Done()
+	if err := tr.commit(r.commit); err != nil || len(r.calls) != 0 {
+		t.Fatalf("committed %v (err %v) while offset 10 is in flight", r.calls, err)
+	}
+	a[10].Done()
+	if err := tr.commit(r.commit); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.last(t); got[0] != 12 || len(got) != 1 {
+		t.Fatalf("committed %v, want partition 0 at 12 (offset 12 still in flight)", got)
+	}
+	a[12].Done()
+	a[12].Done() // idempotent
+	if err := tr.commit(r.commit); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.last(t); got[0] != 14 {
+		t.Fatalf("committed %v, want 14", got)
+	}
+	n := len(r.calls)
+	if err := tr.commit(r.commit); err != nil || len(r.calls) != n {
+		t.Fatal("committed again although nothing moved")
+	}
+	if snap := tr.snapshot(); snap[0].Committed != 14 || snap[0].InFlight != 0 {
+		t.Fatalf("snapshot %+v", snap)
+	}
+}
+
+func TestRevokeCommitsDoneThenDropsInFlight(t *testing.T) {
+	tr := newTracker("orders")
+	tr.assign([]int32{0, 1})
+	done := tr.track(1, 5)
+	inflight := tr.track(1, 6)
+	other := tr.track(0, 0)
+	done.Done()
+	r := &recorder{}
+	if err := tr.revoke([]int32{1}, false, r.commit); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.last(t); got[1] != 6 || len(got) != 1 {
+		t.Fatalf("revoke committed %v, want only partition 1 at 6", got)
+	}
+	if !inflight.Revoked() || other.Revoked() {
+		t.Fatal("revocation flags wrong")
+	}
+	inflight.Done() // finished after the revoke: must never be committed
+	other.Done()
+	if err := tr.commit(r.commit); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.last(t); got[0] != 1 || len(got) != 1 {
+		t.Fatalf("committed %v, want only partition 0 at 1", got)
+	}
+}
+
+func TestLostAssignmentCommitsNothing(t *testing.T) {
+	tr := newTracker("orders")
+	tr.assign([]int32{3})
+	tr.track(3, 0).Done()
+	r := &recorder{}
+	if err := tr.revoke([]int32{3}, true, r.commit); err != nil || len(r.calls) != 0 {
+		t.Fatalf("lost assignment committed %v (err %v)", r.calls, err)
+	}
+}
+
+func TestReassignStartsFresh(t *testing.T) {
+	tr := newTracker("orders")
+	tr.assign([]int32{0})
+	old := tr.track(0, 7)
+	tr.assign([]int32{0}) // revoked and assigned again without a revoke seen
+	old.Done()
+	r := &recorder{}
+	if err := tr.commit(r.commit); err != nil || len(r.calls) != 0 {
+		t.Fatalf("an ack of the previous assignment was committed: %v", r.calls)
+	}
+}
+
+func TestCommitErrorIsReturnedAndRetried(t *testing.T) {
+	tr := newTracker("orders")
+	tr.assign([]int32{0})
+	tr.track(0, 0).Done()
+	r := &recorder{err: errors.New("coordinator not available")}
+	if err := tr.commit(r.commit); err == nil {
+		t.Fatal("commit error swallowed")
+	}
+	r.err = nil
+	if err := tr.commit(r.commit); err != nil || r.last(t)[0] != 1 {
+		t.Fatalf("retry committed %v (err %v)", r.calls, err)
+	}
+}

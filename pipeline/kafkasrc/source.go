@@ -1,0 +1,367 @@
+// Package kafkasrc is the Kafka edge of the pipeline, on confluent-kafka-go v2
+// (librdkafka): the consumer Source with Pause/Resume backpressure, the offset
+// committer (a per-partition contiguous watermark of acknowledged messages), the
+// dead-letter producer and topic creation.
+//
+// Offsets: enable.auto.commit=false; the committer commits explicitly
+// (CommitOffsets) the watermark of every owned partition, after each completed
+// batch, on a timer, on revoke (before giving the partition up) and on Close. An
+// explicit commit was chosen over auto-commit of stored offsets so that the commit
+// and the revocation are serialised by one lock: nothing is ever committed for a
+// partition this consumer no longer owns.
+package kafkasrc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/orderflow/orders-service/pipeline"
+)
+
+// Message is one fetched Kafka record. The Ack travels with it; call Ack.Done
+// when the message is finished.
+type Message struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Key       []byte
+	Value     []byte
+	Headers   []kafka.Header
+	Timestamp time.Time
+	Ack       *Ack
+}
+
+// SourceConfig configures the consumer.
+type SourceConfig struct {
+	Brokers string // bootstrap servers, comma-separated
+	Topic   string
+	GroupID string
+	// QueuedMaxKBytes bounds librdkafka's prefetch queue (queued.max.messages.kbytes; default 16384).
+	QueuedMaxKBytes int
+	// FetchMaxBytes bounds one fetch response (fetch.max.bytes; default 16 MiB).
+	FetchMaxBytes int
+	// StatsInterval is how often librdkafka reports statistics (lag, broker state; default 1 s).
+	StatsInterval time.Duration
+	// Overrides are extra librdkafka properties applied last.
+	Overrides kafka.ConfigMap
+}
+
+// Source consumes one topic as a member of a consumer group. Run is the pipeline
+// source; Commit, Close, Healthy, Lag and Offsets are safe from other goroutines.
+type Source struct {
+	cfg     SourceConfig
+	c       *kafka.Consumer
+	tracker *tracker
+	log     *slog.Logger
+
+	// poll goroutine only
+	paused bool
+
+	mu        sync.Mutex
+	lag       map[int32]int64
+	brokersUp bool
+	statsAt   time.Time
+	closed    bool
+	stopLogs  func()
+}
+
+// NewSource creates the consumer (it connects lazily; nothing is fetched before Run).
+func NewSource(cfg SourceConfig, log *slog.Logger) (*Source, error) {
+	if cfg.QueuedMaxKBytes <= 0 {
+		cfg.QueuedMaxKBytes = 16384
+	}
+	if cfg.FetchMaxBytes <= 0 {
+		cfg.FetchMaxBytes = 16 << 20
+	}
+	if cfg.StatsInterval <= 0 {
+		cfg.StatsInterval = time.Second
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	cm := kafka.ConfigMap{
+		"bootstrap.servers":             cfg.Brokers,
+		"group.id":                      cfg.GroupID,
+		"partition.assignment.strategy": "cooperative-sticky",
+		"enable.auto.commit":            false,
+		"enable.auto.offset.store":      false,
+		"auto.offset.reset":             "earliest",
+		"enable.partition.eof":          false,
+		"queued.max.messages.kbytes":    cfg.QueuedMaxKBytes,
+		"fetch.max.bytes":               cfg.FetchMaxBytes,
+		"statistics.interval.ms":        int(cfg.StatsInterval / time.Millisecond),
+	}
+	stopLogs := forwardLogs(cm, log)
+	maps.Copy(cm, cfg.Overrides)
+	c, err := kafka.NewConsumer(&cm)
+	if err != nil {
+		stopLogs()
+		return nil, fmt.Errorf("new consumer: %w", err)
+	}
+	return &Source{cfg: cfg, c: c, tracker: newTracker(cfg.Topic), log: log, lag: map[int32]int64{}, stopLogs: stopLogs}, nil
+}
+
+// Run subscribes and fetches messages into out until ctx ends (the soft stop),
+// then returns nil without closing the consumer (Close does, after the pipeline
+// drained and committed). When out is full it pauses every assigned partition and
+// keeps polling (so the group never evicts this member), and resumes when the
+// mailbox has room again. A fatal librdkafka error is returned.
+func (s *Source) Run(ctx context.Context, out *pipeline.Emitter[*Message]) error {
+	if err := s.c.Subscribe(s.cfg.Topic, s.rebalance); err != nil {
+		return fmt.Errorf("subscribe %s: %w", s.cfg.Topic, err)
+	}
+	var pending []*Message
+	for ctx.Err() == nil {
+		for len(pending) > 0 {
+			if pending[0].Ack.Revoked() || out.TryEmit(pending[0]) {
+				pending = pending[1:]
+				continue
+			}
+			break
+		}
+		if len(pending) == 0 && s.paused {
+			s.setPaused(false)
+		}
+		timeout := 100
+		if len(pending) > 0 {
+			timeout = 10
+		}
+		switch e := s.c.Poll(timeout).(type) {
+		case *kafka.Message:
+			if e.TopicPartition.Error != nil {
+				s.log.Warn("kafka_fetch_error", "partition", e.TopicPartition.Partition, "err", e.TopicPartition.Error)
+				continue
+			}
+			m := s.wrap(e)
+			if len(pending) == 0 && out.TryEmit(m) {
+				continue
+			}
+			pending = append(pending, m)
+			if !s.paused {
+				s.setPaused(true)
+			}
+		case *kafka.Stats:
+			s.onStats(e.String())
+		case kafka.Error:
+			if e.IsFatal() {
+				return fmt.Errorf("consumer: %w", e)
+			}
+			if e.Code() == kafka.ErrAllBrokersDown {
+				s.mu.Lock()
+				s.brokersUp = false
+				s.mu.Unlock()
+			}
+			s.log.Warn("kafka_consumer_error", "code", e.Code().String(), "err", e)
+		}
+	}
+	return nil
+}
+
+func (s *Source) wrap(e *kafka.Message) *Message {
+	p, off := e.TopicPartition.Partition, int64(e.TopicPartition.Offset)
+	return &Message{
+		Topic:     *e.TopicPartition.Topic,
+		Partition: p,
+		Offset:    off,
+		Key:       e.Key,
+		Value:     e.Value,
+		Headers:   e.Headers,
+		Timestamp: e.Timestamp,
+		Ack:       s.tracker.track(p, off),
+	}
+}
+
+// setPaused pauses or resumes every assigned partition (poll goroutine only).
+func (s *Source) setPaused(pause bool) {
+	parts, err := s.c.Assignment()
+	if err != nil {
+		s.log.Warn("kafka_assignment_error", "err", err)
+		return
+	}
+	if pause {
+		err = s.c.Pause(parts)
+	} else {
+		err = s.c.Resume(parts)
+	}
+	if err != nil {
+		s.log.Warn("kafka_pause_resume_error", "pause", pause, "err", err)
+		return
+	}
+	s.paused = pause
+	s.log.Debug("kafka_backpressure", "paused", pause, "partitions", len(parts))
+}
+
+// rebalance runs inside Poll (and Close). On revoke it commits what is done for the
+// revoked partitions, then forgets them so their in-flight results are dropped.
+func (s *Source) rebalance(c *kafka.Consumer, ev kafka.Event) error {
+	cooperative := c.GetRebalanceProtocol() == "COOPERATIVE"
+	switch e := ev.(type) {
+	case kafka.AssignedPartitions:
+		ids := partitionIDs(e.Partitions)
+		s.tracker.assign(ids)
+		var err error
+		if cooperative {
+			err = c.IncrementalAssign(e.Partitions)
+		} else {
+			err = c.Assign(e.Partitions)
+		}
+		if err != nil {
+			return fmt.Errorf("assign: %w", err)
+		}
+		if s.paused && len(e.Partitions) > 0 {
+			if err := c.Pause(e.Partitions); err != nil {
+				s.log.Warn("kafka_pause_error", "err", err)
+			}
+		}
+		s.log.Info("kafka_partitions_assigned", "partitions", ids)
+	case kafka.RevokedPartitions:
+		ids := partitionIDs(e.Partitions)
+		lost := c.AssignmentLost()
+		if err := s.tracker.revoke(ids, lost, c.CommitOffsets); err != nil {
+			s.log.Warn("kafka_commit_on_revoke_failed", "partitions", ids, "err", err)
+		}
+		var err error
+		if cooperative {
+			err = c.IncrementalUnassign(e.Partitions)
+		} else {
+			err = c.Unassign()
+		}
+		if err != nil {
+			return fmt.Errorf("unassign: %w", err)
+		}
+		s.mu.Lock()
+		for _, p := range ids {
+			delete(s.lag, p)
+		}
+		s.mu.Unlock()
+		s.log.Info("kafka_partitions_revoked", "partitions", ids, "lost", lost)
+	}
+	return nil
+}
+
+func partitionIDs(tps []kafka.TopicPartition) []int32 {
+	ids := make([]int32, len(tps))
+	for i, tp := range tps {
+		ids[i] = tp.Partition
+	}
+	return ids
+}
+
+// Commit commits the completed watermark of every owned partition that advanced.
+func (s *Source) Commit() error {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return errors.New("commit: consumer closed")
+	}
+	return s.tracker.commit(s.c.CommitOffsets)
+}
+
+// Offsets returns the committer's view of every owned partition.
+func (s *Source) Offsets() []PartitionOffsets { return s.tracker.snapshot() }
+
+// Lag returns the consumer lag per owned partition (high watermark minus committed
+// offset) from the latest librdkafka statistics.
+func (s *Source) Lag() map[int32]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.lag)
+}
+
+// Healthy returns nil when the consumer runs and librdkafka's recent statistics
+// show at least one broker connection up.
+func (s *Source) Healthy() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return errors.New("kafka: consumer closed")
+	case s.statsAt.IsZero():
+		return errors.New("kafka: no broker statistics yet")
+	case time.Since(s.statsAt) > 5*s.cfg.StatsInterval+5*time.Second:
+		return fmt.Errorf("kafka: no statistics since %s", s.statsAt.Format(time.RFC3339))
+	case !s.brokersUp:
+		return errors.New("kafka: no broker connection up")
+	}
+	return nil
+}
+
+// Close commits what is done, leaves the group (revoking, which commits again) and
+// closes the consumer. Call it once, after Run returned.
+func (s *Source) Close() error {
+	cerr := s.tracker.commit(s.c.CommitOffsets)
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	err := s.c.Close()
+	s.stopLogs()
+	if err != nil {
+		return fmt.Errorf("close consumer: %w", err)
+	}
+	if cerr != nil {
+		return fmt.Errorf("close: final %w", cerr)
+	}
+	return nil
+}
+
+// rdStats is the part of librdkafka's statistics JSON the source reads.
+type rdStats struct {
+	Brokers map[string]struct {
+		State  string `json:"state"`
+		NodeID int    `json:"nodeid"`
+	} `json:"brokers"`
+	Topics map[string]struct {
+		Partitions map[string]struct {
+			ConsumerLag int64 `json:"consumer_lag"`
+			HiOffset    int64 `json:"hi_offset"`
+			Committed   int64 `json:"committed_offset"`
+		} `json:"partitions"`
+	} `json:"topics"`
+}
+
+func (s *Source) onStats(raw string) {
+	var st rdStats
+	if err := json.Unmarshal([]byte(raw), &st); err != nil {
+		s.log.Warn("kafka_stats_decode_failed", "err", err)
+		return
+	}
+	up := false
+	for _, b := range st.Brokers {
+		if b.NodeID >= 0 && b.State == "UP" {
+			up = true
+		}
+	}
+	owned := map[int32]bool{}
+	for _, po := range s.tracker.snapshot() {
+		owned[po.Partition] = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.brokersUp, s.statsAt = up, time.Now()
+	if t, ok := st.Topics[s.cfg.Topic]; ok {
+		for k, p := range t.Partitions {
+			id, err := strconv.ParseInt(k, 10, 32)
+			if err != nil || id < 0 || !owned[int32(id)] {
+				continue
+			}
+			lag := p.ConsumerLag
+			if lag < 0 && p.HiOffset >= 0 { // nothing committed yet: everything is lag
+				lag = p.HiOffset
+				if p.Committed >= 0 {
+					lag = p.HiOffset - p.Committed
+				}
+			}
+			s.lag[int32(id)] = lag
+		}
+	}
+}
