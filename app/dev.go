@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
-	"github.com/orderflow/orders-service/configs"
 	"io"
 	"log/slog"
 	"math"
@@ -15,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/orderflow/orders-service/configs"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -133,8 +134,10 @@ func produceOne(brokers, topic, key string, value []byte) error {
 	}
 	defer p.Close()
 	dr := make(chan kafka.Event, 1)
-	err = p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
-		Key: []byte(key), Value: value}, dr)
+	err = p.Produce(&kafka.Message{
+		TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
+		Key:            []byte(key), Value: value,
+	}, dr)
 	if err != nil {
 		return err
 	}

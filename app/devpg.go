@@ -1,16 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
-	"net/url"
-
-	"bytes"
 	"errors"
 	"fmt"
-	"github.com/uptrace/bun/driver/pgdriver"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -19,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/uptrace/bun/driver/pgdriver"
 
 	embeddedpostgres "github.com/fergusstrange/embedded-postgres"
 )
@@ -59,9 +59,9 @@ func startDevPostgres(root string, log *slog.Logger) (*devPostgres, error) {
 // localPGBin finds the directory of the local PostgreSQL server binaries, or "".
 func localPGBin() string {
 	if p, err := exec.LookPath("pg_ctl"); err == nil {
-		if real, err := filepath.EvalSymlinks(p); err == nil {
-			if _, err := os.Stat(filepath.Join(filepath.Dir(real), "initdb")); err == nil {
-				return filepath.Dir(real)
+		if resolved, err := filepath.EvalSymlinks(p); err == nil {
+			if _, err := os.Stat(filepath.Join(filepath.Dir(resolved), "initdb")); err == nil {
+				return filepath.Dir(resolved)
 			}
 		}
 	}
@@ -113,13 +113,13 @@ func startLocalPG(bin, dir string, log *slog.Logger) (*devPostgres, error) {
 			}
 		}
 		if out, err := exec.Command("chown", "-R", "postgres", abs).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("dev: chown %s: %v %s", abs, err, out)
+			return nil, fmt.Errorf("dev: chown %s: %w %s", abs, err, out)
 		}
 	}
 	if _, err := os.Stat(filepath.Join(data, "PG_VERSION")); err != nil {
 		log.Info("dev_postgres_init", "dir", data)
 		if out, err := pgRun(filepath.Join(bin, "initdb"), "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8"); err != nil {
-			return nil, fmt.Errorf("dev: initdb: %v\n%s", err, out)
+			return nil, fmt.Errorf("dev: initdb: %w\n%s", err, out)
 		}
 	}
 	if port, ok := runningPGPort(data); ok {
@@ -129,7 +129,7 @@ func startLocalPG(bin, dir string, log *slog.Logger) (*devPostgres, error) {
 	port := freePort()
 	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1", port, abs)
 	if out, err := pgRun(filepath.Join(bin, "pg_ctl"), "-D", data, "-w", "-t", "60", "-l", filepath.Join(abs, "postgres.log"), "-o", opts, "start"); err != nil {
-		return nil, fmt.Errorf("dev: pg_ctl start: %v\n%s", err, out)
+		return nil, fmt.Errorf("dev: pg_ctl start: %w\n%s", err, out)
 	}
 	dsn := localDSN(port)
 	if err := createDB(dsn); err != nil {
@@ -138,7 +138,7 @@ func startLocalPG(bin, dir string, log *slog.Logger) (*devPostgres, error) {
 	return &devPostgres{dsn: dsn, stop: func() error {
 		out, err := pgRun(filepath.Join(bin, "pg_ctl"), "-D", data, "-m", "fast", "-w", "stop")
 		if err != nil {
-			return fmt.Errorf("pg_ctl stop: %v %s", err, out)
+			return fmt.Errorf("pg_ctl stop: %w %s", err, out)
 		}
 		return nil
 	}}, nil

@@ -58,7 +58,7 @@ func cmdProduce(ctx context.Context, args, environ []string, stdout, stderr io.W
 	if err != nil {
 		return err
 	}
-	defer shutdown(context.Background())
+	defer func() { _ = shutdown(context.Background()) }()
 	sum, err := produce(ctx, o, cfg, stderr)
 	fmt.Fprintf(stdout, "produce: sent=%d acknowledged=%d failed=%d invalid=%d elapsed=%s rate=%.0f/s\n",
 		sum.sent, sum.acked, sum.failed, sum.invalid, sum.elapsed.Round(time.Millisecond), float64(sum.acked)/sum.elapsed.Seconds())
@@ -151,8 +151,10 @@ func produce(ctx context.Context, o produceOptions, cfg configs.Config, progress
 		for k, v := range carrier {
 			headers = append(headers, kafka.Header{Key: k, Value: []byte(v)})
 		}
-		msg := &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
-			Key: []byte(key), Value: value, Headers: headers}
+		msg := &kafka.Message{
+			TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
+			Key:            []byte(key), Value: value, Headers: headers,
+		}
 		for {
 			err := p.Produce(msg, nil)
 			if err == nil {

@@ -48,7 +48,7 @@ func runService(ctx context.Context, cfg configs.Config, log *slog.Logger, ready
 	if err != nil {
 		return err
 	}
-	defer shutdownTracing(context.Background())
+	defer func() { _ = shutdownTracing(context.Background()) }()
 
 	db, err := openDB(ctx, cfg)
 	if err != nil {

@@ -63,4 +63,5 @@ func (h traceHandler) Handle(ctx context.Context, r slog.Record) error {
 func (h traceHandler) WithAttrs(a []slog.Attr) slog.Handler {
 	return traceHandler{h.Handler.WithAttrs(a)}
 }
+
 func (h traceHandler) WithGroup(n string) slog.Handler { return traceHandler{h.Handler.WithGroup(n)} }

@@ -14,18 +14,6 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// contractEnv lists the ORDERS_* variables of the outside contract (ARCHITECTURE.md).
-var contractEnv = []string{
-	"ORDERS_POSTGRES_DSN",
-	"ORDERS_KAFKA_BROKERS",
-	"ORDERS_KAFKA_TOPIC",
-	"ORDERS_KAFKA_DLQ_TOPIC",
-	"ORDERS_KAFKA_GROUP_ID",
-	"ORDERS_HTTP_ADDR",
-	"ORDERS_API_TOKEN",
-	"ORDERS_CACHE_MAX_BYTES",
-}
-
 // loadCompose loads ../docker-compose.yaml the way `docker compose --profile produce`
 // would, without the caller's environment, so the file's own defaults apply.
 func loadCompose(t *testing.T) *types.Project {
@@ -135,8 +123,8 @@ func TestComposeServiceEnvIsContract(t *testing.T) {
 				continue
 			}
 			seen++
-			if !slices.Contains(contractEnv, k) {
-				t.Errorf("%s: %s is not a contract variable %v", name, k, contractEnv)
+			if !slices.Contains(EnvNames(), k) {
+				t.Errorf("%s: %s is not a config variable (configs.EnvNames)", name, k)
 			}
 			if v == nil || *v == "" {
 				t.Errorf("%s: %s has no value", name, k)

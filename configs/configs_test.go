@@ -31,8 +31,10 @@ func TestContractEnvNames(t *testing.T) {
 	for _, n := range EnvNames() {
 		names[n] = true
 	}
-	for _, want := range []string{"ORDERS_POSTGRES_DSN", "ORDERS_KAFKA_BROKERS", "ORDERS_KAFKA_TOPIC", "ORDERS_KAFKA_DLQ_TOPIC",
-		"ORDERS_KAFKA_GROUP_ID", "ORDERS_HTTP_ADDR", "ORDERS_API_TOKEN", "ORDERS_CACHE_MAX_BYTES"} {
+	for _, want := range []string{
+		"ORDERS_POSTGRES_DSN", "ORDERS_KAFKA_BROKERS", "ORDERS_KAFKA_TOPIC", "ORDERS_KAFKA_DLQ_TOPIC",
+		"ORDERS_KAFKA_GROUP_ID", "ORDERS_HTTP_ADDR", "ORDERS_API_TOKEN", "ORDERS_CACHE_MAX_BYTES",
+	} {
 		if !names[want] {
 			t.Errorf("%s is not a config variable", want)
 		}
@@ -45,8 +47,10 @@ func TestPrecedence(t *testing.T) {
 	if err := os.WriteFile(path, []byte("kafka:\n  topic: fromfile\n  group_id: filegroup\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := Load(path, []string{"ORDERS_KAFKA_TOPIC=fromenv", "ORDERS_CACHE_MAX_BYTES=2097152",
-		"ORDERS_KAFKA_DLQ_TOPIC=dead", "ORDERS_POSTGRES_DSN=postgres://u:p@h:5432/db?sslmode=disable", "PATH=/bin"})
+	c, err := Load(path, []string{
+		"ORDERS_KAFKA_TOPIC=fromenv", "ORDERS_CACHE_MAX_BYTES=2097152",
+		"ORDERS_KAFKA_DLQ_TOPIC=dead", "ORDERS_POSTGRES_DSN=postgres://u:p@h:5432/db?sslmode=disable", "PATH=/bin",
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

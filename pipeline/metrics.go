@@ -15,6 +15,7 @@ type Metrics struct {
 	messages  *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
 	batchSize *prometheus.HistogramVec
+	flushes   *prometheus.CounterVec
 
 	mu        sync.Mutex
 	pipelines map[*Pipeline]struct{}
@@ -26,12 +27,24 @@ type stageMetrics struct {
 	outcomes  [3]prometheus.Counter
 	duration  prometheus.Observer
 	batchSize prometheus.Observer
+	flushes   [numTriggers]prometheus.Counter // batch stages only
 }
+
+// Batch triggers: why a Batch stage emitted a batch.
+const (
+	triggerCount  = iota // the batch reached BatchPolicy.Count items
+	triggerBytes         // the batch reached BatchPolicy.Bytes bytes
+	triggerLinger        // BatchPolicy.Linger passed since the batch's first item
+	triggerDrain         // the input closed (soft stop): the partial batch was flushed
+	numTriggers
+)
+
+var triggerNames = [numTriggers]string{"count", "bytes", "linger", "drain"}
 
 // NewMetrics creates the engine's metric families and registers them with reg:
 // orders_pipeline_messages_total{stage,outcome}, orders_pipeline_stage_duration_seconds{stage},
-// orders_pipeline_batch_size{stage}, orders_pipeline_queue_length{stage} and
-// orders_pipeline_queue_capacity{stage}.
+// orders_pipeline_batch_size{stage}, orders_pipeline_batch_flushes_total{stage,trigger},
+// orders_pipeline_queue_length{stage} and orders_pipeline_queue_capacity{stage}.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -48,6 +61,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "Items per batch emitted by a batch stage.",
 			Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000},
 		}, []string{"stage"}),
+		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orders_pipeline_batch_flushes_total",
+			Help: "Batches emitted by a batch stage, by what completed them (count, bytes, linger, drain).",
+		}, []string{"stage", "trigger"}),
 		pipelines: map[*Pipeline]struct{}{},
 		queueLen: prometheus.NewDesc("orders_pipeline_queue_length",
 			"Items waiting in a stage's inbound mailbox.", []string{"stage"}, nil),
@@ -55,7 +72,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			"Capacity of a stage's inbound mailbox.", []string{"stage"}, nil),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.messages, m.duration, m.batchSize, (*queueCollector)(m)} {
+		for _, c := range []prometheus.Collector{m.messages, m.duration, m.batchSize, m.flushes, (*queueCollector)(m)} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("pipeline metrics: %w", err)
 			}
@@ -72,6 +89,11 @@ func (m *Metrics) attach(p *Pipeline) {
 		}
 		for i, o := range []string{"ok", "rejected", "error"} {
 			sm.outcomes[i] = m.messages.WithLabelValues(s.name, o)
+		}
+		if s.batch {
+			for i, t := range triggerNames {
+				sm.flushes[i] = m.flushes.WithLabelValues(s.name, t)
+			}
 		}
 		s.m.Store(sm)
 	}

@@ -340,7 +340,7 @@ func Batch[T any](p *Pipeline, name string, in *Link[T], policy BatchPolicy[T], 
 		timer := time.NewTimer(time.Hour)
 		timer.Stop()
 		defer timer.Stop()
-		flush := func() error {
+		flush := func(trigger int) error {
 			if len(buf) == 0 {
 				return nil
 			}
@@ -357,6 +357,7 @@ func Batch[T any](p *Pipeline, name string, in *Link[T], policy BatchPolicy[T], 
 			if m := s.m.Load(); m != nil {
 				m.batchSize.Observe(float64(n))
 				m.duration.Observe(time.Since(first).Seconds())
+				m.flushes[trigger].Inc()
 			}
 			return em.Emit(ctx, b)
 		}
@@ -364,7 +365,7 @@ func Batch[T any](p *Pipeline, name string, in *Link[T], policy BatchPolicy[T], 
 			select {
 			case v, ok := <-in.ch:
 				if !ok {
-					return flush()
+					return flush(triggerDrain)
 				}
 				s.in.Add(1)
 				if m := s.m.Load(); m != nil {
@@ -378,13 +379,20 @@ func Batch[T any](p *Pipeline, name string, in *Link[T], policy BatchPolicy[T], 
 				if policy.Size != nil {
 					bytes += policy.Size(v)
 				}
-				if len(buf) >= policy.Count || (policy.Bytes > 0 && bytes >= policy.Bytes) {
-					if err := flush(); err != nil {
+				trigger := -1
+				switch {
+				case len(buf) >= policy.Count:
+					trigger = triggerCount
+				case policy.Bytes > 0 && bytes >= policy.Bytes:
+					trigger = triggerBytes
+				}
+				if trigger >= 0 {
+					if err := flush(trigger); err != nil {
 						return err
 					}
 				}
 			case <-timer.C:
-				if err := flush(); err != nil {
+				if err := flush(triggerLinger); err != nil {
 					return err
 				}
 			case <-ctx.Done():

@@ -21,7 +21,7 @@ func FuzzParse(f *testing.F) {
 		nil,
 		[]byte(`{}`),
 		[]byte(`null`),
-		[]byte{0xff, 0xfe, 0x00, 0x01},
+		{0xff, 0xfe, 0x00, 0x01},
 		canonical[:len(canonical)/2],
 		[]byte(`[` + string(canonical) + `]`),
 		append(append([]byte(nil), canonical...), `{}`...),

@@ -47,7 +47,7 @@ func TestValidateCanonical(t *testing.T) {
 }
 
 func TestValidateNil(t *testing.T) {
-	asInvalid(t, Validate(nil), ClassValidation, "")
+	_ = asInvalid(t, Validate(nil), ClassValidation, "")
 }
 
 // TestValidateRules has, for every rule, at least one case that passes and one
@@ -198,7 +198,7 @@ func TestValidateRules(t *testing.T) {
 				}
 				return
 			}
-			asInvalid(t, err, ClassValidation, tt.field)
+			_ = asInvalid(t, err, ClassValidation, tt.field)
 		})
 	}
 }

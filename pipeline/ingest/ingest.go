@@ -173,9 +173,11 @@ func (in *Ingest) ensureTopics(ctx context.Context) error {
 		tctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		err := kafkasrc.EnsureTopics(tctx, in.cfg.Brokers,
 			kafkasrc.Topic{Name: in.cfg.Topic, Partitions: in.cfg.Partitions, ReplicationFactor: in.cfg.ReplicationFactor},
-			kafkasrc.Topic{Name: in.cfg.DLQTopic, Partitions: in.cfg.Partitions, ReplicationFactor: in.cfg.ReplicationFactor,
+			kafkasrc.Topic{
+				Name: in.cfg.DLQTopic, Partitions: in.cfg.Partitions, ReplicationFactor: in.cfg.ReplicationFactor,
 				// Dead letters include oversized messages: allow what the DLQ producer allows.
-				Config: map[string]string{"max.message.bytes": strconv.Itoa(kafkasrc.DLQMaxMessageBytes)}})
+				Config: map[string]string{"max.message.bytes": strconv.Itoa(kafkasrc.DLQMaxMessageBytes)},
+			})
 		cancel()
 		if err == nil {
 			return nil

@@ -223,8 +223,10 @@ func TestBadMessagesGoToDLQUnchanged(t *testing.T) {
 			default:
 				class[key] = "decode"
 			}
-			recs = append(recs, &kgo.Record{Key: []byte(key), Value: val,
-				Headers: []kgo.RecordHeader{{Key: "origin", Value: []byte("test")}}})
+			recs = append(recs, &kgo.Record{
+				Key: []byte(key), Value: val,
+				Headers: []kgo.RecordHeader{{Key: "origin", Value: []byte("test")}},
+			})
 			recs = append(recs, good[i*30+j*10:i*30+j*10+10]...)
 		}
 	}

@@ -105,8 +105,10 @@ func NewDLQ(cfg DLQConfig, log *slog.Logger) (*DLQ, error) {
 		return nil, fmt.Errorf("new dlq producer: %w", err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	d := &DLQ{cfg: cfg, p: p, log: log, ctx: ctx, stop: stop, loop: make(chan struct{}), stopLogs: stopLogs,
-		byClass: map[string]uint64{}, wake: make(chan struct{}, 1)}
+	d := &DLQ{
+		cfg: cfg, p: p, log: log, ctx: ctx, stop: stop, loop: make(chan struct{}), stopLogs: stopLogs,
+		byClass: map[string]uint64{}, wake: make(chan struct{}, 1),
+	}
 	go d.deliveries()
 	return d, nil
 }
