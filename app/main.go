@@ -4,6 +4,7 @@
 //	app migrate up|down|status  database schema
 //	app produce [flags]         test traffic to the input topic
 //	app dev                     everything on one machine, nothing to configure
+//	app dlq inspect|replay      look at dead letters; re-publish them after a fix
 package main
 
 import (
@@ -50,11 +51,13 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		err = cmdProduce(ctx, args, environ, stdout, stderr)
 	case "dev":
 		err = cmdDev(ctx, args, environ, stdout, stderr)
+	case "dlq":
+		err = cmdDLQ(ctx, args, environ, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:
-		err = usageError{fmt.Errorf("unknown subcommand %q (want serve, migrate, produce or dev)", cmd)}
+		err = usageError{fmt.Errorf("unknown subcommand %q (want serve, migrate, produce, dev or dlq)", cmd)}
 	}
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -76,6 +79,7 @@ subcommands:
   migrate up|down|status manage the database schema
   produce                send test orders to the input topic (--count, --rate, --invalid-ratio, --seed)
   dev                    run everything locally: own PostgreSQL, in-process Kafka, test traffic
+  dlq inspect|replay     count dead letters by class, show some; re-publish selected ones (--dry-run first)
 
 Every subcommand accepts --config FILE; ORDERS_* environment variables override it.
 `
