@@ -219,8 +219,10 @@ func replayDLQ(ctx context.Context, o dlqOptions, cfg configs.Config, recs []dlq
 		fmt.Fprintf(w, "dry run: %d records would be replayed\n", len(recs))
 		return nil
 	}
-	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": o.brokers, "enable.idempotence": true, "acks": "all",
-		"message.max.bytes": 16 << 20, "enable.metrics.push": false})
+	p, err := kafka.NewProducer(&kafka.ConfigMap{
+		"bootstrap.servers": o.brokers, "enable.idempotence": true, "acks": "all",
+		"message.max.bytes": 16 << 20, "enable.metrics.push": false,
+	})
 	if err != nil {
 		return fmt.Errorf("dlq replay: producer: %w", err)
 	}
