@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,7 +64,7 @@ func cmdDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 		log.Info("dev_postgres_ready", "dsn", pg.dsn)
 	}
 	if !hasEnv(environ, "ORDERS_KAFKA_BROKERS") {
-		brokers, stop, err := startDevKafka(filepath.Join(root, "kafka"), cfg.Kafka.Topic, cfg.Kafka.DLQTopic, int32(cfg.Kafka.Partitions))
+		brokers, stop, err := startDevKafka(filepath.Join(root, "kafka"), devKafkaPort(cfg), cfg.Kafka.Topic, cfg.Kafka.DLQTopic, int32(cfg.Kafka.Partitions))
 		if err != nil {
 			return err
 		}
@@ -89,21 +90,38 @@ func cmdDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 			"  API:        %s/api/v1/orders?limit=10\n"+
 			"  API token:  %s   (Authorization: Bearer ...)\n"+
 			"  metrics:    %s/metrics\n"+
+			"  kafka:      %s   (app produce / app dlq use it with --brokers, or by default on 9092)\n"+
 			"  traffic:    %.0f orders/s, %.0f%% bad (to the DLQ %s)\n\n"+
 			"  Ctrl-C stops everything; data stays in %s/\n\n",
-			base, base, sampleUID, base, cfg.API.Token, base, rate, invalid*100, cfg.Kafka.DLQTopic, devDataDir)
+			base, base, sampleUID, base, cfg.API.Token, base, cfg.Kafka.Brokers, rate, invalid*100, cfg.Kafka.DLQTopic, devDataDir)
 		go devTraffic(ctx, cfg.Kafka.Brokers, cfg.Kafka.Topic, rate, invalid, cfg, log)
 	}
 	return runService(ctx, cfg, log, ready)
 }
 
-// startDevKafka runs an in-process Kafka-protocol broker (franz-go kfake) whose log
-// is kept under dir, with the input and DLQ topics created.
-func startDevKafka(dir, topic, dlq string, partitions int32) (string, func(), error) {
+// devKafkaPort is the port of the configured broker address (9092 by default) when
+// it is free, so `app produce` and `app dlq` reach the dev broker with no flags;
+// otherwise any free port (dev prints the address).
+func devKafkaPort(cfg configs.Config) int {
+	if list := cfg.BrokerList(); len(list) > 0 {
+		if _, port, err := net.SplitHostPort(list[0]); err == nil {
+			if l, err := net.Listen("tcp", "127.0.0.1:"+port); err == nil {
+				_ = l.Close()
+				p, _ := strconv.Atoi(port)
+				return p
+			}
+		}
+	}
+	return freePort()
+}
+
+// startDevKafka runs an in-process Kafka-protocol broker (franz-go kfake) on port
+// whose log is kept under dir, with the input and DLQ topics created.
+func startDevKafka(dir string, port int, topic, dlq string, partitions int32) (string, func(), error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", nil, fmt.Errorf("dev: kafka data dir: %w", err)
 	}
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(freePort()), kfake.DataDir(dir),
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.DataDir(dir),
 		kfake.SeedTopics(partitions, topic), kfake.SeedTopics(1, dlq), kfake.AllowAutoTopicCreation())
 	if err != nil {
 		return "", nil, fmt.Errorf("dev: in-process kafka: %w", err)
@@ -128,7 +146,7 @@ func devTraffic(ctx context.Context, brokers, topic string, rate, invalid float6
 
 // produceOne sends one record and waits for its acknowledgement.
 func produceOne(brokers, topic, key string, value []byte) error {
-	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers, "acks": "all"})
+	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers, "acks": "all", "enable.metrics.push": false})
 	if err != nil {
 		return err
 	}

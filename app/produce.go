@@ -80,13 +80,14 @@ type produceSummary struct {
 func produce(ctx context.Context, o produceOptions, cfg configs.Config, progress io.Writer) (produceSummary, error) {
 	var sum produceSummary
 	p, err := kafka.NewProducer(&kafka.ConfigMap{
-		"bootstrap.servers":  o.brokers,
-		"enable.idempotence": true,
-		"acks":               "all",
-		"linger.ms":          5,
-		"compression.type":   "lz4",
-		"message.max.bytes":  cfg.Pipeline.MaxMessageBytes * 3,
-		"client.id":          "order-producer",
+		"bootstrap.servers":   o.brokers,
+		"enable.idempotence":  true,
+		"acks":                "all",
+		"linger.ms":           5,
+		"compression.type":    "lz4",
+		"message.max.bytes":   cfg.Pipeline.MaxMessageBytes * 3,
+		"client.id":           "order-producer",
+		"enable.metrics.push": false,
 	})
 	if err != nil {
 		return sum, fmt.Errorf("produce: producer: %w", err)

@@ -88,6 +88,7 @@ func NewDLQ(cfg DLQConfig, log *slog.Logger) (*DLQ, error) {
 	}
 	cm := kafka.ConfigMap{
 		"bootstrap.servers":          cfg.Brokers,
+		"enable.metrics.push":        false, // no client telemetry push (KIP-714)
 		"enable.idempotence":         true,
 		"acks":                       "all",
 		"linger.ms":                  5,

@@ -90,6 +90,7 @@ func NewSource(cfg SourceConfig, log *slog.Logger) (*Source, error) {
 	}
 	cm := kafka.ConfigMap{
 		"bootstrap.servers":             cfg.Brokers,
+		"enable.metrics.push":           false, // no client telemetry push (KIP-714)
 		"group.id":                      cfg.GroupID,
 		"partition.assignment.strategy": "cooperative-sticky",
 		"enable.auto.commit":            false,

@@ -22,7 +22,7 @@ type Topic struct {
 // EnsureTopics creates the topics that do not exist yet; existing ones are left
 // as they are. It returns the first error other than "already exists".
 func EnsureTopics(ctx context.Context, brokers string, topics ...Topic) error {
-	adm, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers})
+	adm, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": brokers, "enable.metrics.push": false})
 	if err != nil {
 		return fmt.Errorf("ensure topics: admin client: %w", err)
 	}
