@@ -77,7 +77,41 @@ func Validate(o *Order) error {
 		}
 		return validationErr("", err.Error())
 	}
+	if field := nulField(o); field != "" {
+		return validationErr(field, "contains a NUL character (\\u0000), which cannot be stored")
+	}
 	return checkTotals(o)
+}
+
+// nulField returns the JSON path of the first string holding a NUL character, or "".
+// PostgreSQL text cannot hold NUL and the driver would silently drop it, so such an
+// order is refused instead of stored altered.
+func nulField(o *Order) string {
+	named := func(pairs ...string) string {
+		for i := 0; i+1 < len(pairs); i += 2 {
+			if strings.IndexByte(pairs[i+1], 0) >= 0 {
+				return pairs[i]
+			}
+		}
+		return ""
+	}
+	d, p := &o.Delivery, &o.Payment
+	if f := named("order_uid", o.OrderUID, "track_number", o.TrackNumber, "entry", o.Entry,
+		"delivery.name", d.Name, "delivery.phone", d.Phone, "delivery.zip", d.Zip, "delivery.city", d.City,
+		"delivery.address", d.Address, "delivery.region", d.Region, "delivery.email", d.Email,
+		"payment.transaction", p.Transaction, "payment.request_id", p.RequestID, "payment.currency", p.Currency,
+		"payment.provider", p.Provider, "payment.bank", p.Bank,
+		"locale", o.Locale, "internal_signature", o.InternalSignature, "customer_id", o.CustomerID,
+		"delivery_service", o.DeliveryService, "shardkey", o.ShardKey, "oof_shard", o.OofShard); f != "" {
+		return f
+	}
+	for i := range o.Items {
+		it := &o.Items[i]
+		if f := named("track_number", it.TrackNumber, "rid", it.Rid, "name", it.Name, "size", it.Size, "brand", it.Brand); f != "" {
+			return fmt.Sprintf("items[%d].%s", i, f)
+		}
+	}
+	return ""
 }
 
 // fieldError translates the first validator error into an *InvalidError.

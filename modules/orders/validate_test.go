@@ -59,6 +59,11 @@ func TestValidateRules(t *testing.T) {
 		edit  func(o *Order)
 		field string // "" = must pass
 	}{
+		// no NUL characters anywhere (PostgreSQL text cannot store them).
+		{"name with a NUL", func(o *Order) { o.Delivery.Name = "Test\x00Testov" }, "delivery.name"},
+		{"item brand with a NUL", func(o *Order) { o.Items[0].Brand = "\x00" }, "items[0].brand"},
+		{"signature with a NUL", func(o *Order) { o.InternalSignature = "a\x00" }, "internal_signature"},
+		{"unicode but no NUL", func(o *Order) { o.Delivery.Name = "Тест \u00e9\u4e2d" }, ""},
 		// order_uid: required, uid format.
 		{"uid ok charset", func(o *Order) { o.OrderUID = "Ab-9_z" }, ""},
 		{"uid 64 chars", func(o *Order) { o.OrderUID = long(64) }, ""},
