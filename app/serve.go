@@ -59,6 +59,7 @@ func runService(ctx context.Context, cfg configs.Config, log *slog.Logger, ready
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(), collectors.NewDBStatsCollector(db.DB, "orders"))
+	reg.MustRegister(newBuildInfo(version))
 
 	store := ordersdb.New(db)
 	cache := orderscache.New(cfg.Cache.MaxBytes)

@@ -26,7 +26,7 @@ type Metrics struct {
 type stageMetrics struct {
 	outcomes  [3]prometheus.Counter
 	duration  prometheus.Observer
-	batchSize prometheus.Observer
+	batchSize prometheus.Observer             // batch stages only
 	flushes   [numTriggers]prometheus.Counter // batch stages only
 }
 
@@ -83,14 +83,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 
 func (m *Metrics) attach(p *Pipeline) {
 	for _, s := range p.stages {
-		sm := &stageMetrics{
-			duration:  m.duration.WithLabelValues(s.name),
-			batchSize: m.batchSize.WithLabelValues(s.name),
-		}
+		sm := &stageMetrics{duration: m.duration.WithLabelValues(s.name)}
 		for i, o := range []string{"ok", "rejected", "error"} {
 			sm.outcomes[i] = m.messages.WithLabelValues(s.name, o)
 		}
-		if s.batch {
+		if s.batch { // batch series only where batches are made: no empty histograms elsewhere
+			sm.batchSize = m.batchSize.WithLabelValues(s.name)
 			for i, t := range triggerNames {
 				sm.flushes[i] = m.flushes.WithLabelValues(s.name, t)
 			}

@@ -11,8 +11,9 @@ import (
 	"github.com/orderflow/orders-service/pipeline"
 )
 
-// flushCounts reads orders_pipeline_batch_flushes_total{stage} by trigger.
-func flushCounts(t *testing.T, reg *prometheus.Registry, stage string) map[string]float64 {
+// series reads the series of family name whose stage label is stage, keyed by
+// the value of label key: counter values, or the sample count of histograms.
+func series(t *testing.T, reg *prometheus.Registry, name, stage, key string) map[string]float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -20,7 +21,7 @@ func flushCounts(t *testing.T, reg *prometheus.Registry, stage string) map[strin
 	}
 	got := map[string]float64{}
 	for _, mf := range mfs {
-		if mf.GetName() != "orders_pipeline_batch_flushes_total" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
@@ -28,12 +29,22 @@ func flushCounts(t *testing.T, reg *prometheus.Registry, stage string) map[strin
 			for _, l := range m.GetLabel() {
 				labels[l.GetName()] = l.GetValue()
 			}
-			if labels["stage"] == stage {
-				got[labels["trigger"]] = m.GetCounter().GetValue()
+			if labels["stage"] != stage {
+				continue
+			}
+			if h := m.GetHistogram(); h != nil {
+				got[labels[key]] = float64(h.GetSampleCount())
+			} else {
+				got[labels[key]] = m.GetCounter().GetValue()
 			}
 		}
 	}
 	return got
+}
+
+func flushCounts(t *testing.T, reg *prometheus.Registry, stage string) map[string]float64 {
+	t.Helper()
+	return series(t, reg, "orders_pipeline_batch_flushes_total", stage, "trigger")
 }
 
 func TestBatchFlushTriggersAreCounted(t *testing.T) {
@@ -93,7 +104,58 @@ func TestBatchFlushTriggersAreCounted(t *testing.T) {
 			t.Errorf("flushes{trigger=%q} = %v, want %v (all: %v)", k, got[k], v, got)
 		}
 	}
-	if len(flushCounts(t, reg, "sink")) != 0 {
-		t.Errorf("non-batch stage has flush series")
+	for _, st := range []string{"src", "sink"} {
+		if n := len(flushCounts(t, reg, st)); n != 0 {
+			t.Errorf("non-batch stage %s has %d flush series", st, n)
+		}
+		if n := len(series(t, reg, "orders_pipeline_batch_size", st, "stage")); n != 0 {
+			t.Errorf("non-batch stage %s has a batch size histogram", st)
+		}
+	}
+	if got := series(t, reg, "orders_pipeline_batch_size", "batch", "stage")["batch"]; got != 5 {
+		t.Errorf("batch size observations %v, want 5", got)
+	}
+	// The source has no inputs: its throughput is the messages it emitted.
+	if got := series(t, reg, "orders_pipeline_messages_total", "src", "outcome")["ok"]; got != 13 {
+		t.Errorf("source messages{outcome=ok} = %v, want 13", got)
+	}
+}
+
+// BenchmarkLinearFlow measures the engine's per-item overhead (source, map, batch,
+// sink) with and without Prometheus metrics.
+func BenchmarkLinearFlow(b *testing.B) {
+	for _, withMetrics := range []bool{false, true} {
+		name := "no_metrics"
+		if withMetrics {
+			name = "metrics"
+		}
+		b.Run(name, func(b *testing.B) {
+			var m *pipeline.Metrics
+			if withMetrics {
+				var err error
+				if m, err = pipeline.NewMetrics(prometheus.NewRegistry()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			p := pipeline.New(pipeline.Options{Metrics: m})
+			src := pipeline.Source(p, "src", counted(b.N))
+			inc := pipeline.Map(p, "inc", src, func(ctx context.Context, v int, out *pipeline.Emitter[int]) error {
+				return out.Emit(ctx, v+1)
+			})
+			batches := pipeline.Batch(p, "batch", inc, pipeline.BatchPolicy[int]{Count: 1000, Linger: time.Second})
+			n := 0
+			pipeline.Sink(p, "sink", batches, func(_ context.Context, v []int) error {
+				n += len(v)
+				return nil
+			})
+			b.ReportAllocs()
+			b.ResetTimer()
+			if err := p.Run(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			if n != b.N {
+				b.Fatalf("sink saw %d items, want %d", n, b.N)
+			}
+		})
 	}
 }

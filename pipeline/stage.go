@@ -32,7 +32,7 @@ type Emitter[T any] struct {
 func (e *Emitter[T]) Emit(ctx context.Context, v T) error {
 	select {
 	case e.link.ch <- v:
-		e.st.out.Add(1)
+		e.st.emitted()
 		return nil
 	default:
 	}
@@ -40,7 +40,7 @@ func (e *Emitter[T]) Emit(ctx context.Context, v T) error {
 	defer func() { e.blocked += time.Since(t0) }()
 	select {
 	case e.link.ch <- v:
-		e.st.out.Add(1)
+		e.st.emitted()
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -51,7 +51,7 @@ func (e *Emitter[T]) Emit(ctx context.Context, v T) error {
 func (e *Emitter[T]) TryEmit(v T) bool {
 	select {
 	case e.link.ch <- v:
-		e.st.out.Add(1)
+		e.st.emitted()
 		return true
 	default:
 		return false
@@ -146,6 +146,17 @@ func (s *stage) safeRun(ctx context.Context) (err error) {
 		}
 	}()
 	return s.run(ctx)
+}
+
+// emitted counts one output; a source's outputs are its messages (outcome ok),
+// since a source has no inputs for the runner to measure.
+func (s *stage) emitted() {
+	s.out.Add(1)
+	if s.source {
+		if m := s.m.Load(); m != nil {
+			m.outcomes[outcomeOK].Inc()
+		}
+	}
 }
 
 func (s *stage) observe(d time.Duration, outcome int) {

@@ -80,5 +80,6 @@ func New(cfg Config) *fiber.App {
 		cfg.Registerer.MustRegister(hist)
 	}
 	app.Use(newShell(cfg.Logger, hist, eh.handle).handle)
+	jsonUnknownMethods(app)
 	return app
 }

@@ -44,7 +44,7 @@ func (s *Store) UpsertBatch(ctx context.Context, recs []orders.Record) ([]string
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("upsert batch: %w", err)
+		return nil, fmt.Errorf("upsert batch: %w", redact(err))
 	}
 	return applied, nil
 }
@@ -61,7 +61,7 @@ func (s *Store) Put(ctx context.Context, o orders.Order) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("put: %w", err)
+		return fmt.Errorf("put: %w", redact(err))
 	}
 	return nil
 }

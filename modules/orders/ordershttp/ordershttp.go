@@ -204,13 +204,19 @@ type listBody struct {
 }
 
 func (h *handlers) list(c *fiber.Ctx) error {
+	// A parameter given twice is refused rather than resolved by position, and a
+	// limit given empty is not an integer: both are 400, like any bad value.
+	args := c.Context().QueryArgs()
 	limit := DefaultListLimit
-	if s := c.Query("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > orders.MaxListLimit {
+	if vs := args.PeekMulti("limit"); len(vs) > 0 {
+		n, err := strconv.Atoi(string(vs[0]))
+		if len(vs) > 1 || err != nil || n < 1 || n > orders.MaxListLimit {
 			return orders.ErrInvalidLimit
 		}
 		limit = n
+	}
+	if len(args.PeekMulti("cursor")) > 1 {
+		return orders.ErrInvalidCursor
 	}
 	page, err := h.svc.List(c.UserContext(), limit, c.Query("cursor"))
 	if err != nil {

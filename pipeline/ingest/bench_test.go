@@ -1,0 +1,372 @@
+package ingest_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/uptrace/bun"
+
+	"github.com/orderflow/orders-service/migrations"
+	"github.com/orderflow/orders-service/modules/orders"
+	"github.com/orderflow/orders-service/modules/orders/orderscache"
+	"github.com/orderflow/orders-service/modules/orders/ordersdb"
+	"github.com/orderflow/orders-service/modules/orders/ordersgen"
+	"github.com/orderflow/orders-service/modules/testenv"
+	"github.com/orderflow/orders-service/pipeline/ingest"
+)
+
+// benchDirectBatch is the batch size of the direct-write baselines (the flow's
+// default BatchSize).
+const benchDirectBatch = 1000
+
+// BenchmarkIngest measures the whole ingest flow consuming a backlog: N
+// canonical-shaped orders (one item each, unique uids; N = INGEST_BENCH_ORDERS,
+// default 20,000) are produced to a fresh 4-partition topic before the flow
+// starts, then ingest.New + Run with the real database store, the otter cache and
+// Prometheus metrics consume them on a dedicated PostgreSQL cluster with default
+// durability. The clock runs from the first fetched message until the consumer
+// group has committed every offset (group lag 0, polled); the group join before
+// the first fetch is reported apart as startup-s.
+//
+// Baselines, measured in the same iteration on the same cluster, each into a fresh
+// migrated database: the same orders written directly with the store's UpsertBatch
+// in 1,000-order batches on one connection (baseline-orders/s; ratio = flow /
+// baseline, the flow's overhead over its own database ceiling), and a raw pgx COPY
+// of the same rows into the same four tables (copy-orders/s; copy-ratio = flow /
+// COPY, the figure of the pipeline issue's target). The direct writes run before
+// and after the flow and are averaged, so that load changing during the run
+// falls on both sides alike.
+//
+//	TEST_KAFKA_BROKERS=127.0.0.1:19092 go test -run '^$' -bench Ingest -benchtime 1x ./pipeline/ingest/
+func BenchmarkIngest(b *testing.B) {
+	n := 20000
+	if s := os.Getenv("INGEST_BENCH_ORDERS"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 {
+			b.Fatalf("INGEST_BENCH_ORDERS=%q: want a positive integer", s)
+		}
+		n = v
+	}
+	brokers := testenv.KafkaBrokers(b)
+	cluster := testenv.NewCluster(b, testenv.ClusterOptions{Durable: true})
+	g := ordersgen.New(42)
+
+	var flowTime, upsertTime, copyTime, startup time.Duration
+	var written int
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		ords, msgs := benchOrders(b, g, n)
+		topic := testenv.KafkaTopicName(b, "orders")
+		testenv.KafkaCreateTopic(b, brokers, topic, 4)
+		testenv.KafkaProduce(b, brokers, topic, msgs...)
+		b.StartTimer()
+
+		up1 := directUpsert(b, cluster, ords)
+		cp1 := directCopy(b, cluster, ords)
+		flow, start := runFlow(b, cluster, brokers, topic, n)
+		up2 := directUpsert(b, cluster, ords)
+		cp2 := directCopy(b, cluster, ords)
+
+		flowTime += flow
+		startup += start
+		upsertTime += (up1 + up2) / 2
+		copyTime += (cp1 + cp2) / 2
+		written += n
+	}
+	b.StopTimer()
+
+	rate := float64(written) / flowTime.Seconds()
+	baseline := float64(written) / upsertTime.Seconds()
+	ceiling := float64(written) / copyTime.Seconds()
+	b.ReportMetric(rate, "orders/s")
+	b.ReportMetric(baseline, "baseline-orders/s")
+	b.ReportMetric(rate/baseline, "ratio")
+	b.ReportMetric(ceiling, "copy-orders/s")
+	b.ReportMetric(rate/ceiling, "copy-ratio")
+	b.ReportMetric(startup.Seconds()/float64(b.N), "startup-s")
+	b.Logf("%d orders per iteration, brokers %s", n, brokers)
+	b.Logf("flow          : %8.0f orders/s (startup %.2fs not counted)", rate, startup.Seconds()/float64(b.N))
+	b.Logf("UpsertBatch   : %8.0f orders/s  flow/upsert %.2f", baseline, rate/baseline)
+	b.Logf("COPY          : %8.0f orders/s  flow/COPY   %.2f", ceiling, rate/ceiling)
+}
+
+// benchOrders returns n valid orders shaped like the canonical one (one item,
+// unique uids, realistic values from ordersgen) and their Kafka records keyed by uid.
+func benchOrders(b *testing.B, g *ordersgen.Gen, n int) ([]orders.Order, []*kgo.Record) {
+	b.Helper()
+	ords := make([]orders.Order, n)
+	msgs := make([]*kgo.Record, n)
+	for i := range ords {
+		o := g.Order()
+		o.Items = o.Items[:1]
+		o.Payment.GoodsTotal = o.Items[0].TotalPrice
+		o.Payment.Amount = o.Payment.GoodsTotal + o.Payment.DeliveryCost + o.Payment.CustomFee
+		if err := orders.Validate(&o); err != nil {
+			b.Fatalf("bench order %d: %v", i, err)
+		}
+		v, err := json.Marshal(o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ords[i] = o
+		msgs[i] = &kgo.Record{Key: []byte(o.OrderUID), Value: v}
+	}
+	return ords, msgs
+}
+
+// migratedDB returns a pool of poolSize connections to a fresh migrated database
+// of cluster, closed when the benchmark ends, and its DSN.
+func migratedDB(b *testing.B, cluster *testenv.Cluster, poolSize int) (*bun.DB, string) {
+	b.Helper()
+	ctx := context.Background()
+	dsn := cluster.CreateDB(b)
+	// migrations.Up holds an advisory lock on one connection while it migrates
+	// on another: open with two, then shrink the pool.
+	db, err := ordersdb.Open(ctx, dsn, max(poolSize, 2))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = db.Close() })
+	if err := migrations.Up(ctx, db); err != nil {
+		b.Fatal(err)
+	}
+	db.SetMaxOpenConns(poolSize)
+	db.SetMaxIdleConns(poolSize)
+	return db, dsn
+}
+
+// runFlow runs the ingest flow over topic until the group has committed all n
+// messages and returns the time from the first fetch to lag 0, and the startup
+// time before the first fetch. It fails the benchmark unless every order is stored
+// and nothing was dead-lettered.
+func runFlow(b *testing.B, cluster *testenv.Cluster, brokers, topic string, n int) (flow, startup time.Duration) {
+	b.Helper()
+	db, _ := migratedDB(b, cluster, 4)
+	store := ordersdb.New(db)
+	cached := orderscache.NewStore(store, orderscache.New(256<<20), orderscache.Options{})
+	reg := prometheus.NewRegistry()
+	cfg := ingest.DefaultConfig()
+	cfg.Brokers, cfg.Topic, cfg.DLQTopic, cfg.GroupID = brokers, topic, topic+"-dlq", topic+"-group"
+	cfg.CreateTopics = true
+	in, err := ingest.New(cfg, ingest.Deps{
+		Store:    store,
+		Cache:    cached,
+		Classify: classify,
+		Metrics:  reg,
+		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: benchLogLevel})),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	t0 := time.Now()
+	go func() { done <- in.Run(ctx) }()
+	stop := func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(60 * time.Second):
+			return errors.New("ingest did not stop within 60 s")
+		}
+	}
+	fail := func(format string, args ...any) {
+		st := in.Snapshot()
+		_ = stop()
+		b.Fatalf(format+"; state %s %s, written %d", append(args, st.State, st.Error, st.Upsert.Written)...)
+	}
+
+	deadline := t0.Add(2 * time.Minute)
+	var first time.Time
+	for first.IsZero() {
+		for _, s := range in.Snapshot().Stages {
+			if s.Stage == "fetch" && s.Out > 0 {
+				first = time.Now()
+			}
+		}
+		if time.Now().After(deadline) {
+			fail("nothing fetched within 2 minutes")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	deadline = first.Add(10 * time.Minute)
+	for in.Snapshot().Upsert.Written < uint64(n) {
+		st := in.Snapshot()
+		if st.State == "failed" || time.Now().After(deadline) {
+			fail("orders not written")
+		}
+		if os.Getenv("INGEST_BENCH_DEBUG") != "" {
+			line := fmt.Sprintf("%4dms", time.Since(first).Milliseconds())
+			for _, s := range st.Stages {
+				line += fmt.Sprintf(" %s:%d/%d", s.Stage, s.Out, s.QueueLength)
+			}
+			fmt.Fprintln(os.Stderr, line)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for testenv.KafkaGroupLag(b, brokers, cfg.GroupID, topic) != 0 {
+		if time.Now().After(deadline) {
+			fail("group lag not 0")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	end := time.Now()
+	st := in.Snapshot()
+	if os.Getenv("INGEST_BENCH_DEBUG") != "" {
+		js, _ := json.Marshal(st.Stages)
+		b.Logf("stages: %s", js)
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "orders_pipeline_db_write_duration_seconds" {
+				for _, m := range mf.GetMetric() {
+					b.Logf("db writes: %d, %.3fs", m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum())
+				}
+			}
+		}
+	}
+	if err := stop(); err != nil {
+		b.Fatalf("soft stop: %v", err)
+	}
+
+	var stored int
+	if err := db.QueryRowContext(context.Background(), "SELECT count(*) FROM orders").Scan(&stored); err != nil {
+		b.Fatal(err)
+	}
+	if stored != n || st.DLQ.Total != 0 {
+		b.Fatalf("%d orders stored, %d dead letters; want %d and 0", stored, st.DLQ.Total, n)
+	}
+	if cs := cached.Cache().Stats(); cs.Entries != int64(n) {
+		b.Fatalf("%d orders cached, want %d", cs.Entries, n)
+	}
+	return end.Sub(first), first.Sub(t0)
+}
+
+// directUpsert writes ords with the store's UpsertBatch in 1,000-order batches on one
+// connection into a fresh database and returns the time taken.
+func directUpsert(b *testing.B, cluster *testenv.Cluster, ords []orders.Order) time.Duration {
+	b.Helper()
+	db, _ := migratedDB(b, cluster, 1)
+	store := ordersdb.New(db)
+	recs := benchRecords(ords)
+	ctx := context.Background()
+	t0 := time.Now()
+	for i := 0; i < len(recs); i += benchDirectBatch {
+		batch := recs[i:min(i+benchDirectBatch, len(recs))]
+		applied, err := store.UpsertBatch(ctx, batch)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(applied) != len(batch) {
+			b.Fatalf("applied %d of %d", len(applied), len(batch))
+		}
+	}
+	return time.Since(t0)
+}
+
+// directCopy writes ords with pgx COPY into the four tables (insert only), one
+// transaction per 1,000 orders on one connection, into a fresh database and
+// returns the time taken: the write ceiling of this machine.
+func directCopy(b *testing.B, cluster *testenv.Cluster, ords []orders.Order) time.Duration {
+	b.Helper()
+	ctx := context.Background()
+	_, dsn := migratedDB(b, cluster, 1)
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	recs := benchRecords(ords)
+	t0 := time.Now()
+	for i := 0; i < len(recs); i += benchDirectBatch {
+		if err := copyOrders(ctx, conn, recs[i:min(i+benchDirectBatch, len(recs))]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return time.Since(t0)
+}
+
+// benchRecords gives ords Kafka-like versions (partition 0, offsets 0..).
+func benchRecords(ords []orders.Order) []orders.Record {
+	recs := make([]orders.Record, len(ords))
+	for i := range ords {
+		recs[i] = orders.Record{Order: ords[i], Source: orders.Source{Partition: 0, Offset: int64(i)}}
+	}
+	return recs
+}
+
+// copyOrders writes recs with COPY into orders, delivery, payment and items in one
+// transaction (the same rows UpsertBatch writes).
+func copyOrders(ctx context.Context, conn *pgx.Conn, recs []orders.Record) error {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("copy: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }() // a no-op after Commit
+	var ords, dels, pays, items [][]any
+	for i := range recs {
+		o := &recs[i].Order
+		d, p := &o.Delivery, &o.Payment
+		ords = append(ords, []any{
+			o.OrderUID, o.TrackNumber, o.Entry, o.Locale, o.InternalSignature, o.CustomerID, o.DeliveryService,
+			o.ShardKey, o.SmID, o.DateCreated, o.OofShard, recs[i].Source.Partition, recs[i].Source.Offset,
+		})
+		dels = append(dels, []any{o.OrderUID, d.Name, d.Phone, d.Zip, d.City, d.Address, d.Region, d.Email})
+		pays = append(pays, []any{
+			o.OrderUID, p.Transaction, p.RequestID, p.Currency, p.Provider, p.Amount,
+			p.PaymentDt, p.Bank, p.DeliveryCost, p.GoodsTotal, p.CustomFee,
+		})
+		for j := range o.Items {
+			it := &o.Items[j]
+			items = append(items, []any{
+				o.OrderUID, int32(j), it.ChrtID, it.TrackNumber, it.Price, it.Rid, it.Name,
+				it.Sale, it.Size, it.TotalPrice, it.NmID, it.Brand, it.Status,
+			})
+		}
+	}
+	for _, t := range []struct {
+		table string
+		cols  []string
+		rows  [][]any
+	}{
+		{"orders", []string{
+			"order_uid", "track_number", "entry", "locale", "internal_signature", "customer_id",
+			"delivery_service", "shardkey", "sm_id", "date_created", "oof_shard", "source_partition", "source_offset",
+		}, ords},
+		{"delivery", []string{"order_uid", "name", "phone", "zip", "city", "address", "region", "email"}, dels},
+		{"payment", []string{
+			"order_uid", "transaction", "request_id", "currency", "provider", "amount",
+			"payment_dt", "bank", "delivery_cost", "goods_total", "custom_fee",
+		}, pays},
+		{"items", []string{
+			"order_uid", "position", "chrt_id", "track_number", "price", "rid", "name",
+			"sale", "size", "total_price", "nm_id", "brand", "status",
+		}, items},
+	} {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{t.table}, t.cols, pgx.CopyFromRows(t.rows)); err != nil {
+			return fmt.Errorf("copy %s: %w", t.table, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("copy: commit: %w", err)
+	}
+	return nil
+}
+
+var benchLogLevel = func() slog.Level {
+	if os.Getenv("INGEST_BENCH_DEBUG") != "" {
+		return slog.LevelDebug
+	}
+	return slog.LevelWarn
+}()
