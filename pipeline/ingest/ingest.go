@@ -314,7 +314,7 @@ func (in *Ingest) write(ctx context.Context, b *batch, part []*item, tries int) 
 		case Transient:
 			in.retries.Add(1)
 			wait := in.backoff(attempt)
-			in.log.Warn("upsert_retry", "orders", len(recs), "attempt", attempt, "retry_in", wait, "err", err)
+			in.log.WarnContext(ctx, "upsert_retry", "orders", len(recs), "attempt", attempt, "retry_in", wait, "err", err)
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -325,7 +325,7 @@ func (in *Ingest) write(ctx context.Context, b *batch, part []*item, tries int) 
 				it := part[0]
 				it.dead = true
 				in.poison.Add(1)
-				in.log.Warn("upsert_poison_order", "partition", it.msg.Partition, "offset", it.msg.Offset, "err", err)
+				in.log.WarnContext(ctx, "upsert_poison_order", "partition", it.msg.Partition, "offset", it.msg.Offset, "err", err)
 				return in.dlq.Send(ctx, it.msg, kafkasrc.Failure{Class: "data", Stage: "upsert", Reason: err.Error(), Attempts: tries + attempt})
 			}
 			in.splits.Add(1)
