@@ -353,8 +353,10 @@ func TestSoak(t *testing.T) {
 	}
 
 	count := int(rate*duration.Seconds()) + 1
-	producer := startSoakProc(t, bin, []string{"produce", "--count", strconv.Itoa(count), "--rate", strconv.FormatFloat(rate, 'f', -1, 64),
-		"--invalid-ratio", "0.01", "--seed", "42", "--quiet"}, env, filepath.Join(dir, "produce.log"))
+	producer := startSoakProc(t, bin, []string{
+		"produce", "--count", strconv.Itoa(count), "--rate", strconv.FormatFloat(rate, 'f', -1, 64),
+		"--invalid-ratio", "0.01", "--seed", "42", "--quiet",
+	}, env, filepath.Join(dir, "produce.log"))
 
 	load := &lookupLoad{base: base, client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -80,6 +80,8 @@ done
 mkdir -p "$reports"
 log "schemathesis $version: $max_examples examples per operation, at most ${max_time}s"
 set +e
+# schemathesis keeps a crash cache (.schemathesis/) in its working directory: not the repo
+cd "$reports"
 "$venv/bin/schemathesis" --config-file "$root/configs/security/schemathesis.toml" run "$base/api/v1/openapi.yaml" --url "$base" \
 	--header "Authorization: Bearer $token" \
 	--checks all --exclude-checks positive_data_acceptance \

@@ -47,6 +47,11 @@ const benchDirectBatch = 1000
 // and after the flow and are averaged, so that load changing during the run
 // falls on both sides alike.
 //
+// upsert-busy is the share of the flow's time its upsert stage spent in batch
+// transactions: near 1 the flow is bound by the database; well below 1 the upsert
+// stage waited for batches (fetch or decode did not keep up). INGEST_BENCH_DEBUG=1
+// prints the stages' counters every 5 ms to show where.
+//
 //	TEST_KAFKA_BROKERS=127.0.0.1:19092 go test -run '^$' -bench Ingest -benchtime 1x ./pipeline/ingest/
 func BenchmarkIngest(b *testing.B) {
 	n := 20000
@@ -57,12 +62,17 @@ func BenchmarkIngest(b *testing.B) {
 		}
 		n = v
 	}
+	// migrations log every apply at INFO: keep the benchmark output readable
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	b.Cleanup(func() { slog.SetDefault(prev) })
 	brokers := testenv.KafkaBrokers(b)
 	cluster := testenv.NewCluster(b, testenv.ClusterOptions{Durable: true})
 	g := ordersgen.New(42)
 
-	var flowTime, upsertTime, copyTime, startup time.Duration
+	var flowTime, upsertTime, copyTime, startup, writes time.Duration
 	var written int
+	var batches uint64
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
@@ -74,12 +84,14 @@ func BenchmarkIngest(b *testing.B) {
 
 		up1 := directUpsert(b, cluster, ords)
 		cp1 := directCopy(b, cluster, ords)
-		flow, start := runFlow(b, cluster, brokers, topic, n)
+		res := runFlow(b, cluster, brokers, topic, n)
 		up2 := directUpsert(b, cluster, ords)
 		cp2 := directCopy(b, cluster, ords)
 
-		flowTime += flow
-		startup += start
+		flowTime += res.flow
+		startup += res.startup
+		writes += res.writes
+		batches += res.batches
 		upsertTime += (up1 + up2) / 2
 		copyTime += (cp1 + cp2) / 2
 		written += n
@@ -95,8 +107,10 @@ func BenchmarkIngest(b *testing.B) {
 	b.ReportMetric(ceiling, "copy-orders/s")
 	b.ReportMetric(rate/ceiling, "copy-ratio")
 	b.ReportMetric(startup.Seconds()/float64(b.N), "startup-s")
+	b.ReportMetric(writes.Seconds()/flowTime.Seconds(), "upsert-busy")
 	b.Logf("%d orders per iteration, brokers %s", n, brokers)
-	b.Logf("flow          : %8.0f orders/s (startup %.2fs not counted)", rate, startup.Seconds()/float64(b.N))
+	b.Logf("flow          : %8.0f orders/s (startup %.2fs not counted), %d batches, upsert stage busy %.0f%% (%.0f orders/s while writing)",
+		rate, startup.Seconds()/float64(b.N), batches, 100*writes.Seconds()/flowTime.Seconds(), float64(written)/writes.Seconds())
 	b.Logf("UpsertBatch   : %8.0f orders/s  flow/upsert %.2f", baseline, rate/baseline)
 	b.Logf("COPY          : %8.0f orders/s  flow/COPY   %.2f", ceiling, rate/ceiling)
 }
@@ -146,11 +160,22 @@ func migratedDB(b *testing.B, cluster *testenv.Cluster, poolSize int) (*bun.DB, 
 	return db, dsn
 }
 
+// flowResult is one run of the flow over a backlog.
+type flowResult struct {
+	flow    time.Duration // first fetched message → group lag 0
+	startup time.Duration // Run → first fetched message (group join, topic checks)
+	writes  time.Duration // sum of the upsert stage's batch transactions
+	batches uint64
+}
+
+// benchDebug turns on the flow's debug log and a timeline of the stages' counters
+// (out/queued every 5 ms, on stderr): INGEST_BENCH_DEBUG=1.
+var benchDebug = os.Getenv("INGEST_BENCH_DEBUG") != ""
+
 // runFlow runs the ingest flow over topic until the group has committed all n
-// messages and returns the time from the first fetch to lag 0, and the startup
-// time before the first fetch. It fails the benchmark unless every order is stored
-// and nothing was dead-lettered.
-func runFlow(b *testing.B, cluster *testenv.Cluster, brokers, topic string, n int) (flow, startup time.Duration) {
+// messages. It fails the benchmark unless every order is stored and cached and
+// nothing was dead-lettered.
+func runFlow(b *testing.B, cluster *testenv.Cluster, brokers, topic string, n int) flowResult {
 	b.Helper()
 	db, _ := migratedDB(b, cluster, 4)
 	store := ordersdb.New(db)
@@ -159,12 +184,16 @@ func runFlow(b *testing.B, cluster *testenv.Cluster, brokers, topic string, n in
 	cfg := ingest.DefaultConfig()
 	cfg.Brokers, cfg.Topic, cfg.DLQTopic, cfg.GroupID = brokers, topic, topic+"-dlq", topic+"-group"
 	cfg.CreateTopics = true
+	level := slog.LevelWarn
+	if benchDebug {
+		level = slog.LevelDebug
+	}
 	in, err := ingest.New(cfg, ingest.Deps{
 		Store:    store,
 		Cache:    cached,
 		Classify: classify,
 		Metrics:  reg,
-		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: benchLogLevel})),
+		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -202,13 +231,16 @@ func runFlow(b *testing.B, cluster *testenv.Cluster, brokers, topic string, n in
 		time.Sleep(2 * time.Millisecond)
 	}
 	deadline = first.Add(10 * time.Minute)
-	for in.Snapshot().Upsert.Written < uint64(n) {
+	for {
 		st := in.Snapshot()
+		if st.Upsert.Written >= uint64(n) {
+			break
+		}
 		if st.State == "failed" || time.Now().After(deadline) {
 			fail("orders not written")
 		}
-		if os.Getenv("INGEST_BENCH_DEBUG") != "" {
-			line := fmt.Sprintf("%4dms", time.Since(first).Milliseconds())
+		if benchDebug {
+			line := fmt.Sprintf("%5dms", time.Since(first).Milliseconds())
 			for _, s := range st.Stages {
 				line += fmt.Sprintf(" %s:%d/%d", s.Stage, s.Out, s.QueueLength)
 			}
@@ -222,20 +254,10 @@ func runFlow(b *testing.B, cluster *testenv.Cluster, brokers, topic string, n in
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	end := time.Now()
+	res := flowResult{flow: time.Since(first), startup: first.Sub(t0)}
 	st := in.Snapshot()
-	if os.Getenv("INGEST_BENCH_DEBUG") != "" {
-		js, _ := json.Marshal(st.Stages)
-		b.Logf("stages: %s", js)
-		mfs, _ := reg.Gather()
-		for _, mf := range mfs {
-			if mf.GetName() == "orders_pipeline_db_write_duration_seconds" {
-				for _, m := range mf.GetMetric() {
-					b.Logf("db writes: %d, %.3fs", m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum())
-				}
-			}
-		}
-	}
+	res.batches = st.Upsert.Batches
+	res.writes = dbWriteTime(b, reg)
 	if err := stop(); err != nil {
 		b.Fatalf("soft stop: %v", err)
 	}
@@ -250,7 +272,31 @@ func runFlow(b *testing.B, cluster *testenv.Cluster, brokers, topic string, n in
 	if cs := cached.Cache().Stats(); cs.Entries != int64(n) {
 		b.Fatalf("%d orders cached, want %d", cs.Entries, n)
 	}
-	return end.Sub(first), first.Sub(t0)
+	return res
+}
+
+// dbWriteTime returns the total time of the flow's successful batch transactions,
+// from its orders_pipeline_db_write_duration_seconds histogram.
+func dbWriteTime(b *testing.B, reg *prometheus.Registry) time.Duration {
+	b.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "orders_pipeline_db_write_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == "ok" {
+					return time.Duration(m.GetHistogram().GetSampleSum() * float64(time.Second))
+				}
+			}
+		}
+	}
+	b.Fatal("metric orders_pipeline_db_write_duration_seconds{outcome=ok} not found")
+	return 0
 }
 
 // directUpsert writes ords with the store's UpsertBatch in 1,000-order batches on one
@@ -363,10 +409,3 @@ func copyOrders(ctx context.Context, conn *pgx.Conn, recs []orders.Record) error
 	}
 	return nil
 }
-
-var benchLogLevel = func() slog.Level {
-	if os.Getenv("INGEST_BENCH_DEBUG") != "" {
-		return slog.LevelDebug
-	}
-	return slog.LevelWarn
-}()

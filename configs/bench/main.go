@@ -1,0 +1,332 @@
+// Command bench turns the output of the benchmarks run by `go tool task bench`
+// into one table: each figure with the baseline measured in the same run, their
+// ratio and the target the issues set. It reads standard `go test -bench` lines
+// (custom metrics reported with testing.B.ReportMetric) from the files named as
+// arguments, or from stdin, prints the table as Markdown and, with -json FILE,
+// writes it as JSON as well. It exits 1 when a figure's benchmark is missing from
+// the input, 2 on bad usage or unreadable input; a missed target is shown, not an
+// error (performance is reported, never asserted).
+//
+//	go run ./configs/bench -json .cache/bench/bench.json .cache/bench/bench.txt
+//
+// The figures, their baselines and targets are the table figures below: this
+// file is the benchmark's configuration as much as its formatter.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// figure is one row of the table: a metric of a benchmark and its baseline.
+type figure struct {
+	Bench          string // benchmark name without the -GOMAXPROCS suffix
+	Name           string
+	Metric         string // the figure's ReportMetric unit
+	Baseline       string
+	BaselineMetric string
+	RatioMetric    string // the benchmark's own ratio; empty: Metric / BaselineMetric
+	Target         string
+	// Met reports whether the measured metrics meet the target; nil: no target.
+	Met func(m metrics) bool
+}
+
+// metrics are one benchmark's results by unit.
+type metrics map[string]float64
+
+// figures is the table, in order.
+var figures = []figure{
+	{
+		Bench: "BenchmarkUpsert/Interleaved", Name: "store UpsertBatch, 1,000-order batches (orders/s)",
+		Metric: "upsert-orders/s", Baseline: "pgx COPY of the same rows", BaselineMetric: "copy-orders/s",
+		RatioMetric: "upsert/copy", Target: ">= 0.7 x COPY",
+		Met: func(m metrics) bool { return m["upsert/copy"] >= 0.7 },
+	},
+	{
+		Bench: "BenchmarkIngest", Name: "ingest flow, Kafka backlog to committed (orders/s)",
+		Metric: "orders/s", Baseline: "UpsertBatch directly, 1,000/batch", BaselineMetric: "baseline-orders/s",
+		RatioMetric: "ratio", Target: ">= 10,000 orders/s",
+		Met: func(m metrics) bool { return m["orders/s"] >= 10000 },
+	},
+	{
+		Bench: "BenchmarkIngest", Name: "ingest flow vs the write ceiling (orders/s)",
+		Metric: "orders/s", Baseline: "pgx COPY of the same rows", BaselineMetric: "copy-orders/s",
+		RatioMetric: "copy-ratio", Target: ">= 0.7 x COPY",
+		Met: func(m metrics) bool { return m["copy-ratio"] >= 0.7 },
+	},
+	{
+		Bench: "BenchmarkOrderLookupLoad", Name: "GET /order/{uid}, hot cache, 64 conns (req/s)",
+		Metric: "req/s", Baseline: "bare Fiber handler, bytes from a map", BaselineMetric: "bare-req/s",
+		RatioMetric: "ratio", Target: ">= 40,000 req/s and >= 0.8 x bare",
+		Met: func(m metrics) bool { return m["req/s"] >= 40000 && m["ratio"] >= 0.8 },
+	},
+	{
+		Bench: "BenchmarkOrderLookupLoad", Name: "GET /order/{uid}, hot cache: p99 (ms)",
+		Metric: "p99-ms", Baseline: "bare Fiber handler, bytes from a map", BaselineMetric: "bare-p99-ms",
+		Target: "<= 10 ms",
+		Met:    func(m metrics) bool { return m["p99-ms"] <= 10 },
+	},
+	{
+		Bench: "BenchmarkOrderLookupMissLoad", Name: "GET /order/{uid}, cache miss, 64 conns (req/s)",
+		Metric: "req/s", Baseline: "bare Fiber handler: Store.Get + encoding/json", BaselineMetric: "bare-req/s",
+		RatioMetric: "ratio", Target: ">= 5,000 req/s",
+		Met: func(m metrics) bool { return m["req/s"] >= 5000 },
+	},
+	{
+		Bench: "BenchmarkOrderLookupMissLoad", Name: "GET /order/{uid}, cache miss: p99 (ms)",
+		Metric: "p99-ms", Baseline: "bare Fiber handler: Store.Get + encoding/json", BaselineMetric: "bare-p99-ms",
+		Target: "-",
+	},
+}
+
+// Row is one figure as measured; it is also the JSON shape of a row.
+type Row struct {
+	Figure        string   `json:"figure"`
+	Benchmark     string   `json:"benchmark"`
+	Unit          string   `json:"unit"`
+	Value         *float64 `json:"value"` // nil when the benchmark is missing
+	Baseline      string   `json:"baseline"`
+	BaselineValue *float64 `json:"baseline_value"`
+	Ratio         *float64 `json:"ratio"`
+	Target        string   `json:"target"`
+	Met           *bool    `json:"met"` // nil: no target or no value
+}
+
+// Report is the JSON document: the rows, every metric of every benchmark, and
+// the run's context.
+type Report struct {
+	Date       string             `json:"date"`
+	Context    map[string]string  `json:"context"` // goos, goarch, cpu, and -meta values
+	Rows       []Row              `json:"rows"`
+	Benchmarks map[string]metrics `json:"benchmarks"`
+}
+
+// benchLine matches a result line: name[-procs] iterations then value/unit pairs.
+var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+(\d+)\s+(.+)$`)
+
+// parse reads go test -bench output: the results by benchmark name (without the
+// -GOMAXPROCS suffix; a benchmark seen twice keeps its last result) and the
+// goos/goarch/cpu header lines.
+func parse(r io.Reader) (map[string]metrics, map[string]string, error) {
+	results := map[string]metrics{}
+	header := map[string]string{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		for _, k := range []string{"goos", "goarch", "cpu"} {
+			if v, ok := strings.CutPrefix(line, k+": "); ok {
+				header[k] = v
+			}
+		}
+		m := benchLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		fields := strings.Fields(m[3])
+		if len(fields)%2 != 0 {
+			continue // not a result line (e.g. a log line starting with a benchmark's name)
+		}
+		res := metrics{}
+		ok := true
+		for i := 0; i < len(fields); i += 2 {
+			v, err := strconv.ParseFloat(fields[i], 64)
+			if err != nil {
+				ok = false
+				break
+			}
+			res[fields[i+1]] = v
+		}
+		if ok {
+			results[m[1]] = res
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, nil, fmt.Errorf("read: %w", err)
+	}
+	return results, header, nil
+}
+
+// rows evaluates the figures against results; missing lists the benchmarks absent.
+func rows(results map[string]metrics) (out []Row, missing []string) {
+	seen := map[string]bool{}
+	for _, f := range figures {
+		r := Row{Figure: f.Name, Benchmark: f.Bench, Unit: f.Metric, Baseline: f.Baseline, Target: f.Target}
+		m, ok := results[f.Bench]
+		if !ok {
+			if !seen[f.Bench] {
+				missing = append(missing, f.Bench)
+				seen[f.Bench] = true
+			}
+			out = append(out, r)
+			continue
+		}
+		if v, ok := m[f.Metric]; ok {
+			r.Value = &v
+		}
+		if v, ok := m[f.BaselineMetric]; ok {
+			r.BaselineValue = &v
+		}
+		if f.RatioMetric != "" {
+			if v, ok := m[f.RatioMetric]; ok {
+				r.Ratio = &v
+			}
+		} else if r.Value != nil && r.BaselineValue != nil && *r.BaselineValue != 0 {
+			v := *r.Value / *r.BaselineValue
+			r.Ratio = &v
+		}
+		if f.Met != nil && r.Value != nil {
+			met := f.Met(m)
+			r.Met = &met
+		}
+		out = append(out, r)
+	}
+	return out, missing
+}
+
+// num formats a figure: integers above 100, two decimals below.
+func num(v *float64) string {
+	switch {
+	case v == nil:
+		return "missing"
+	case math.Abs(*v) >= 100:
+		return thousands(int64(math.Round(*v)))
+	default:
+		return strconv.FormatFloat(*v, 'f', 2, 64)
+	}
+}
+
+// thousands writes n with comma separators.
+func thousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+// markdown renders the rows as a Markdown table.
+func markdown(w io.Writer, rs []Row) {
+	fmt.Fprintln(w, "| figure | value | baseline (same run) | baseline value | ratio | target | met |")
+	fmt.Fprintln(w, "|---|---:|---|---:|---:|---|---|")
+	for _, r := range rs {
+		ratio := "-"
+		if r.Ratio != nil {
+			ratio = strconv.FormatFloat(*r.Ratio, 'f', 2, 64)
+		}
+		met := "-"
+		if r.Met != nil {
+			met = map[bool]string{true: "yes", false: "NO"}[*r.Met]
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", r.Figure, num(r.Value), r.Baseline, num(r.BaselineValue), ratio, r.Target, met)
+	}
+}
+
+// metaFlags collects repeated -meta key=value flags.
+type metaFlags map[string]string
+
+func (m metaFlags) String() string { return fmt.Sprint(map[string]string(m)) }
+
+func (m metaFlags) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("want key=value, got %q", s)
+	}
+	m[k] = v
+	return nil
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	jsonPath := fs.String("json", "", "also write the table as JSON to this file")
+	meta := metaFlags{}
+	fs.Var(meta, "meta", "key=value recorded in the JSON context and printed under the table (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	input := stdin
+	if fs.NArg() > 0 {
+		var readers []io.Reader
+		for _, name := range fs.Args() {
+			f, err := os.Open(name)
+			if err != nil {
+				fmt.Fprintf(stderr, "bench: %v\n", err)
+				return 2
+			}
+			defer f.Close()
+			readers = append(readers, f)
+		}
+		input = io.MultiReader(readers...)
+	}
+	results, header, err := parse(input)
+	if err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 2
+	}
+	rs, missing := rows(results)
+	markdown(stdout, rs)
+
+	ctx := map[string]string{}
+	for k, v := range header {
+		ctx[k] = v
+	}
+	for k, v := range meta {
+		ctx[k] = v
+	}
+	fmt.Fprintln(stdout)
+	for _, k := range []string{"cpu", "goos", "goarch"} {
+		if v, ok := ctx[k]; ok {
+			fmt.Fprintf(stdout, "%s: %s\n", k, v)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(meta)) {
+		fmt.Fprintf(stdout, "%s: %s\n", k, meta[k])
+	}
+	if *jsonPath != "" {
+		rep := Report{Date: time.Now().UTC().Format(time.RFC3339), Context: ctx, Rows: rs, Benchmarks: results}
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false) // targets read ">= 0.7 x COPY", not "\u003e= ..."
+		enc.SetIndent("", "  ")
+		err := enc.Encode(rep)
+		if err == nil {
+			err = os.WriteFile(*jsonPath, buf.Bytes(), 0o644)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "bench: write json: %v\n", err)
+			return 2
+		}
+		fmt.Fprintf(stdout, "json: %s\n", *jsonPath)
+	}
+	if len(missing) > 0 {
+		fmt.Fprintf(stderr, "bench: no result for %s (did it fail?)\n", strings.Join(missing, ", "))
+		return 1
+	}
+	return 0
+}

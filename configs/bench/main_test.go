@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const sample = `goos: linux
+goarch: amd64
+pkg: github.com/orderflow/orders-service/modules/orders/ordersdb
+cpu: AMD EPYC
+BenchmarkUpsert/Interleaved-2         	      20	 150000000 ns/op	     14000 copy-orders/s	     11000 upsert-orders/s	         0.7857 upsert/copy
+PASS
+pkg: github.com/orderflow/orders-service/pipeline/ingest
+BenchmarkIngest-2   	       1	8996964590 ns/op	     16071 baseline-orders/s	     19565 copy-orders/s	         0.3155 copy-ratio	      6173 orders/s	         0.3841 ratio	         0.2111 startup-s
+--- BENCH: BenchmarkIngest-2
+    bench_test.go:98: 20000 orders per iteration
+BenchmarkOrderLookupLoad-2   	       1	22000000000 ns/op	         3.1 bare-p99-ms	     50000 bare-req/s	         4.2 p99-ms	         0.86 ratio	     43000 req/s
+BenchmarkOrderLookupMissLoad-2   	       1	10867029377 ns/op	        96.75 bare-p99-ms	      2831 bare-req/s	         0.9734 miss-ratio	        96.60 p99-ms	         1.022 ratio	      2894 req/s
+`
+
+func TestParseAndRows(t *testing.T) {
+	res, hdr, err := parse(strings.NewReader(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hdr["cpu"] != "AMD EPYC" || hdr["goos"] != "linux" {
+		t.Errorf("header %v", hdr)
+	}
+	if got := res["BenchmarkUpsert/Interleaved"]["upsert/copy"]; got != 0.7857 {
+		t.Errorf("upsert/copy %v", got)
+	}
+	if got := res["BenchmarkIngest"]["startup-s"]; got != 0.2111 {
+		t.Errorf("startup-s %v", got)
+	}
+	if len(res) != 4 {
+		t.Errorf("%d benchmarks parsed, want 4: %v", len(res), res)
+	}
+	rs, missing := rows(res)
+	if len(missing) != 0 {
+		t.Fatalf("missing %v", missing)
+	}
+	byName := map[string]Row{}
+	for _, r := range rs {
+		byName[r.Figure] = r
+	}
+	up := byName[figures[0].Name]
+	if *up.Value != 11000 || *up.BaselineValue != 14000 || *up.Ratio != 0.7857 || !*up.Met {
+		t.Errorf("upsert row %+v", up)
+	}
+	in := byName[figures[1].Name]
+	if *in.Value != 6173 || *in.Ratio != 0.3841 || *in.Met {
+		t.Errorf("ingest row %+v", in)
+	}
+	p99 := byName[figures[4].Name] // hot p99: ratio computed from value / baseline
+	if r := *p99.Ratio; r < 1.35 || r > 1.36 || !*p99.Met {
+		t.Errorf("hot p99 row %+v ratio %v", p99, r)
+	}
+	miss := byName[figures[5].Name]
+	if *miss.Met {
+		t.Errorf("2,894 req/s meets >= 5,000: %+v", miss)
+	}
+	if last := byName[figures[6].Name]; last.Met != nil {
+		t.Errorf("row without a target has met=%v", *last.Met)
+	}
+}
+
+func TestRunWritesTableAndJSONAndFlagsMissing(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "bench.txt")
+	// only the lookup benchmarks: upsert and ingest are missing
+	lines := strings.Split(sample, "\n")
+	var part []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "BenchmarkOrderLookup") {
+			part = append(part, l)
+		}
+	}
+	if err := os.WriteFile(in, []byte(strings.Join(part, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	js := filepath.Join(dir, "bench.json")
+	var out, errOut bytes.Buffer
+	code := run([]string{"-json", js, "-meta", "load_before=1.5", in}, nil, &out, &errOut)
+	if code != 1 {
+		t.Errorf("exit %d with missing benchmarks, want 1", code)
+	}
+	if !strings.Contains(errOut.String(), "BenchmarkUpsert/Interleaved") || !strings.Contains(errOut.String(), "BenchmarkIngest") {
+		t.Errorf("stderr does not name the missing benchmarks: %s", errOut.String())
+	}
+	table := out.String()
+	for _, want := range []string{"| figure | value |", "| 43,000 |", "| missing |", "load_before: 1.5"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	raw, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep Report
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Rows) != len(figures) || rep.Context["load_before"] != "1.5" || rep.Benchmarks["BenchmarkOrderLookupLoad"]["req/s"] != 43000 {
+		t.Errorf("json report: %s", raw)
+	}
+	if rep.Rows[0].Value != nil {
+		t.Errorf("missing benchmark has a value: %+v", rep.Rows[0])
+	}
+}
+
+func TestThousands(t *testing.T) {
+	for in, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 1234567: "1,234,567", -12345: "-12,345"} {
+		if got := thousands(in); got != want {
+			t.Errorf("thousands(%d) = %q, want %q", in, got, want)
+		}
+	}
+}

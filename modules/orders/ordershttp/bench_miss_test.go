@@ -1,0 +1,337 @@
+package ordershttp_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/uptrace/bun"
+
+	"github.com/orderflow/orders-service/migrations"
+	"github.com/orderflow/orders-service/modules/httpx"
+	"github.com/orderflow/orders-service/modules/orders"
+	"github.com/orderflow/orders-service/modules/orders/orderscache"
+	"github.com/orderflow/orders-service/modules/orders/ordersdb"
+	"github.com/orderflow/orders-service/modules/orders/ordershttp"
+	"github.com/orderflow/orders-service/modules/testenv"
+	"github.com/orderflow/orders-service/web"
+)
+
+// Miss benchmark settings.
+const (
+	missCacheBytes = 512 << 10 // a few hundred canonical orders: nearly every lookup misses
+	missPoolSize   = 16        // configs/default.yaml postgres.pool_size
+)
+
+// BenchmarkOrderLookupMissLoad is the load benchmark of the read-through path:
+// GET /order/{uid} over uniformly random uids of many stored orders
+// (ORDERS_BENCH_MISS_ORDERS, default 50,000, canonical-shaped) with a cache bound
+// of 512 KiB, so nearly every request misses and reads the order from PostgreSQL
+// (a dedicated cluster with default durability). The service stack (httpx shell,
+// cached store, order routes, pool of 16 connections) is measured against a bare
+// Fiber handler that does the same work without the cache layer and the shell:
+// ordersdb.Store.Get on its own pool of 16 connections, then encoding/json of the
+// order. Both use the same load generator as BenchmarkOrderLookupLoad (wrk with a
+// Lua script picking a random uid per request, or the Go loader) with 64
+// connections, in alternating rounds. It reports req/s and p99 of both, their
+// ratio (service / bare) and the service's cache miss ratio during the run.
+//
+//	go test -run '^$' -bench BenchmarkOrderLookupMissLoad -benchtime 1x ./modules/orders/ordershttp
+func BenchmarkOrderLookupMissLoad(b *testing.B) {
+	dur := benchDuration(b)
+	n := 50000
+	if s := os.Getenv("ORDERS_BENCH_MISS_ORDERS"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 {
+			b.Fatalf("ORDERS_BENCH_MISS_ORDERS=%q: want a positive integer", s)
+		}
+		n = v
+	}
+	const conns = 64
+	ctx := context.Background()
+	cluster := testenv.NewCluster(b, testenv.ClusterOptions{Durable: true})
+	dsn := cluster.CreateDB(b)
+
+	// The service: the real stack over a pool of its own.
+	db := openPool(b, dsn, missPoolSize)
+	if err := migrations.Up(ctx, db); err != nil {
+		b.Fatalf("migrate: %v", err)
+	}
+	uids := seedMany(b, ordersdb.New(db), n)
+	cached := orderscache.NewStore(ordersdb.New(db), orderscache.New(missCacheBytes), orderscache.Options{})
+	svc := httpx.New(httpx.Config{Logger: quiet, Registerer: prometheus.NewRegistry()})
+	httpx.RegisterOps(svc, httpx.Ops{})
+	ordershttp.Register(svc, cached, ordershttp.Options{APIToken: testToken})
+	web.Register(svc)
+
+	// The baseline: Store.Get + encoding/json in a bare Fiber handler, own pool.
+	bare := bareDBApp(ordersdb.New(openPool(b, dsn, missPoolSize)))
+
+	serviceURL, bareURL := listen(b, svc), listen(b, bare)
+	paths := make([]string, len(uids))
+	for i, uid := range uids {
+		paths[i] = "/order/" + uid
+	}
+	gen := "go"
+	if _, err := exec.LookPath("wrk"); err == nil && os.Getenv("ORDERS_BENCH_LOADGEN") != "go" {
+		gen = "wrk"
+	}
+	script := ""
+	if gen == "wrk" {
+		script = wrkRandomPathScript(b, paths)
+	}
+	run := func(base string, d time.Duration) loadResult {
+		if gen == "wrk" {
+			return runWrkScript(b, base+"/", script, conns, d)
+		}
+		return runGoLoadPaths(b, strings.TrimPrefix(base, "http://"), paths, conns, d)
+	}
+
+	const round = 2 * time.Second
+	rounds := max(int(dur/round), 1)
+	b.ResetTimer()
+	var svcRes, bareRes loadResult
+	var before, after orderscache.Stats
+	for i := 0; i < b.N; i++ {
+		run(bareURL, time.Second) // warm-up: connections, page faults, PostgreSQL's buffers
+		run(serviceURL, time.Second)
+		before = cached.Cache().Stats()
+		var bars, svcs []loadResult
+		for r := 0; r < rounds; r++ {
+			bars = append(bars, run(bareURL, round))
+			svcs = append(svcs, run(serviceURL, round))
+		}
+		after = cached.Cache().Stats()
+		bareRes, svcRes = combine(bars), combine(svcs)
+	}
+	b.StopTimer()
+
+	lookups := (after.Hits - before.Hits) + (after.Misses - before.Misses)
+	if lookups == 0 {
+		b.Fatal("the service saw no lookups")
+	}
+	missRatio := float64(after.Misses-before.Misses) / float64(lookups)
+	ratio := svcRes.rps / bareRes.rps
+	b.ReportMetric(svcRes.rps, "req/s")
+	b.ReportMetric(svcRes.p99.Seconds()*1e3, "p99-ms")
+	b.ReportMetric(bareRes.rps, "bare-req/s")
+	b.ReportMetric(bareRes.p99.Seconds()*1e3, "bare-p99-ms")
+	b.ReportMetric(ratio, "ratio")
+	b.ReportMetric(missRatio, "miss-ratio")
+	b.Logf("load generator %s, %d connections, %s per server, %d stored orders, cache bound %d KiB", gen, conns, dur, n, missCacheBytes>>10)
+	b.Logf("bare Get+json : %9.0f req/s  p99 %v", bareRes.rps, bareRes.p99)
+	b.Logf("service       : %9.0f req/s  p99 %v  (%.2f x bare, %.1f%% misses)", svcRes.rps, svcRes.p99, ratio, 100*missRatio)
+}
+
+// benchDuration is ORDERS_BENCH_DURATION (default 10 s): the measured time per server.
+func benchDuration(b *testing.B) time.Duration {
+	b.Helper()
+	s := os.Getenv("ORDERS_BENCH_DURATION")
+	if s == "" {
+		return 10 * time.Second
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		b.Fatalf("ORDERS_BENCH_DURATION: %v", err)
+	}
+	return d
+}
+
+// openPool opens a pool of size connections to dsn, closed when the benchmark ends.
+func openPool(b *testing.B, dsn string, size int) *bun.DB {
+	b.Helper()
+	db, err := ordersdb.Open(context.Background(), dsn, size)
+	if err != nil {
+		b.Fatalf("open: %v", err)
+	}
+	b.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// seedMany stores n canonical-shaped orders with distinct uids in 1,000-order
+// batches and returns their uids.
+func seedMany(b *testing.B, store *ordersdb.Store, n int) []string {
+	b.Helper()
+	_, o := canonical(b)
+	uids := make([]string, n)
+	batch := make([]orders.Record, 0, 1000)
+	flush := func() {
+		if _, err := store.UpsertBatch(context.Background(), batch); err != nil {
+			b.Fatalf("seed: %v", err)
+		}
+		batch = batch[:0]
+	}
+	for i := range uids {
+		uids[i] = fmt.Sprintf("benchmiss%08d", i)
+		batch = append(batch, orders.Record{Order: withUID(o, uids[i]), Source: orders.Source{Partition: 0, Offset: int64(i)}})
+		if len(batch) == cap(batch) {
+			flush()
+		}
+	}
+	if len(batch) > 0 {
+		flush()
+	}
+	return uids
+}
+
+// bareDBApp is the miss baseline: a Fiber app whose handler reads the order with
+// store.Get and encodes it with encoding/json, nothing else.
+func bareDBApp(store *ordersdb.Store) *fiber.App {
+	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	app.Get("/order/:uid", func(c *fiber.Ctx) error {
+		o, err := store.Get(c.UserContext(), strings.Clone(c.Params("uid")))
+		if errors.Is(err, orders.ErrNotFound) {
+			return fiber.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		body, err := json.Marshal(&o)
+		if err != nil {
+			return err
+		}
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+		return c.Send(body)
+	})
+	return app
+}
+
+// wrkRandomPathScript writes a wrk Lua script that sends GET for a uniformly
+// random path of paths on every request, and returns its file name.
+func wrkRandomPathScript(b *testing.B, paths []string) string {
+	b.Helper()
+	var sb strings.Builder
+	sb.WriteString("local paths = {\n")
+	for _, p := range paths {
+		sb.WriteString(strconv.Quote(p))
+		sb.WriteString(",\n")
+	}
+	// Each wrk thread has its own Lua state: setup numbers them, init seeds each apart.
+	sb.WriteString(`}
+local n = #paths
+local threads = 0
+function setup(thread)
+  thread:set("id", threads)
+  threads = threads + 1
+end
+function init(args)
+  math.randomseed(os.time() * 16 + id)
+end
+function request()
+  return wrk.format("GET", paths[math.random(n)])
+end
+`)
+	name := filepath.Join(b.TempDir(), "random_paths.lua")
+	if err := os.WriteFile(name, []byte(sb.String()), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return name
+}
+
+// runWrkScript runs wrk with two threads and a Lua script against url and returns
+// its throughput and p99 latency; any non-2xx answer or socket error fails.
+func runWrkScript(b *testing.B, url, script string, conns int, d time.Duration) loadResult {
+	b.Helper()
+	secs := max(int(d/time.Second), 1)
+	out, err := exec.Command("wrk", "-t2", "-c"+strconv.Itoa(conns), "-d"+strconv.Itoa(secs)+"s",
+		"--latency", "-s", script, url).CombinedOutput()
+	if err != nil {
+		b.Fatalf("wrk: %v\n%s", err, out)
+	}
+	return parseWrk(b, out)
+}
+
+// parseWrk reads throughput and p99 from wrk --latency output, failing on errors.
+func parseWrk(b *testing.B, out []byte) loadResult {
+	b.Helper()
+	s := string(out)
+	if strings.Contains(s, "Non-2xx") || strings.Contains(s, "Socket errors") {
+		b.Fatalf("wrk saw errors:\n%s", out)
+	}
+	m, p := wrkRPS.FindSubmatch(out), wrkP99.FindSubmatch(out)
+	if m == nil || p == nil {
+		b.Fatalf("cannot parse wrk output:\n%s", out)
+	}
+	rps, _ := strconv.ParseFloat(string(m[1]), 64)
+	v, _ := strconv.ParseFloat(string(p[1]), 64)
+	unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[string(p[2])]
+	return loadResult{rps: rps, p99: time.Duration(v * float64(unit))}
+}
+
+// runGoLoadPaths is runGoLoad over uniformly random paths: conns keep-alive
+// connections, one request in flight each, every answer a 200 with a body.
+func runGoLoadPaths(b *testing.B, addr string, paths []string, conns int, d time.Duration) loadResult {
+	b.Helper()
+	deadline := time.Now().Add(d)
+	lat := make([][]time.Duration, conns)
+	errs := make(chan error, conns)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < conns; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			rnd := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			br := bufio.NewReaderSize(c, 16<<10)
+			buf := make([]byte, 64<<10)
+			var req []byte
+			for {
+				t0 := time.Now()
+				if t0.After(deadline) {
+					return
+				}
+				req = append(req[:0], "GET "...)
+				req = append(req, paths[rnd.IntN(len(paths))]...)
+				req = append(req, " HTTP/1.1\r\nHost: "...)
+				req = append(req, addr...)
+				req = append(req, "\r\n\r\n"...)
+				if _, err := c.Write(req); err != nil {
+					errs <- err
+					return
+				}
+				n, err := readResponse(br, buf)
+				if err != nil || n == 0 {
+					errs <- fmt.Errorf("response: %d bytes: %w", n, err)
+					return
+				}
+				lat[w] = append(lat[w], time.Since(t0))
+			}
+		}(w)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	for err := range errs {
+		b.Fatalf("load: %v", err)
+	}
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	if len(all) == 0 {
+		b.Fatal("load: no request completed")
+	}
+	slices.Sort(all)
+	return loadResult{rps: float64(len(all)) / elapsed.Seconds(), p99: all[len(all)*99/100]}
+}
