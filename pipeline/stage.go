@@ -47,6 +47,26 @@ func (e *Emitter[T]) Emit(ctx context.Context, v T) error {
 	}
 }
 
+// EmitWithin sends v downstream, waiting at most d for room. It reports whether v
+// was sent; false means the mailbox stayed full for d or ctx ended.
+func (e *Emitter[T]) EmitWithin(ctx context.Context, v T, d time.Duration) bool {
+	t0 := time.Now()
+	timer := time.NewTimer(d)
+	defer func() {
+		timer.Stop()
+		e.blocked += time.Since(t0)
+	}()
+	select {
+	case e.link.ch <- v:
+		e.st.emitted()
+		return true
+	case <-timer.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // TryEmit sends v downstream only if the mailbox has room, and reports whether it did.
 func (e *Emitter[T]) TryEmit(v T) bool {
 	select {

@@ -49,6 +49,9 @@ type SourceConfig struct {
 	QueuedMaxKBytes int
 	// FetchMaxBytes bounds one fetch response (fetch.max.bytes; default 16 MiB).
 	FetchMaxBytes int
+	// PauseAfter is how long the pipeline's mailbox must stay full before the
+	// assigned partitions are paused (default 2 s).
+	PauseAfter time.Duration
 	// StatsInterval is how often librdkafka reports statistics (lag, broker state; default 1 s).
 	StatsInterval time.Duration
 	// Overrides are extra librdkafka properties applied last.
@@ -82,6 +85,9 @@ func NewSource(cfg SourceConfig, log *slog.Logger) (*Source, error) {
 	if cfg.FetchMaxBytes <= 0 {
 		cfg.FetchMaxBytes = 16 << 20
 	}
+	if cfg.PauseAfter <= 0 {
+		cfg.PauseAfter = 2 * time.Second
+	}
 	if cfg.StatsInterval <= 0 {
 		cfg.StatsInterval = time.Second
 	}
@@ -96,10 +102,15 @@ func NewSource(cfg SourceConfig, log *slog.Logger) (*Source, error) {
 		"enable.auto.commit":            false,
 		"enable.auto.offset.store":      false,
 		"auto.offset.reset":             "earliest",
-		"enable.partition.eof":          false,
-		"queued.max.messages.kbytes":    cfg.QueuedMaxKBytes,
-		"fetch.max.bytes":               cfg.FetchMaxBytes,
-		"statistics.interval.ms":        int(cfg.StatsInterval / time.Millisecond),
+		// A member that died (kill -9) is noticed in 10 s, not the default 45 s, so a
+		// restarted instance gets its partitions back quickly. Heartbeats come from
+		// librdkafka's own thread, so a busy pipeline does not miss them.
+		"session.timeout.ms":         10000,
+		"heartbeat.interval.ms":      3000,
+		"enable.partition.eof":       false,
+		"queued.max.messages.kbytes": cfg.QueuedMaxKBytes,
+		"fetch.max.bytes":            cfg.FetchMaxBytes,
+		"statistics.interval.ms":     int(cfg.StatsInterval / time.Millisecond),
 	}
 	stopLogs := forwardLogs(cm, log)
 	maps.Copy(cm, cfg.Overrides)
@@ -113,19 +124,37 @@ func NewSource(cfg SourceConfig, log *slog.Logger) (*Source, error) {
 
 // Run subscribes and fetches messages into out until ctx ends (the soft stop),
 // then returns nil without closing the consumer (Close does, after the pipeline
-// drained and committed). When out is full it pauses every assigned partition and
-// keeps polling (so the group never evicts this member), and resumes when the
-// mailbox has room again. A fatal librdkafka error is returned.
+// drained and committed).
+//
+// Backpressure: when out is full, Run waits for room in short slices (so Poll
+// still serves rebalances between them) and fetches nothing new meanwhile;
+// librdkafka's bounded prefetch queue then stops fetching by itself. Only when
+// the mailbox stays full for PauseAfter (the pipeline is stuck, e.g. the database
+// is down) does it pause every assigned partition and go on polling, so the group
+// never evicts this member; it resumes when the mailbox has room again. Pausing
+// for ordinary short stalls would be costly: a pause drops librdkafka's prefetched
+// messages, which are fetched again after the resume. A fatal librdkafka error is
+// returned.
 func (s *Source) Run(ctx context.Context, out *pipeline.Emitter[*Message]) error {
 	if err := s.c.Subscribe(s.cfg.Topic, s.rebalance); err != nil {
 		return fmt.Errorf("subscribe %s: %w", s.cfg.Topic, err)
 	}
-	var pending []*Message
+	var pending []*Message // fetched, not yet accepted by out (in partition order)
+	var fullSince time.Time
 	for ctx.Err() == nil {
 		for len(pending) > 0 {
-			if pending[0].Ack.Revoked() || out.TryEmit(pending[0]) {
+			m := pending[0]
+			if m.Ack.Revoked() || out.TryEmit(m) || (!s.paused && out.EmitWithin(ctx, m, emitSlice)) {
+				pending[0] = nil
 				pending = pending[1:]
+				fullSince = time.Time{}
 				continue
+			}
+			if fullSince.IsZero() {
+				fullSince = time.Now()
+			}
+			if !s.paused && time.Since(fullSince) >= s.cfg.PauseAfter {
+				s.setPaused(true)
 			}
 			break
 		}
@@ -147,9 +176,6 @@ func (s *Source) Run(ctx context.Context, out *pipeline.Emitter[*Message]) error
 				continue
 			}
 			pending = append(pending, m)
-			if !s.paused {
-				s.setPaused(true)
-			}
 		case *kafka.Stats:
 			s.onStats(e.String())
 		case kafka.Error:
@@ -166,6 +192,9 @@ func (s *Source) Run(ctx context.Context, out *pipeline.Emitter[*Message]) error
 	}
 	return nil
 }
+
+// emitSlice is how long Run waits for mailbox room before it polls again.
+const emitSlice = 50 * time.Millisecond
 
 func (s *Source) wrap(e *kafka.Message) *Message {
 	p, off := e.TopicPartition.Partition, int64(e.TopicPartition.Offset)

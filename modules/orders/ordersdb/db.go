@@ -34,7 +34,7 @@ func Open(ctx context.Context, dsn string, poolSize int) (*bun.DB, error) {
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		return nil, errors.New("open postgres: invalid DSN: want postgres://user:pass@host:port/db?sslmode=disable")
 	}
-	connector, err := newConnector(dsn)
+	connector, err := newConnector(withStatementTimeout(u))
 	if err != nil {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
@@ -53,6 +53,23 @@ func Open(ctx context.Context, dsn string, poolSize int) (*bun.DB, error) {
 		return nil, fmt.Errorf("open postgres: ping %s%s: %w", u.Host, u.Path, err)
 	}
 	return db, nil
+}
+
+// DefaultStatementTimeout is the server-side statement_timeout set on every
+// connection unless the DSN names one. It is just under pgdriver's 10 s read
+// timeout, so a statement the client gives up on (e.g. one waiting on a long table
+// lock) is also cancelled by the server instead of holding a connection.
+const DefaultStatementTimeout = 9 * time.Second
+
+// withStatementTimeout returns the DSN with statement_timeout added when absent.
+func withStatementTimeout(u *url.URL) string {
+	q := u.Query()
+	if q.Get("statement_timeout") == "" {
+		q.Set("statement_timeout", fmt.Sprint(DefaultStatementTimeout.Milliseconds()))
+	}
+	c := *u
+	c.RawQuery = q.Encode()
+	return c.String()
 }
 
 // newConnector turns the panic pgdriver raises on an unusable DSN into an error.

@@ -379,3 +379,31 @@ func TestServerCrashIsTransient(t *testing.T) {
 	}
 	storetest.RequireEqual(t, got, storetest.NewOrder("crash-07", 7))
 }
+
+func TestStatementTimeoutIsSet(t *testing.T) {
+	ctx := context.Background()
+	dsn := testenv.PostgresDSN(t)
+	db, err := ordersdb.Open(ctx, dsn, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var got string
+	if err := db.QueryRowContext(ctx, "SHOW statement_timeout").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != "9s" {
+		t.Fatalf("statement_timeout %q, want 9s", got)
+	}
+	db2, err := ordersdb.Open(ctx, dsn+"&statement_timeout=1234", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	if err := db2.QueryRowContext(ctx, "SHOW statement_timeout").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != "1234ms" {
+		t.Fatalf("statement_timeout from the DSN: %q, want 1234ms", got)
+	}
+}
