@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -18,6 +20,9 @@ import (
 // Store is the PostgreSQL orders.Store. It is safe for concurrent use.
 type Store struct {
 	db *bun.DB
+
+	mu      sync.Mutex               // serialises the first prepare
+	getStmt atomic.Pointer[sql.Stmt] // prepared on first use; database/sql prepares it per connection
 }
 
 var _ orders.Store = (*Store)(nil)
@@ -157,7 +162,11 @@ func (s *Store) Get(ctx context.Context, uid string) (orders.Order, error) {
 	if !orders.ValidUID(uid) {
 		return orders.Order{}, fmt.Errorf("get: %w", orders.ErrInvalidUID)
 	}
-	rows, err := s.db.QueryContext(ctx, selectOrderSQL+"WHERE o.order_uid = ?", uid)
+	stmt, err := s.getStatement(ctx)
+	if err != nil {
+		return orders.Order{}, fmt.Errorf("get: %w", err)
+	}
+	rows, err := stmt.QueryContext(ctx, uid)
 	if err != nil {
 		return orders.Order{}, fmt.Errorf("get: %w", err)
 	}
@@ -169,6 +178,26 @@ func (s *Store) Get(ctx context.Context, uid string) (orders.Order, error) {
 		return orders.Order{}, orders.ErrNotFound
 	}
 	return list[0], nil
+}
+
+// getStatement returns the prepared lookup by uid, preparing it on first use: the
+// lookup is the cache-miss path of the API, and a prepared statement skips parsing
+// and planning the join on every call. A failed prepare is retried on the next call.
+func (s *Store) getStatement(ctx context.Context) (*sql.Stmt, error) {
+	if stmt := s.getStmt.Load(); stmt != nil {
+		return stmt, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if stmt := s.getStmt.Load(); stmt != nil {
+		return stmt, nil
+	}
+	stmt, err := s.db.DB.PrepareContext(ctx, selectOrderSQL+"WHERE o.order_uid = $1")
+	if err != nil {
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
+	s.getStmt.Store(stmt)
+	return stmt, nil
 }
 
 // List implements orders.Store with keyset pagination on the insertion sequence,
