@@ -170,11 +170,17 @@ func (t *tracker) commit(commit func([]kafka.TopicPartition) ([]kafka.TopicParti
 // revoke first commits what is done for partitions (unless the assignment was
 // lost, when committing is no longer allowed), then forgets them: acks of their
 // in-flight messages become no-ops.
+//
+// A lost assignment (session timeout, e.g. while the broker was down) does not
+// wait for commitMu: a commit in flight may be blocked on the unreachable group
+// coordinator, and the rebalance callback runs inside Poll, so waiting here would
+// stop the consumer from ever rejoining. Such a commit cannot land for the lost
+// partitions anyway: the coordinator refuses commits of an old generation.
 func (t *tracker) revoke(partitions []int32, lost bool, commit func([]kafka.TopicPartition) ([]kafka.TopicPartition, error)) error {
-	t.commitMu.Lock()
-	defer t.commitMu.Unlock()
 	var err error
 	if !lost {
+		t.commitMu.Lock()
+		defer t.commitMu.Unlock()
 		only := map[int32]bool{}
 		for _, p := range partitions {
 			only[p] = true

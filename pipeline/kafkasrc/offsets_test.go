@@ -3,6 +3,7 @@ package kafkasrc
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
@@ -130,5 +131,46 @@ func TestCommitErrorIsReturnedAndRetried(t *testing.T) {
 	r.err = nil
 	if err := tr.commit(r.commit); err != nil || r.last(t)[0] != 1 {
 		t.Fatalf("retry committed %v (err %v)", r.calls, err)
+	}
+}
+
+// A commit blocked on an unreachable coordinator must not stop a lost assignment
+// from being revoked (the revoke runs inside Poll; blocking it stops the rejoin).
+func TestLostRevokeDoesNotWaitForBlockedCommit(t *testing.T) {
+	tr := newTracker("orders")
+	tr.assign([]int32{0})
+	tr.track(0, 5).Done()
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	committed := make(chan error, 1)
+	go func() {
+		committed <- tr.commit(func(offs []kafka.TopicPartition) ([]kafka.TopicPartition, error) {
+			close(entered)
+			<-release // the coordinator is gone
+			return nil, errors.New("coordinator unavailable")
+		})
+	}()
+	<-entered
+	revoked := make(chan error, 1)
+	go func() {
+		revoked <- tr.revoke([]int32{0}, true, func([]kafka.TopicPartition) ([]kafka.TopicPartition, error) {
+			t.Error("a lost assignment must not commit")
+			return nil, nil
+		})
+	}()
+	select {
+	case err := <-revoked:
+		if err != nil {
+			t.Fatalf("revoke: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("revoke of a lost assignment waited for the blocked commit")
+	}
+	if len(tr.committable(nil)) != 0 {
+		t.Fatal("the lost partition is still tracked")
+	}
+	close(release)
+	if err := <-committed; err == nil {
+		t.Fatal("the blocked commit reported success")
 	}
 }
