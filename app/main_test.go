@@ -2,19 +2,16 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/orderflow/orders-service/configs"
 	"github.com/orderflow/orders-service/modules/orders/ordersgen"
 	"github.com/orderflow/orders-service/modules/testenv"
 )
@@ -66,64 +63,15 @@ func TestMigrateUpDownStatus(t *testing.T) {
 // TestServeEndToEnd runs the whole service against real PostgreSQL and the test
 // broker: the canonical order goes in through Kafka and comes out of the API.
 func TestServeEndToEnd(t *testing.T) {
-	dsn := testenv.PostgresDSN(t)
-	brokers := testenv.KafkaBrokers(t)
-	topic := testenv.KafkaTopicName(t, "orders")
-	dlq := topic + "-dlq"
-	testenv.KafkaCreateTopic(t, brokers, topic, 4)
-	testenv.KafkaCreateTopic(t, brokers, dlq, 1)
-	group := topic + "-group"
-	cfg, err := configs.Load("", []string{
-		"ORDERS_POSTGRES_DSN=" + dsn, "ORDERS_KAFKA_BROKERS=" + brokers, "ORDERS_KAFKA_TOPIC=" + topic,
-		"ORDERS_KAFKA_DLQ_TOPIC=" + dlq, "ORDERS_KAFKA_GROUP_ID=" + group, "ORDERS_HTTP_ADDR=127.0.0.1:0",
-		"ORDERS_API_TOKEN=secret", "ORDERS_LOG_LEVEL=warn",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	addrc := make(chan string, 1)
-	done := make(chan error, 1)
-	var logs bytes.Buffer
-	go func() {
-		done <- runService(ctx, cfg, newLogger(cfg.Log, &syncWriter{w: &logs}), func(a string) { addrc <- a })
-	}()
-	var base string
-	select {
-	case a := <-addrc:
-		base = "http://" + a
-	case err := <-done:
-		t.Fatalf("service stopped before listening: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("service did not listen within 60 s")
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("service stopped with error: %v", err)
-			}
-		case <-time.After(40 * time.Second):
-			t.Error("service did not stop within 40 s of cancellation")
-		}
-	})
-	waitStatus(t, base+"/ready", 200, 60*time.Second)
-
+	s := startTestService(t, "ORDERS_LOG_LEVEL=warn")
 	const uid = "b563feb7b2b84b6test"
-	testenv.KafkaProduce(t, brokers, topic, &kgo.Record{Key: []byte(uid), Value: ordersgen.Sample()})
-	body := waitStatus(t, base+"/order/"+uid, 200, 60*time.Second)
+	testenv.KafkaProduce(t, s.brokers, s.topic, &kgo.Record{Key: []byte(uid), Value: ordersgen.Sample()})
+	body := waitStatus(t, s.base+"/order/"+uid, 200, 60*time.Second)
 	if !sameJSON(t, body, ordersgen.Sample()) {
 		t.Fatalf("order differs from the sample:\n%s", body)
 	}
-	for lag := testenv.KafkaGroupLag(t, brokers, group, topic); lag != 0; lag = testenv.KafkaGroupLag(t, brokers, group, topic) {
-		select {
-		case <-time.After(200 * time.Millisecond):
-		case <-ctx.Done():
-			t.Fatal("cancelled")
-		}
-	}
-	resp, err := http.Get(base + "/metrics")
+	s.waitCommitted(t, 60*time.Second)
+	resp, err := http.Get(s.base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,16 +119,4 @@ func sameJSON(t *testing.T, a, b []byte) bool {
 	ja, _ := json.Marshal(x)
 	jb, _ := json.Marshal(y)
 	return bytes.Equal(ja, jb)
-}
-
-// syncWriter serialises writes from the service's goroutines.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }

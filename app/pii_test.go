@@ -101,8 +101,7 @@ func TestNoPersonalDataInLogs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs bytes.Buffer
-	sink := &syncWriter{w: &logs}
+	sink := &lockedBuffer{}
 	prev := slog.Default()
 	slog.SetDefault(slog.New(slog.NewJSONHandler(sink, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	t.Cleanup(func() { slog.SetDefault(prev) })
@@ -286,7 +285,7 @@ func TestNoPersonalDataInLogs(t *testing.T) {
 	waitStatus(t, base+"/order/piipoison1", 404, 10*time.Second)
 	stop()
 
-	out := logs.String()
+	out := sink.String()
 	if !strings.Contains(out, "piipoison") && !strings.Contains(out, "dlq") {
 		t.Logf("note: the logs name neither the poison uids nor the DLQ")
 	}
