@@ -21,6 +21,7 @@ BenchmarkIngest-2   	       1	8996964590 ns/op	     16071 baseline-orders/s	    
     bench_test.go:98: 20000 orders per iteration
 BenchmarkOrderLookupLoad-2   	       1	22000000000 ns/op	         3.1 bare-p99-ms	     50000 bare-req/s	         4.2 p99-ms	         0.86 ratio	     43000 req/s
 BenchmarkOrderLookupMissLoad-2   	       1	10867029377 ns/op	        96.75 bare-p99-ms	      2831 bare-req/s	         0.9734 miss-ratio	        96.60 p99-ms	         1.022 ratio	      2894 req/s
+BenchmarkFreshness-2   	       1	15631951124 ns/op	        63.44 http-p99-ms	        50.00 linger-ms	        83.37 max-ms	      2000 orders/s	        38.83 p50-ms	        67.67 p99-ms	        52.36 to-upsert-p99-ms	        23.87 upsert-p99-ms
 `
 
 func TestParseAndRows(t *testing.T) {
@@ -37,8 +38,8 @@ func TestParseAndRows(t *testing.T) {
 	if got := res["BenchmarkIngest"]["startup-s"]; got != 0.2111 {
 		t.Errorf("startup-s %v", got)
 	}
-	if len(res) != 4 {
-		t.Errorf("%d benchmarks parsed, want 4: %v", len(res), res)
+	if len(res) != 5 {
+		t.Errorf("%d benchmarks parsed, want 5: %v", len(res), res)
 	}
 	rs, missing := rows(res)
 	if len(missing) != 0 {
@@ -67,6 +68,26 @@ func TestParseAndRows(t *testing.T) {
 	if last := byName[figures[6].Name]; last.Met != nil {
 		t.Errorf("row without a target has met=%v", *last.Met)
 	}
+	fresh := byName[figures[7].Name]
+	if *fresh.Value != 67.67 || *fresh.BaselineValue != 50 || !*fresh.Met {
+		t.Errorf("freshness row %+v", fresh)
+	}
+	// the backlog benchmark is optional: absent, it is marked, not missing
+	if rss := byName[figures[8].Name]; rss.NotRun != "BACKLOG_BENCH=1" || rss.Value != nil || rss.Met != nil {
+		t.Errorf("backlog row %+v", rss)
+	}
+}
+
+func TestOptionalBenchmarkMeasured(t *testing.T) {
+	res, _, err := parse(strings.NewReader("BenchmarkBacklogRSS-2 1 1 ns/op 600.5 peak-rss-MiB 256 cache-max-MiB\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, _ := rows(res)
+	r := rs[len(rs)-1]
+	if r.Benchmark != "BenchmarkBacklogRSS" || r.NotRun != "" || *r.Value != 600.5 || *r.Met {
+		t.Errorf("backlog row %+v: 600.5 MiB does not meet < 512 MiB", r)
+	}
 }
 
 func TestRunWritesTableAndJSONAndFlagsMissing(t *testing.T) {
@@ -93,7 +114,7 @@ func TestRunWritesTableAndJSONAndFlagsMissing(t *testing.T) {
 		t.Errorf("stderr does not name the missing benchmarks: %s", errOut.String())
 	}
 	table := out.String()
-	for _, want := range []string{"| figure | value |", "| 43,000 |", "| missing |", "load_before: 1.5"} {
+	for _, want := range []string{"| figure | value |", "| 43,000 |", "| missing |", "| not run (BACKLOG_BENCH=1) |", "load_before: 1.5"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
 		}
