@@ -143,7 +143,7 @@ func runService(ctx context.Context, cfg configs.Config, log *slog.Logger, ready
 
 // memoryHeadroom is what the process needs besides the cache: orders moving
 // through the pipeline's bounded mailboxes and batches, HTTP buffers, the runtime.
-const memoryHeadroom = 192 << 20
+const memoryHeadroom = 160 << 20
 
 // setMemoryLimit gives the Go runtime a soft memory limit of the cache bound plus
 // headroom, unless GOMEMLIMIT is set. Without it the garbage collector lets the heap

@@ -45,7 +45,7 @@ type SourceConfig struct {
 	Brokers string // bootstrap servers, comma-separated
 	Topic   string
 	GroupID string
-	// QueuedMaxKBytes bounds librdkafka's prefetch queue (queued.max.messages.kbytes; default 16384).
+	// QueuedMaxKBytes bounds librdkafka's prefetch queue per partition (queued.max.messages.kbytes; default 4096: thousands of orders each, and a bounded C heap).
 	QueuedMaxKBytes int
 	// FetchMaxBytes bounds one fetch response (fetch.max.bytes; default 16 MiB).
 	FetchMaxBytes int
@@ -80,7 +80,7 @@ type Source struct {
 // NewSource creates the consumer (it connects lazily; nothing is fetched before Run).
 func NewSource(cfg SourceConfig, log *slog.Logger) (*Source, error) {
 	if cfg.QueuedMaxKBytes <= 0 {
-		cfg.QueuedMaxKBytes = 16384
+		cfg.QueuedMaxKBytes = 4096
 	}
 	if cfg.FetchMaxBytes <= 0 {
 		cfg.FetchMaxBytes = 16 << 20
