@@ -25,7 +25,7 @@ type Config struct {
 	Partitions        int
 	ReplicationFactor int
 
-	BatchSize   int           // orders per batch (default 1000)
+	BatchSize   int           // orders per batch (default 2000)
 	BatchBytes  int           // message bytes per batch (default 8 MiB)
 	BatchLinger time.Duration // a batch is flushed this long after its first order (default 50 ms)
 
@@ -51,7 +51,7 @@ func DefaultConfig() Config {
 		GroupID:            "order-service",
 		Partitions:         4,
 		ReplicationFactor:  1,
-		BatchSize:          1000,
+		BatchSize:          2000,
 		BatchBytes:         8 << 20,
 		BatchLinger:        50 * time.Millisecond,
 		QueueCapacity:      2048,
