@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -320,18 +319,5 @@ func runGoLoadPaths(b *testing.B, addr string, paths []string, conns int, d time
 		}(w)
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	close(errs)
-	for err := range errs {
-		b.Fatalf("load: %v", err)
-	}
-	var all []time.Duration
-	for _, l := range lat {
-		all = append(all, l...)
-	}
-	if len(all) == 0 {
-		b.Fatal("load: no request completed")
-	}
-	slices.Sort(all)
-	return loadResult{rps: float64(len(all)) / elapsed.Seconds(), p99: all[len(all)*99/100]}
+	return loadSummary(b, lat, errs, time.Since(start))
 }

@@ -253,20 +253,7 @@ func runGoLoad(b *testing.B, addr, path string, conns int, d time.Duration, body
 		}(w)
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	close(errs)
-	for err := range errs {
-		b.Fatalf("load: %v", err)
-	}
-	var all []time.Duration
-	for _, l := range lat {
-		all = append(all, l...)
-	}
-	if len(all) == 0 {
-		b.Fatal("load: no request completed")
-	}
-	slices.Sort(all)
-	return loadResult{rps: float64(len(all)) / elapsed.Seconds(), p99: all[len(all)*99/100]}
+	return loadSummary(b, lat, errs, time.Since(start))
 }
 
 // readResponse reads one HTTP/1.1 response with a Content-Length body into buf
@@ -300,4 +287,23 @@ func readResponse(br *bufio.Reader, buf []byte) (int, error) {
 	}
 	_, err = io.ReadFull(br, buf[:n])
 	return n, err
+}
+
+// loadSummary turns the workers' latencies into a loadResult; any worker error
+// fails the benchmark.
+func loadSummary(b *testing.B, lat [][]time.Duration, errs chan error, elapsed time.Duration) loadResult {
+	b.Helper()
+	close(errs)
+	for err := range errs {
+		b.Fatalf("load: %v", err)
+	}
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	if len(all) == 0 {
+		b.Fatal("load: no request completed")
+	}
+	slices.Sort(all)
+	return loadResult{rps: float64(len(all)) / elapsed.Seconds(), p99: all[len(all)*99/100]}
 }
