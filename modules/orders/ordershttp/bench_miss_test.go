@@ -1,19 +1,15 @@
 package ordershttp_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -96,9 +92,9 @@ func BenchmarkOrderLookupMissLoad(b *testing.B) {
 	}
 	run := func(base string, d time.Duration) loadResult {
 		if gen == "wrk" {
-			return runWrkScript(b, base+"/", script, conns, d)
+			return runWrk(b, base+"/", conns, d, "-s", script)
 		}
-		return runGoLoadPaths(b, strings.TrimPrefix(base, "http://"), paths, conns, d)
+		return runGoLoad(b, strings.TrimPrefix(base, "http://"), paths, conns, d, 0)
 	}
 
 	const round = 2 * time.Second
@@ -240,84 +236,4 @@ end
 		b.Fatal(err)
 	}
 	return name
-}
-
-// runWrkScript runs wrk with two threads and a Lua script against url and returns
-// its throughput and p99 latency; any non-2xx answer or socket error fails.
-func runWrkScript(b *testing.B, url, script string, conns int, d time.Duration) loadResult {
-	b.Helper()
-	secs := max(int(d/time.Second), 1)
-	out, err := exec.Command("wrk", "-t2", "-c"+strconv.Itoa(conns), "-d"+strconv.Itoa(secs)+"s",
-		"--latency", "-s", script, url).CombinedOutput()
-	if err != nil {
-		b.Fatalf("wrk: %v\n%s", err, out)
-	}
-	return parseWrk(b, out)
-}
-
-// parseWrk reads throughput and p99 from wrk --latency output, failing on errors.
-func parseWrk(b *testing.B, out []byte) loadResult {
-	b.Helper()
-	s := string(out)
-	if strings.Contains(s, "Non-2xx") || strings.Contains(s, "Socket errors") {
-		b.Fatalf("wrk saw errors:\n%s", out)
-	}
-	m, p := wrkRPS.FindSubmatch(out), wrkP99.FindSubmatch(out)
-	if m == nil || p == nil {
-		b.Fatalf("cannot parse wrk output:\n%s", out)
-	}
-	rps, _ := strconv.ParseFloat(string(m[1]), 64)
-	v, _ := strconv.ParseFloat(string(p[1]), 64)
-	unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[string(p[2])]
-	return loadResult{rps: rps, p99: time.Duration(v * float64(unit))}
-}
-
-// runGoLoadPaths is runGoLoad over uniformly random paths: conns keep-alive
-// connections, one request in flight each, every answer a 200 with a body.
-func runGoLoadPaths(b *testing.B, addr string, paths []string, conns int, d time.Duration) loadResult {
-	b.Helper()
-	deadline := time.Now().Add(d)
-	lat := make([][]time.Duration, conns)
-	errs := make(chan error, conns)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for w := 0; w < conns; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer c.Close()
-			rnd := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
-			br := bufio.NewReaderSize(c, 16<<10)
-			buf := make([]byte, 64<<10)
-			var req []byte
-			for {
-				t0 := time.Now()
-				if t0.After(deadline) {
-					return
-				}
-				req = append(req[:0], "GET "...)
-				req = append(req, paths[rnd.IntN(len(paths))]...)
-				req = append(req, " HTTP/1.1\r\nHost: "...)
-				req = append(req, addr...)
-				req = append(req, "\r\n\r\n"...)
-				if _, err := c.Write(req); err != nil {
-					errs <- err
-					return
-				}
-				n, err := readResponse(br, buf)
-				if err != nil || n == 0 {
-					errs <- fmt.Errorf("response: %d bytes: %w", n, err)
-					return
-				}
-				lat[w] = append(lat[w], time.Since(t0))
-			}
-		}(w)
-	}
-	wg.Wait()
-	return loadSummary(b, lat, errs, time.Since(start))
 }

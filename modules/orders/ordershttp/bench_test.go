@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -69,7 +70,7 @@ func BenchmarkOrderLookupLoad(b *testing.B) {
 		if gen == "wrk" {
 			return runWrk(b, base+path, conns, d)
 		}
-		return runGoLoad(b, strings.TrimPrefix(base, "http://"), path, conns, d, len(body))
+		return runGoLoad(b, strings.TrimPrefix(base, "http://"), []string{path}, conns, d, len(body))
 	}
 
 	// The two servers are measured in alternating rounds of 2 s, so that load from
@@ -188,14 +189,13 @@ var (
 	wrkP99 = regexp.MustCompile(`\s99%\s+([0-9.]+)(us|ms|s)\b`)
 )
 
-// runWrk runs wrk with two threads and returns its throughput and p99 latency.
-func runWrk(b *testing.B, url string, conns int, d time.Duration) loadResult {
+// runWrk runs wrk with two threads (plus extra arguments, e.g. "-s", script) and
+// returns its throughput and p99 latency; any non-2xx answer or socket error fails.
+func runWrk(b *testing.B, url string, conns int, d time.Duration, extra ...string) loadResult {
 	b.Helper()
-	ms := d.Milliseconds()
-	if ms < 1000 {
-		ms = 1000
-	}
-	out, err := exec.Command("wrk", "-t2", "-c"+strconv.Itoa(conns), "-d"+strconv.FormatInt(ms/1000, 10)+"s", "--latency", url).CombinedOutput()
+	secs := max(int(d/time.Second), 1)
+	args := append([]string{"-t2", "-c" + strconv.Itoa(conns), "-d" + strconv.Itoa(secs) + "s", "--latency"}, extra...)
+	out, err := exec.Command("wrk", append(args, url)...).CombinedOutput()
 	if err != nil {
 		b.Fatalf("wrk: %v\n%s", err, out)
 	}
@@ -212,11 +212,12 @@ func runWrk(b *testing.B, url string, conns int, d time.Duration) loadResult {
 	return loadResult{rps: rps, p99: time.Duration(v * float64(unit))}
 }
 
-// runGoLoad keeps conns keep-alive connections busy with GET path for d, one
-// request in flight per connection, and checks every answer is a 200 of bodyLen bytes.
-func runGoLoad(b *testing.B, addr, path string, conns int, d time.Duration, bodyLen int) loadResult {
+// runGoLoad keeps conns keep-alive connections busy for d with GETs of paths
+// picked uniformly at random, one request in flight per connection, and checks
+// every answer is a 200 with a body of bodyLen bytes (any non-empty body when
+// bodyLen is 0).
+func runGoLoad(b *testing.B, addr string, paths []string, conns int, d time.Duration, bodyLen int) loadResult {
 	b.Helper()
-	req := []byte("GET " + path + " HTTP/1.1\r\nHost: " + addr + "\r\n\r\n")
 	deadline := time.Now().Add(d)
 	lat := make([][]time.Duration, conns)
 	errs := make(chan error, conns)
@@ -232,19 +233,26 @@ func runGoLoad(b *testing.B, addr, path string, conns int, d time.Duration, body
 				return
 			}
 			defer c.Close()
+			rnd := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
 			br := bufio.NewReaderSize(c, 16<<10)
-			buf := make([]byte, bodyLen)
+			buf := make([]byte, max(bodyLen, 64<<10))
+			var req []byte
 			for {
 				t0 := time.Now()
 				if t0.After(deadline) {
 					return
 				}
+				req = append(req[:0], "GET "...)
+				req = append(req, paths[rnd.IntN(len(paths))]...)
+				req = append(req, " HTTP/1.1\r\nHost: "...)
+				req = append(req, addr...)
+				req = append(req, "\r\n\r\n"...)
 				if _, err := c.Write(req); err != nil {
 					errs <- err
 					return
 				}
 				n, err := readResponse(br, buf)
-				if err != nil || n != bodyLen {
+				if err != nil || n == 0 || (bodyLen > 0 && n != bodyLen) {
 					errs <- fmt.Errorf("response: %d bytes: %w", n, err)
 					return
 				}
