@@ -102,11 +102,10 @@ func NewSource(cfg SourceConfig, log *slog.Logger) (*Source, error) {
 		"enable.auto.commit":            false,
 		"enable.auto.offset.store":      false,
 		"auto.offset.reset":             "earliest",
-		// A member that died (kill -9) is noticed in 10 s, not the default 45 s, so a
-		// restarted instance gets its partitions back quickly. Heartbeats come from
-		// librdkafka's own thread, so a busy pipeline does not miss them.
-		"session.timeout.ms":         10000,
-		"heartbeat.interval.ms":      3000,
+		// session.timeout.ms stays at librdkafka's 45 s: a shorter session turns a
+		// brief broker outage into a lost assignment, whose uncommitted messages are
+		// redelivered (and bad ones dead-lettered again). The price: a member killed
+		// with SIGKILL keeps its partitions until the session expires.
 		"enable.partition.eof":       false,
 		"queued.max.messages.kbytes": cfg.QueuedMaxKBytes,
 		"fetch.max.bytes":            cfg.FetchMaxBytes,
