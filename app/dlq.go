@@ -89,6 +89,7 @@ func readDLQ(ctx context.Context, o dlqOptions) ([]dlqRecord, error) {
 	c, err := kafka.NewConsumer(&kafka.ConfigMap{
 		"bootstrap.servers": o.brokers, "group.id": "orders-dlq-tool", "enable.auto.commit": false,
 		"enable.partition.eof": true, "auto.offset.reset": "earliest", "enable.metrics.push": false,
+		"isolation.level": "read_committed", // dead letters of aborted transactions are not dead letters
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dlq: consumer: %w", err)

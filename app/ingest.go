@@ -19,6 +19,7 @@ func newIngest(cfg configs.Config, store *ordersdb.Store, cached *orderscache.St
 		Topic:           cfg.Kafka.Topic,
 		DLQTopic:        cfg.Kafka.DLQTopic,
 		GroupID:         cfg.Kafka.GroupID,
+		InstanceID:      cfg.Kafka.InstanceID,
 		CreateTopics:    cfg.Kafka.CreateTopics,
 		Partitions:      cfg.Kafka.Partitions,
 		BatchSize:       cfg.Pipeline.BatchSize,

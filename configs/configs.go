@@ -50,6 +50,7 @@ type Kafka struct {
 	Topic        string `koanf:"topic"`
 	DLQTopic     string `koanf:"dlq_topic"`
 	GroupID      string `koanf:"group_id"`
+	InstanceID   string `koanf:"instance_id"`
 	CreateTopics bool   `koanf:"create_topics"`
 	Partitions   int    `koanf:"partitions"`
 }
@@ -242,6 +243,8 @@ func (c Config) Validate() error {
 	check(validTopic(c.Kafka.DLQTopic), "kafka.dlq_topic", fmt.Sprintf("want a Kafka topic name, got %q", c.Kafka.DLQTopic))
 	check(c.Kafka.DLQTopic != c.Kafka.Topic, "kafka.dlq_topic", "must differ from kafka.topic")
 	check(c.Kafka.GroupID != "", "kafka.group_id", "must not be empty")
+	check(c.Kafka.InstanceID == "" || validTopic(c.Kafka.InstanceID), "kafka.instance_id",
+		fmt.Sprintf("want empty or 1..249 letters, digits, '.', '_', '-', got %q", c.Kafka.InstanceID))
 	check(c.Kafka.Partitions >= 1, "kafka.partitions", "want >= 1")
 	_, _, err := net.SplitHostPort(c.HTTP.Addr)
 	check(err == nil, "http.addr", fmt.Sprintf("want [host]:port, got %q", c.HTTP.Addr))

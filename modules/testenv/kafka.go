@@ -169,13 +169,19 @@ func KafkaProduce(t testing.TB, brokers, topic string, recs ...*kgo.Record) {
 // consumer group. It reads at least up to the end offsets the topic had when it was
 // called, then keeps reading until no new record arrives for wait. Records are
 // returned ordered by partition, then offset. It fails the test when the end offsets
-// are not reached within 30 s plus wait.
+// are not reached within 30 s plus wait. Only committed records are returned (as
+// a read_committed consumer sees them).
 func KafkaReadAll(t testing.TB, brokers, topic string, wait time.Duration) []*kgo.Record {
 	t.Helper()
 	cl, adm := kafkaAdmin(t, brokers,
 		kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxWait(100*time.Millisecond),
+		// What a consumer of the topic sees: not the records of aborted transactions
+		// (the DLQ is written transactionally). The transaction markers are kept so
+		// that reaching the end offset can be seen; they are not returned.
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
 	)
 	defer cl.Close()
 
@@ -222,7 +228,9 @@ func KafkaReadAll(t testing.TB, brokers, topic string, wait time.Duration) []*kg
 		n := 0
 		fetches.EachRecord(func(r *kgo.Record) {
 			n++
-			out = append(out, r)
+			if !r.Attrs.IsControl() {
+				out = append(out, r)
+			}
 			if end, ok := pending[r.Partition]; ok && r.Offset+1 >= end {
 				delete(pending, r.Partition)
 			}

@@ -507,7 +507,7 @@ type outcome struct {
 	dlq        int // dead letters
 	lost       int // valid orders missing or not at their latest version + bad messages not dead-lettered
 	duplicated int // item rows beyond an order's items (an order stored twice)
-	dlqDup     int // dead letters beyond one per bad message and pass (a bad message redelivered after a crash)
+	dlqDup     int // committed dead letters beyond one per bad message and pass
 	stale      int // orders stored at an older version (included in lost)
 	unexpected int // orders stored or dead-lettered that are not such input
 }
@@ -516,10 +516,6 @@ type outcome struct {
 type expectDLQ struct {
 	// passes is how many times the topic was consumed from the start (2 after a replay).
 	passes int
-	// redelivery allows more: after a SIGKILL, bad messages dead-lettered but not
-	// yet committed are delivered and dead-lettered again (the DLQ is
-	// at-least-once; its x-source-* headers identify the copies).
-	redelivery bool
 }
 
 // check verifies the end state once the committed lag is 0: the database holds
@@ -627,9 +623,7 @@ func (f *fixture) check(tr *truth, dl expectDLQ) outcome {
 		}
 		if n > dl.passes {
 			out.dlqDup += n - dl.passes
-			if !dl.redelivery {
-				note("bad message %s at %d/%d dead-lettered %d times, want %d", key, p.partition, p.offset, n, dl.passes)
-			}
+			note("bad message %s at %d/%d dead-lettered %d times, want %d", key, p.partition, p.offset, n, dl.passes)
 		}
 	}
 
@@ -641,7 +635,7 @@ func (f *fixture) check(tr *truth, dl expectDLQ) outcome {
 		f.name, out.produced, out.stored, out.dlq, out.lost, out.duplicated)
 	f.t.Logf("detail case=%s unique_orders=%d versions=%d invalid=%d dlq_redelivered=%d stale=%d unexpected=%d peak_rss_mib=%d starts=%d",
 		f.name, out.unique, tr.versions, out.invalid, out.dlqDup, out.stale, out.unexpected, f.peakRSS()>>20, f.starts)
-	if out.lost != 0 || out.duplicated != 0 || out.unexpected != 0 || out.stored != out.unique || (out.dlqDup != 0 && !dl.redelivery) {
+	if out.lost != 0 || out.duplicated != 0 || out.unexpected != 0 || out.stored != out.unique || out.dlqDup != 0 {
 		f.t.Errorf("end state wrong: %+v\n%s", out, strings.Join(problems, "\n"))
 	}
 	if rss := f.peakRSS(); rss >= rssBound {

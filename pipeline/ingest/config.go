@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +20,11 @@ type Config struct {
 	Topic    string // input topic (default "orders")
 	DLQTopic string // dead-letter topic (default "orders-dlq")
 	GroupID  string // consumer group (default "order-service")
+	// InstanceID makes this instance a static member of the group and names its
+	// DLQ transactions (GroupID + "-" + InstanceID), so that a restart resumes at
+	// once. Empty (default): a dynamic member with a per-process transactional id.
+	// Each running instance needs its own.
+	InstanceID string
 
 	// CreateTopics creates the input and DLQ topics when missing, with Partitions
 	// partitions (default 4) and ReplicationFactor (default 1).
@@ -105,6 +112,16 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("ingest config: retry max %s < retry min %s", c.RetryMax, c.RetryMin)
 	}
 	return c, nil
+}
+
+// transactionalID names the DLQ producer's transactions: stable for a static
+// member, else unique to this process (host, pid and a random part).
+func (c Config) transactionalID() string {
+	if c.InstanceID != "" {
+		return c.GroupID + "-" + c.InstanceID
+	}
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%s-%d-%08x", c.GroupID, host, os.Getpid(), rand.Uint32())
 }
 
 // ErrClass says what the flow does about a failed batch write.

@@ -89,15 +89,19 @@ func New(cfg Config, deps Deps) (*Ingest, error) {
 		engineMetrics = m.engine
 		in.store = m.timed(deps.Store)
 	}
-	in.src, err = kafkasrc.NewSource(kafkasrc.SourceConfig{Brokers: cfg.Brokers, Topic: cfg.Topic, GroupID: cfg.GroupID}, log)
+	in.src, err = kafkasrc.NewSource(kafkasrc.SourceConfig{Brokers: cfg.Brokers, Topic: cfg.Topic, GroupID: cfg.GroupID, InstanceID: cfg.InstanceID}, log)
 	if err != nil {
 		return nil, fmt.Errorf("ingest: new: %w", err)
 	}
-	in.dlq, err = kafkasrc.NewDLQ(kafkasrc.DLQConfig{Brokers: cfg.Brokers, Topic: cfg.DLQTopic, RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax}, log)
+	in.dlq, err = kafkasrc.NewDLQ(kafkasrc.DLQConfig{
+		Brokers: cfg.Brokers, Topic: cfg.DLQTopic, TransactionalID: cfg.transactionalID(),
+		RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax,
+	}, log)
 	if err != nil {
 		in.src.Close()
 		return nil, fmt.Errorf("ingest: new: %w", err)
 	}
+	in.src.UseDLQ(in.dlq)
 	in.p = pipeline.New(pipeline.Options{QueueCapacity: cfg.QueueCapacity, ShutdownTimeout: cfg.ShutdownTimeout, Metrics: engineMetrics})
 	in.wire(in.p)
 	return in, nil
@@ -131,7 +135,8 @@ func (in *Ingest) Run(ctx context.Context) error {
 	err := in.ensureTopics(ctx)
 	if err == nil {
 		in.state.Store("running")
-		in.log.Info("ingest_started", "topic", in.cfg.Topic, "group", in.cfg.GroupID, "dlq", in.cfg.DLQTopic)
+		in.dlq.Start()
+		in.log.Info("ingest_started", "topic", in.cfg.Topic, "group", in.cfg.GroupID, "dlq", in.cfg.DLQTopic, "instance", in.cfg.InstanceID)
 		err = in.p.Run(ctx)
 	}
 	in.release()
@@ -158,10 +163,10 @@ func (in *Ingest) Close() { in.release() }
 
 func (in *Ingest) release() {
 	in.closeOnce.Do(func() {
-		in.dlq.Close(min(in.cfg.ShutdownTimeout/5, 2*time.Second)) // after the drain: only a hard stop leaves work here
-		if err := in.src.Close(); err != nil {
+		if err := in.src.Close(); err != nil { // its last commits use the DLQ's producer
 			in.log.Warn("kafka_close", "err", err)
 		}
+		in.dlq.Close()
 	})
 }
 
@@ -357,8 +362,9 @@ func (in *Ingest) fill(ctx context.Context, b *batch, out *pipeline.Emitter[*bat
 	return out.Emit(ctx, b)
 }
 
-// commit completes the batch's messages (dead-lettered ones complete on their DLQ
-// acknowledgement) and commits the watermarks at most every CommitInterval.
+// commit completes the batch's messages (dead-lettered ones were completed by the
+// DLQ, which holds their dead letters for the commit) and commits the watermarks
+// at most every CommitInterval.
 func (in *Ingest) commit(ctx context.Context, b *batch) error {
 	for _, it := range b.items {
 		if !it.dead {
@@ -374,15 +380,13 @@ func (in *Ingest) commit(ctx context.Context, b *batch) error {
 func (in *Ingest) commitTick(context.Context) error {
 	in.lastCommit = time.Now()
 	if err := in.src.Commit(); err != nil {
+		if ferr := in.dlq.Err(); ferr != nil {
+			return ferr // fenced by another producer with our transactional id: stop
+		}
 		in.log.Warn("commit_failed", "err", err) // retried on the next tick
 	}
 	return nil
 }
 
-// finalCommit runs after the last batch: wait for the DLQ acknowledgements, commit.
-func (in *Ingest) finalCommit(ctx context.Context) error {
-	if err := in.dlq.Flush(ctx); err != nil {
-		in.log.Warn("dlq_flush_on_stop", "err", err)
-	}
-	return in.commitTick(ctx)
-}
+// finalCommit runs after the last batch: commit what is done (and its dead letters).
+func (in *Ingest) finalCommit(ctx context.Context) error { return in.commitTick(ctx) }

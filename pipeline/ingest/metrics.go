@@ -66,6 +66,7 @@ var (
 	descWritten   = prometheus.NewDesc("orders_pipeline_orders_written_total", "Orders written to the database in committed batches.", nil, nil)
 	descLag       = prometheus.NewDesc("orders_pipeline_consumer_lag", "Consumer lag per owned partition (high watermark minus committed offset).", []string{"partition"}, nil)
 	descCommitted = prometheus.NewDesc("orders_pipeline_committed_offset", "Last committed offset per owned partition.", []string{"partition"}, nil)
+	descDLQTxn    = prometheus.NewDesc("orders_pipeline_dlq_transactions_total", "Kafka transactions that wrote dead letters with their offsets, by outcome (committed, aborted).", []string{"outcome"}, nil)
 	descUp        = prometheus.NewDesc("orders_pipeline_up", "1 while the ingest flow runs and the broker is reachable.", nil, nil)
 )
 
@@ -73,7 +74,7 @@ var (
 type collector struct{ in *Ingest }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descDLQ, descRetries, descSplits, descWritten, descLag, descCommitted, descUp} {
+	for _, d := range []*prometheus.Desc{descDLQ, descRetries, descSplits, descWritten, descLag, descCommitted, descUp, descDLQTxn} {
 		ch <- d
 	}
 }
@@ -84,6 +85,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for class, n := range in.dlq.Counts() {
 			ch <- prometheus.MustNewConstMetric(descDLQ, prometheus.CounterValue, float64(n), class)
 		}
+		_, txns := in.dlq.Committed()
+		ch <- prometheus.MustNewConstMetric(descDLQTxn, prometheus.CounterValue, float64(txns), "committed")
+		ch <- prometheus.MustNewConstMetric(descDLQTxn, prometheus.CounterValue, float64(in.dlq.Aborted()), "aborted")
 	}
 	ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(in.retries.Load()))
 	ch <- prometheus.MustNewConstMetric(descSplits, prometheus.CounterValue, float64(in.splits.Load()))

@@ -33,11 +33,15 @@ type UpsertStats struct {
 	Poison  uint64 `json:"poison"`
 }
 
-// DLQStats counts dead letters.
+// DLQStats counts dead letters: handed to the DLQ (by class; again after a
+// redelivery), written by committed transactions, and held for the next commit.
 type DLQStats struct {
-	Total   uint64            `json:"total"`
-	ByClass map[string]uint64 `json:"by_class"`
-	Pending int64             `json:"pending"`
+	Total        uint64            `json:"total"`
+	ByClass      map[string]uint64 `json:"by_class"`
+	Pending      int64             `json:"pending"`
+	Committed    uint64            `json:"committed"`
+	Transactions uint64            `json:"transactions"`
+	Aborted      uint64            `json:"transactions_aborted"`
 }
 
 // PartitionStats is one owned partition: committed offset, completed watermark,
@@ -62,8 +66,9 @@ func (in *Ingest) Snapshot() Stats {
 			Batches: in.batches.Load(), Written: in.written.Load(), Applied: in.applied.Load(),
 			Retries: in.retries.Load(), Splits: in.splits.Load(), Poison: in.poison.Load(),
 		},
-		DLQ: DLQStats{ByClass: in.dlq.Counts(), Pending: in.dlq.Pending()},
+		DLQ: DLQStats{ByClass: in.dlq.Counts(), Pending: in.src.HeldDeadLetters(), Aborted: in.dlq.Aborted()},
 	}
+	st.DLQ.Committed, st.DLQ.Transactions = in.dlq.Committed()
 	in.mu.Lock()
 	if in.runErr != nil {
 		st.Error = in.runErr.Error()

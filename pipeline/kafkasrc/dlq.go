@@ -42,41 +42,82 @@ type Failure struct {
 type DLQConfig struct {
 	Brokers string
 	Topic   string
-	// RetryMin and RetryMax bound the backoff between attempts of a failed produce
-	// (defaults 100 ms and 10 s).
+	// TransactionalID names the producer's transactions (required). Give each
+	// running instance its own: a second producer with the same id fences the
+	// first. A stable id (one per static group member) lets a restarted instance
+	// abort its predecessor's open transaction at once instead of waiting for
+	// TxnTimeout.
+	TransactionalID string
+	// TxnTimeout is the broker-side bound of one transaction (transaction.timeout.ms;
+	// default 30 s): a transaction left open by a killed process is aborted by the
+	// broker after it.
+	TxnTimeout time.Duration
+	// OpTimeout bounds one commit attempt (default 20 s); an attempt that times out
+	// is resumed by the next commit.
+	OpTimeout time.Duration
+	// RetryMin and RetryMax bound the backoff between attempts to initialise the
+	// transactional producer (defaults 100 ms and 10 s).
 	RetryMin, RetryMax time.Duration
 	// Overrides are extra librdkafka producer properties applied last.
 	Overrides kafka.ConfigMap
 }
 
-// DLQ produces dead letters with an idempotent producer (acks=all). A message's
-// Ack is marked done only when the broker acknowledged its dead letter; a failed
-// produce is retried with backoff until it succeeds or the DLQ is closed, never
-// dropped. Safe for concurrent use.
+// txnState is where the producer's transaction stands between commits.
+type txnState int
+
+const (
+	txnIdle       txnState = iota // no transaction open
+	txnOpen                       // begun within the current commit
+	txnCommitting                 // CommitTransaction failed retriably: the outcome is unknown
+	txnAborting                   // must be aborted before the next one begins
+)
+
+// DLQ writes dead letters exactly once: Send attaches the dead letter to its
+// message's Ack instead of producing it, and the Source's committer produces the
+// held dead letters below the committed offsets in one Kafka transaction with
+// those offsets (SendOffsetsToTransaction, KIP-447 fencing by the group
+// generation). A crash, a lost partition or a broker failure before the commit
+// aborts both: the messages are consumed again and dead-lettered again, and
+// read_committed readers of the DLQ never see the aborted copy. Commits with no
+// dead letter in range stay plain consumer commits.
+//
+// Attach it to the Source with Source.UseDLQ. Safe for concurrent use.
 type DLQ struct {
-	cfg  DLQConfig
-	p    *kafka.Producer
-	log  *slog.Logger
-	ctx  context.Context
-	stop context.CancelFunc
-	loop chan struct{}
+	cfg DLQConfig
+	p   *kafka.Producer
+	log *slog.Logger
 
-	pending atomic.Int64
-	mu      sync.Mutex
-	byClass map[string]uint64
-	wake    chan struct{}
+	mu          sync.Mutex // serialises transactions
+	inited      bool
+	state       txnState
+	pendingOffs []kafka.TopicPartition // offsets of the transaction whose outcome is unknown
+	pendingN    int                    // its dead letters
+	fatal       error
 
+	countsMu  sync.Mutex
+	byClass   map[string]uint64
+	committed atomic.Uint64
+	txns      atomic.Uint64
+	aborts    atomic.Uint64
+
+	ctx      context.Context
+	stop     context.CancelFunc
+	loops    sync.WaitGroup
 	stopLogs func()
 }
 
-type dead struct {
-	src      *Message
-	msg      *kafka.Message
-	failures int
-}
-
-// NewDLQ creates the producer and starts its delivery-report loop.
+// NewDLQ creates the transactional producer (it connects lazily; Start
+// initialises its transactions in the background).
 func NewDLQ(cfg DLQConfig, log *slog.Logger) (*DLQ, error) {
+	if cfg.TransactionalID == "" {
+		return nil, errors.New("new dlq producer: transactional id: empty")
+	}
+	if cfg.TxnTimeout <= 0 {
+		cfg.TxnTimeout = 30 * time.Second
+	}
+	if cfg.OpTimeout <= 0 {
+		cfg.OpTimeout = 20 * time.Second
+	}
 	if cfg.RetryMin <= 0 {
 		cfg.RetryMin = 100 * time.Millisecond
 	}
@@ -86,16 +127,19 @@ func NewDLQ(cfg DLQConfig, log *slog.Logger) (*DLQ, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	txnMs := int(cfg.TxnTimeout / time.Millisecond)
 	cm := kafka.ConfigMap{
 		"bootstrap.servers":          cfg.Brokers,
 		"enable.metrics.push":        false, // no client telemetry push (KIP-714)
+		"transactional.id":           cfg.TransactionalID,
+		"transaction.timeout.ms":     txnMs,
+		"message.timeout.ms":         txnMs,
 		"enable.idempotence":         true,
 		"acks":                       "all",
 		"linger.ms":                  5,
 		"compression.type":           "lz4",
 		"message.max.bytes":          DLQMaxMessageBytes,
-		"message.timeout.ms":         60000,
-		"go.delivery.report.fields":  "none",
+		"go.delivery.reports":        false, // CommitTransaction fails if any dead letter was not delivered
 		"queue.buffering.max.kbytes": 65536,
 	}
 	stopLogs := forwardLogs(cm, log)
@@ -106,19 +150,72 @@ func NewDLQ(cfg DLQConfig, log *slog.Logger) (*DLQ, error) {
 		return nil, fmt.Errorf("new dlq producer: %w", err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	d := &DLQ{
-		cfg: cfg, p: p, log: log, ctx: ctx, stop: stop, loop: make(chan struct{}), stopLogs: stopLogs,
-		byClass: map[string]uint64{}, wake: make(chan struct{}, 1),
-	}
-	go d.deliveries()
+	d := &DLQ{cfg: cfg, p: p, log: log, byClass: map[string]uint64{}, ctx: ctx, stop: stop, stopLogs: stopLogs}
+	d.loops.Go(d.events)
 	return d, nil
 }
 
-// Send produces the dead letter of m: its key and value unchanged, its headers plus
-// the x-* headers describing f. It returns once librdkafka accepted the record
-// (blocking while its queue is full); the acknowledgement completes m.Ack later.
-// It returns an error only when ctx ends or the DLQ is closed first.
-func (d *DLQ) Send(ctx context.Context, m *Message, f Failure) error {
+// Start initialises the producer's transactions in the background, retrying with
+// backoff while the broker is unreachable. It fences an earlier producer with
+// the same transactional id and aborts its open transaction, which would
+// otherwise hold the group's offsets unstable until TxnTimeout.
+func (d *DLQ) Start() {
+	d.loops.Go(func() {
+		for attempt := 1; ; attempt++ {
+			d.mu.Lock()
+			err := d.init()
+			d.mu.Unlock()
+			if err == nil || d.isFatal() {
+				return
+			}
+			wait := d.backoff(attempt)
+			d.log.Warn("dlq_init_transactions_failed", "attempt", attempt, "retry_in", wait, "err", err)
+			select {
+			case <-d.ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+	})
+}
+
+// init runs InitTransactions once. Caller holds mu.
+func (d *DLQ) init() error {
+	if d.inited {
+		return nil
+	}
+	if d.fatal != nil {
+		return d.fatal
+	}
+	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.OpTimeout)
+	defer cancel()
+	if err := d.p.InitTransactions(ctx); err != nil {
+		var kerr kafka.Error
+		if errors.As(err, &kerr) && kerr.IsFatal() {
+			d.fatal = fmt.Errorf("dlq: init transactions: %w", err)
+			return d.fatal
+		}
+		return fmt.Errorf("dlq: init transactions: %w", err)
+	}
+	d.inited = true
+	d.log.Info("dlq_transactions_ready", "transactional_id", d.cfg.TransactionalID)
+	return nil
+}
+
+func (d *DLQ) isFatal() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.fatal != nil
+}
+
+// Send dead-letters m: its key and value unchanged, its headers plus the x-*
+// headers describing f. The dead letter is held with m's Ack (which it marks
+// done) and produced by the commit that covers m's offset. It fails only when
+// the producer was fenced or failed fatally; the flow must stop then.
+func (d *DLQ) Send(_ context.Context, m *Message, f Failure) error {
+	if err := d.Err(); err != nil {
+		return err
+	}
 	hdrs := make([]kafka.Header, 0, len(m.Headers)+7)
 	hdrs = append(hdrs, m.Headers...)
 	hdrs = append(hdrs,
@@ -130,45 +227,148 @@ func (d *DLQ) Send(ctx context.Context, m *Message, f Failure) error {
 		kafka.Header{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(m.Offset, 10))},
 		kafka.Header{Key: HeaderAttempts, Value: []byte(strconv.Itoa(max(f.Attempts, 1)))},
 	)
-	dl := &dead{src: m}
-	dl.msg = &kafka.Message{
+	dl := &kafka.Message{
 		TopicPartition: kafka.TopicPartition{Topic: &d.cfg.Topic, Partition: kafka.PartitionAny},
 		Key:            m.Key,
 		Value:          m.Value,
 		Headers:        hdrs,
-		Opaque:         dl,
+		Opaque:         letterRef{partition: m.Partition, offset: m.Offset},
 	}
-	d.pending.Add(1)
-	d.mu.Lock()
-	d.byClass[f.Class]++
-	d.mu.Unlock()
-	if err := d.produce(ctx, dl); err != nil {
-		d.pending.Add(-1)
-		return fmt.Errorf("dlq send: %w", err)
+	if m.Ack.deadLetter(dl) {
+		d.countsMu.Lock()
+		d.byClass[f.Class]++
+		d.countsMu.Unlock()
 	}
 	return nil
 }
 
-// produce hands dl to librdkafka, waiting while its queue is full and retrying
-// other errors with backoff, until ctx or the DLQ ends.
-func (d *DLQ) produce(ctx context.Context, dl *dead) error {
-	for attempt := 0; ; attempt++ {
-		err := d.p.Produce(dl.msg, nil)
-		if err == nil {
-			return nil
+// Err returns the fatal error that stopped the producer (fenced by another
+// instance with the same transactional id, for one), nil while it works.
+func (d *DLQ) Err() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.fatal
+}
+
+// commit is the Source's commitFunc when the DLQ is attached: a plain consumer
+// commit when no dead letter is in range, else one transaction with the dead
+// letters and the offsets. A transaction whose commit timed out is finished
+// first; its offsets are returned instead of offs (the caller retries offs on its
+// next commit).
+func (d *DLQ) commit(c *kafka.Consumer, offs []kafka.TopicPartition, letters []*kafka.Message) ([]kafka.TopicPartition, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.fatal != nil {
+		return nil, d.fatal
+	}
+	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.OpTimeout)
+	defer cancel()
+	switch d.state {
+	case txnCommitting:
+		if err := d.p.CommitTransaction(ctx); err != nil {
+			return nil, d.failed(ctx, "commit (resumed)", err)
 		}
-		wait := 5 * time.Millisecond
+		prev, n := d.pendingOffs, d.pendingN
+		d.finish(n)
+		d.log.Info("dlq_transaction_resumed", "dead_letters", n)
+		return prev, nil
+	case txnAborting, txnOpen:
+		if err := d.abort(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if len(letters) == 0 {
+		return c.CommitOffsets(offs)
+	}
+	if err := d.init(); err != nil {
+		return nil, err
+	}
+	meta, err := c.GetConsumerGroupMetadata()
+	if err != nil {
+		return nil, fmt.Errorf("dlq: group metadata: %w", err)
+	}
+	if err := d.p.BeginTransaction(); err != nil {
+		return nil, d.failed(ctx, "begin", err)
+	}
+	d.state = txnOpen
+	for _, m := range letters {
+		if err := d.produce(ctx, m); err != nil {
+			return nil, d.failed(ctx, "produce", err)
+		}
+	}
+	if err := d.p.SendOffsetsToTransaction(ctx, offs, meta); err != nil {
+		return nil, d.failed(ctx, "send offsets", err)
+	}
+	d.pendingOffs, d.pendingN = offs, len(letters)
+	if err := d.p.CommitTransaction(ctx); err != nil {
+		return nil, d.failed(ctx, "commit", err)
+	}
+	d.finish(len(letters))
+	return offs, nil
+}
+
+// finish records a committed transaction. Caller holds mu.
+func (d *DLQ) finish(letters int) {
+	d.state, d.pendingOffs, d.pendingN = txnIdle, nil, 0
+	d.committed.Add(uint64(letters))
+	d.txns.Add(1)
+}
+
+// failed handles an error of the transaction step op: a fatal error stops the
+// producer for good; a retriable failure of CommitTransaction leaves the
+// transaction to be committed again by the next commit (its outcome is unknown);
+// anything else aborts it. Caller holds mu.
+func (d *DLQ) failed(ctx context.Context, op string, err error) error {
+	err = fmt.Errorf("dlq transaction %s: %w", op, err)
+	var kerr kafka.Error
+	isKafka := errors.As(err, &kerr)
+	switch {
+	case isKafka && kerr.IsFatal():
+		d.fatal = err
+		d.log.Error("dlq_producer_fatal", "err", err)
+		return err
+	case d.pendingOffs != nil && isKafka && kerr.IsRetriable() && !kerr.TxnRequiresAbort():
+		d.state = txnCommitting
+		d.log.Warn("dlq_commit_outcome_unknown", "err", err)
+		return err
+	}
+	d.state = txnAborting
+	if aerr := d.abort(ctx); aerr != nil {
+		return errors.Join(err, aerr)
+	}
+	return err
+}
+
+// abort aborts the open transaction; on failure the next commit tries again.
+// Caller holds mu.
+func (d *DLQ) abort(ctx context.Context) error {
+	if err := d.p.AbortTransaction(ctx); err != nil {
 		var kerr kafka.Error
-		if !errors.As(err, &kerr) || kerr.Code() != kafka.ErrQueueFull {
-			wait = d.backoff(attempt + 1)
-			d.log.Error("dlq_produce_failed", "source_partition", dl.src.Partition, "source_offset", dl.src.Offset, "retry_in", wait, "err", err)
+		if errors.As(err, &kerr) && kerr.IsFatal() {
+			d.fatal = fmt.Errorf("dlq transaction abort: %w", err)
+			return d.fatal
+		}
+		d.state = txnAborting
+		return fmt.Errorf("dlq transaction abort: %w", err)
+	}
+	d.state, d.pendingOffs, d.pendingN = txnIdle, nil, 0
+	d.aborts.Add(1)
+	d.log.Warn("dlq_transaction_aborted")
+	return nil
+}
+
+// produce hands m to librdkafka, waiting while its queue is full.
+func (d *DLQ) produce(ctx context.Context, m *kafka.Message) error {
+	for {
+		err := d.p.Produce(m, nil)
+		var kerr kafka.Error
+		if err == nil || !errors.As(err, &kerr) || kerr.Code() != kafka.ErrQueueFull {
+			return err
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-d.ctx.Done():
-			return errors.New("dlq closed")
-		case <-time.After(wait):
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
 }
@@ -181,78 +381,40 @@ func (d *DLQ) backoff(n int) time.Duration {
 	return b/2 + rand.N(b/2+1)
 }
 
-func (d *DLQ) deliveries() {
-	defer close(d.loop)
+// events drains the producer's event channel (errors; delivery reports are off).
+func (d *DLQ) events() {
 	for ev := range d.p.Events() {
-		switch e := ev.(type) {
-		case *kafka.Message:
-			dl, ok := e.Opaque.(*dead)
-			if !ok {
-				continue
-			}
-			if err := e.TopicPartition.Error; err != nil {
-				dl.failures++
-				wait := d.backoff(dl.failures)
-				d.log.Error("dlq_delivery_failed", "source_partition", dl.src.Partition, "source_offset", dl.src.Offset, "retry_in", wait, "err", err)
-				time.AfterFunc(wait, func() {
-					if perr := d.produce(d.ctx, dl); perr != nil {
-						d.log.Error("dlq_dropped_on_close", "source_partition", dl.src.Partition, "source_offset", dl.src.Offset)
-						d.settle()
-					}
-				})
-				continue
-			}
-			dl.src.Ack.Done()
-			d.settle()
-		case kafka.Error:
+		if e, ok := ev.(kafka.Error); ok {
 			d.log.Warn("dlq_producer_error", "code", e.Code().String(), "err", e)
 		}
 	}
 }
 
-func (d *DLQ) settle() {
-	d.pending.Add(-1)
-	select {
-	case d.wake <- struct{}{}:
-	default:
-	}
-}
-
-// Pending returns the number of dead letters not yet acknowledged.
-func (d *DLQ) Pending() int64 { return d.pending.Load() }
-
-// Counts returns the dead letters sent so far, by class.
+// Counts returns the dead letters handed to the DLQ so far, by class (a message
+// dead-lettered again after a crash or a lost partition counts again).
 func (d *DLQ) Counts() map[string]uint64 {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.countsMu.Lock()
+	defer d.countsMu.Unlock()
 	return maps.Clone(d.byClass)
 }
 
-// Flush waits until every dead letter sent so far is acknowledged, or ctx ends.
-func (d *DLQ) Flush(ctx context.Context) error {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for d.pending.Load() > 0 {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("dlq flush: %d unacknowledged: %w", d.pending.Load(), ctx.Err())
-		case <-d.wake:
-		case <-t.C:
-		}
-	}
-	return nil
-}
+// Committed returns how many dead letters were committed to the DLQ topic, and
+// in how many transactions; Aborted how many transactions were aborted.
+func (d *DLQ) Committed() (letters, txns uint64) { return d.committed.Load(), d.txns.Load() }
 
-// Close waits up to timeout for outstanding dead letters, then closes the producer.
-// Unacknowledged dead letters leave their messages uncommitted (they are redelivered).
-func (d *DLQ) Close(timeout time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if err := d.Flush(ctx); err != nil {
-		d.log.Warn("dlq_close", "err", err)
-	}
+// Aborted returns how many transactions were aborted.
+func (d *DLQ) Aborted() uint64 { return d.aborts.Load() }
+
+// Close closes the producer; call it after the Source was closed (its last
+// commits use the producer). An open transaction is aborted by the broker.
+func (d *DLQ) Close() {
 	d.stop()
+	d.mu.Lock()
+	if d.state == txnCommitting || d.state == txnAborting {
+		d.log.Warn("dlq_close_with_unfinished_transaction", "state", int(d.state))
+	}
+	d.mu.Unlock()
 	d.p.Close()
-	<-d.loop
+	d.loops.Wait()
 	d.stopLogs()
 }

@@ -10,9 +10,11 @@ import (
 )
 
 // Ack is the completion handle that travels with a Message through the stages.
-// Calling Done says the message is finished (durably stored, or durably in the
-// DLQ); the committer then may commit past it once every earlier offset of the
-// partition this instance received is done too.
+// Calling Done says the message is finished (durably stored); a dead-lettered
+// message is finished by the DLQ, which attaches its dead letter to the Ack. The
+// committer then may commit past it once every earlier offset of the partition
+// this instance received is done too; the dead letters below the committed offset
+// are written in the same Kafka transaction as the offsets.
 type Ack struct {
 	part   *partState
 	offset int64
@@ -26,6 +28,17 @@ func (a *Ack) Done() {
 		return
 	}
 	a.part.t.done(a.part, a.offset)
+}
+
+// deadLetter holds m as the dead letter of the message, to be produced with the
+// commit that covers its offset, and marks the message done. It reports false
+// (and holds nothing) when the message was already done or its partition revoked.
+func (a *Ack) deadLetter(m *kafka.Message) bool {
+	if a == nil || a.done.Load() || !a.part.t.hold(a.part, a.offset, m) {
+		return false
+	}
+	a.Done()
+	return true
 }
 
 // Revoked reports whether the message's partition was taken away from this
@@ -49,6 +62,7 @@ type partState struct {
 	next      int64
 	committed int64
 	revoked   atomic.Bool
+	letters   map[int64]*kafka.Message // dead letters held until a commit covers them
 }
 
 // tracker is the per-partition contiguous watermark of completed offsets. It is
@@ -59,6 +73,53 @@ type tracker struct {
 	mu       sync.Mutex
 	parts    map[int32]*partState
 	commitMu sync.Mutex
+
+	held      atomic.Int64 // dead letters held
+	heldBytes atomic.Int64 // their key+value bytes
+}
+
+// commitFunc commits offs and, in the same transaction, produces letters (the held
+// dead letters below those offsets). It returns the offsets it committed, which
+// may be an earlier attempt's (one whose outcome was unknown) instead of offs.
+type commitFunc func(offs []kafka.TopicPartition, letters []*kafka.Message) ([]kafka.TopicPartition, error)
+
+// letterSize is what a held dead letter costs, for the held-bytes bound.
+func letterSize(m *kafka.Message) int64 { return int64(len(m.Key) + len(m.Value) + 256) }
+
+// hold attaches a dead letter to offset of ps; false when ps was revoked.
+func (t *tracker) hold(ps *partState, offset int64, m *kafka.Message) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if ps.revoked.Load() {
+		return false
+	}
+	if ps.letters == nil {
+		ps.letters = map[int64]*kafka.Message{}
+	}
+	if old, ok := ps.letters[offset]; ok {
+		t.release(old)
+	}
+	ps.letters[offset] = m
+	t.held.Add(1)
+	t.heldBytes.Add(letterSize(m))
+	return true
+}
+
+// release forgets one held letter's share of the counters. Caller holds mu.
+func (t *tracker) release(m *kafka.Message) {
+	t.held.Add(-1)
+	t.heldBytes.Add(-letterSize(m))
+}
+
+// dropLetters forgets the held letters of ps below offset below (all of them
+// when below is -1). Caller holds mu.
+func (t *tracker) dropLetters(ps *partState, below int64) {
+	for off, m := range ps.letters {
+		if below < 0 || off < below {
+			t.release(m)
+			delete(ps.letters, off)
+		}
+	}
 }
 
 func newTracker(topic string) *tracker {
@@ -71,6 +132,7 @@ func (t *tracker) assign(partitions []int32) {
 	for _, p := range partitions {
 		if old := t.parts[p]; old != nil {
 			old.revoked.Store(true)
+			t.dropLetters(old, -1)
 		}
 		t.parts[p] = &partState{t: t, partition: p, doneSet: map[int64]struct{}{}, next: -1, committed: -1}
 	}
@@ -117,35 +179,57 @@ func (t *tracker) done(ps *partState, offset int64) {
 }
 
 // committable returns the offsets to commit for the owned partitions in only
-// (all owned when only is nil). Caller holds commitMu.
-func (t *tracker) committable(only map[int32]bool) []kafka.TopicPartition {
+// (all owned when only is nil) and the held dead letters below them, ordered by
+// partition and offset. Caller holds commitMu.
+func (t *tracker) committable(only map[int32]bool) ([]kafka.TopicPartition, []*kafka.Message) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []kafka.TopicPartition
+	var letters []*kafka.Message
 	for p, ps := range t.parts {
 		if only != nil && !only[p] {
 			continue
 		}
 		if ps.next > ps.committed {
 			out = append(out, kafka.TopicPartition{Topic: &t.topic, Partition: p, Offset: kafka.Offset(ps.next)})
+			for off, m := range ps.letters {
+				if off < ps.next {
+					letters = append(letters, m)
+				}
+			}
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Partition < out[j].Partition })
-	return out
+	sort.Slice(letters, func(i, j int) bool {
+		a, b := letters[i].Opaque.(letterRef), letters[j].Opaque.(letterRef)
+		if a.partition != b.partition {
+			return a.partition < b.partition
+		}
+		return a.offset < b.offset
+	})
+	return out, letters
 }
 
-// commitLocked commits offs with commit and records what succeeded. Caller holds commitMu.
-func (t *tracker) commitLocked(offs []kafka.TopicPartition, commit func([]kafka.TopicPartition) ([]kafka.TopicPartition, error)) error {
+// letterRef is a held dead letter's source position (its kafka.Message Opaque).
+type letterRef struct {
+	partition int32
+	offset    int64
+}
+
+// commitLocked commits offs (and letters) with commit and records what succeeded:
+// the committed offsets, and the held letters below them, which are forgotten.
+// Caller holds commitMu.
+func (t *tracker) commitLocked(offs []kafka.TopicPartition, letters []*kafka.Message, commit commitFunc) error {
 	if len(offs) == 0 {
 		return nil
 	}
-	res, err := commit(offs)
-	if err != nil {
-		return fmt.Errorf("commit offsets: %w", err)
-	}
+	res, err := commit(offs, letters)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var firstErr error
+	firstErr := err
+	if err != nil {
+		firstErr = fmt.Errorf("commit offsets: %w", err)
+	}
 	for _, tp := range res {
 		if tp.Error != nil {
 			if firstErr == nil {
@@ -155,28 +239,31 @@ func (t *tracker) commitLocked(offs []kafka.TopicPartition, commit func([]kafka.
 		}
 		if ps := t.parts[tp.Partition]; ps != nil && int64(tp.Offset) > ps.committed {
 			ps.committed = int64(tp.Offset)
+			t.dropLetters(ps, ps.committed)
 		}
 	}
 	return firstErr
 }
 
 // commit commits the watermark of every owned partition that moved.
-func (t *tracker) commit(commit func([]kafka.TopicPartition) ([]kafka.TopicPartition, error)) error {
+func (t *tracker) commit(commit commitFunc) error {
 	t.commitMu.Lock()
 	defer t.commitMu.Unlock()
-	return t.commitLocked(t.committable(nil), commit)
+	offs, letters := t.committable(nil)
+	return t.commitLocked(offs, letters, commit)
 }
 
 // revoke first commits what is done for partitions (unless the assignment was
 // lost, when committing is no longer allowed), then forgets them: acks of their
-// in-flight messages become no-ops.
+// in-flight messages become no-ops, and their uncommitted dead letters are
+// dropped (the next owner reads those messages again and dead-letters them).
 //
 // A lost assignment (session timeout, e.g. while the broker was down) does not
 // wait for commitMu: a commit in flight may be blocked on the unreachable group
 // coordinator, and the rebalance callback runs inside Poll, so waiting here would
 // stop the consumer from ever rejoining. Such a commit cannot land for the lost
 // partitions anyway: the coordinator refuses commits of an old generation.
-func (t *tracker) revoke(partitions []int32, lost bool, commit func([]kafka.TopicPartition) ([]kafka.TopicPartition, error)) error {
+func (t *tracker) revoke(partitions []int32, lost bool, commit commitFunc) error {
 	var err error
 	if !lost {
 		t.commitMu.Lock()
@@ -185,13 +272,15 @@ func (t *tracker) revoke(partitions []int32, lost bool, commit func([]kafka.Topi
 		for _, p := range partitions {
 			only[p] = true
 		}
-		err = t.commitLocked(t.committable(only), commit)
+		offs, letters := t.committable(only)
+		err = t.commitLocked(offs, letters, commit)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, p := range partitions {
 		if ps := t.parts[p]; ps != nil {
 			ps.revoked.Store(true)
+			t.dropLetters(ps, -1)
 			delete(t.parts, p)
 		}
 	}

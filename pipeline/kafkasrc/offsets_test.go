@@ -10,15 +10,21 @@ import (
 
 // recorder is a commit function that records what was committed.
 type recorder struct {
-	calls [][]kafka.TopicPartition
-	err   error
+	calls   [][]kafka.TopicPartition
+	letters [][]letterRef // the dead letters written with each call
+	err     error
 }
 
-func (r *recorder) commit(offs []kafka.TopicPartition) ([]kafka.TopicPartition, error) {
+func (r *recorder) commit(offs []kafka.TopicPartition, letters []*kafka.Message) ([]kafka.TopicPartition, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
 	r.calls = append(r.calls, append([]kafka.TopicPartition(nil), offs...))
+	refs := make([]letterRef, len(letters))
+	for i, m := range letters {
+		refs[i] = m.Opaque.(letterRef)
+	}
+	r.letters = append(r.letters, refs)
 	return offs, nil
 }
 
@@ -144,7 +150,7 @@ func TestLostRevokeDoesNotWaitForBlockedCommit(t *testing.T) {
 	entered := make(chan struct{})
 	committed := make(chan error, 1)
 	go func() {
-		committed <- tr.commit(func(offs []kafka.TopicPartition) ([]kafka.TopicPartition, error) {
+		committed <- tr.commit(func([]kafka.TopicPartition, []*kafka.Message) ([]kafka.TopicPartition, error) {
 			close(entered)
 			<-release // the coordinator is gone
 			return nil, errors.New("coordinator unavailable")
@@ -153,7 +159,7 @@ func TestLostRevokeDoesNotWaitForBlockedCommit(t *testing.T) {
 	<-entered
 	revoked := make(chan error, 1)
 	go func() {
-		revoked <- tr.revoke([]int32{0}, true, func([]kafka.TopicPartition) ([]kafka.TopicPartition, error) {
+		revoked <- tr.revoke([]int32{0}, true, func([]kafka.TopicPartition, []*kafka.Message) ([]kafka.TopicPartition, error) {
 			t.Error("a lost assignment must not commit")
 			return nil, nil
 		})
@@ -166,11 +172,93 @@ func TestLostRevokeDoesNotWaitForBlockedCommit(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("revoke of a lost assignment waited for the blocked commit")
 	}
-	if len(tr.committable(nil)) != 0 {
+	if offs, _ := tr.committable(nil); len(offs) != 0 {
 		t.Fatal("the lost partition is still tracked")
 	}
 	close(release)
 	if err := <-committed; err == nil {
 		t.Fatal("the blocked commit reported success")
+	}
+}
+
+func letter(p int32, off int64) *kafka.Message {
+	return &kafka.Message{Value: make([]byte, 100), Opaque: letterRef{partition: p, offset: off}}
+}
+
+// A dead letter is written only by the commit whose offsets cover it, in that
+// commit, and once.
+func TestDeadLettersGoWithTheCommitThatCoversThem(t *testing.T) {
+	tr := newTracker("orders")
+	tr.assign([]int32{0, 1})
+	a := map[int64]*Ack{}
+	for _, off := range []int64{0, 1, 2, 3} {
+		a[off] = tr.track(0, off)
+	}
+	b := tr.track(1, 9)
+	if !a[1].deadLetter(letter(0, 1)) || !a[3].deadLetter(letter(0, 3)) || !b.deadLetter(letter(1, 9)) {
+		t.Fatal("dead letter refused")
+	}
+	if a[1].deadLetter(letter(0, 1)) {
+		t.Fatal("a second dead letter for a done message was accepted")
+	}
+	if tr.held.Load() != 3 || tr.heldBytes.Load() != 3*letterSize(letter(0, 0)) {
+		t.Fatalf("held %d letters / %d bytes", tr.held.Load(), tr.heldBytes.Load())
+	}
+	r := &recorder{}
+	a[0].Done() // partition 0 done up to 2 (offset 2 in flight); partition 1 up to 10
+	if err := tr.commit(r.commit); err != nil {
+		t.Fatal(err)
+	}
+	want := []letterRef{{0, 1}, {1, 9}}
+	if got := r.letters[0]; len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("first commit wrote %v, want %v", got, want)
+	}
+	if tr.held.Load() != 1 {
+		t.Fatalf("held %d after the commit, want 1 (offset 3)", tr.held.Load())
+	}
+	a[2].Done()
+	if err := tr.commit(r.commit); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.letters[1]; len(got) != 1 || got[0] != (letterRef{0, 3}) {
+		t.Fatalf("second commit wrote %v, want [{0 3}]", got)
+	}
+	if tr.held.Load() != 0 || tr.heldBytes.Load() != 0 {
+		t.Fatalf("held %d letters / %d bytes after all commits", tr.held.Load(), tr.heldBytes.Load())
+	}
+}
+
+// A failed commit keeps its dead letters for the retry; a revoke drops the ones
+// of the revoked partition that no commit covered.
+func TestDeadLettersSurviveFailedCommitAndDropOnRevoke(t *testing.T) {
+	tr := newTracker("orders")
+	tr.assign([]int32{0, 1})
+	tr.track(0, 0).deadLetter(letter(0, 0))
+	inflight := tr.track(1, 0)
+	tr.track(1, 1).deadLetter(letter(1, 1))
+	late := tr.track(1, 2)
+	r := &recorder{err: errors.New("transaction aborted")}
+	if err := tr.commit(r.commit); err == nil {
+		t.Fatal("commit error swallowed")
+	}
+	if tr.held.Load() != 2 {
+		t.Fatalf("held %d after a failed commit, want 2", tr.held.Load())
+	}
+	r.err = nil
+	if err := tr.revoke([]int32{1}, true, r.commit); err != nil {
+		t.Fatal(err)
+	}
+	inflight.Done()
+	if tr.held.Load() != 1 {
+		t.Fatalf("held %d after the revoke, want 1", tr.held.Load())
+	}
+	if err := tr.commit(r.commit); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.letters[len(r.letters)-1]; len(got) != 1 || got[0] != (letterRef{0, 0}) {
+		t.Fatalf("retry wrote %v, want [{0 0}]", got)
+	}
+	if late.deadLetter(letter(1, 2)) {
+		t.Fatal("a dead letter of a revoked partition's in-flight message was held")
 	}
 }

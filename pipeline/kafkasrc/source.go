@@ -3,12 +3,14 @@
 // committer (a per-partition contiguous watermark of acknowledged messages), the
 // dead-letter producer and topic creation.
 //
-// Offsets: enable.auto.commit=false; the committer commits explicitly
-// (CommitOffsets) the watermark of every owned partition, after each completed
-// batch, on a timer, on revoke (before giving the partition up) and on Close. An
-// explicit commit was chosen over auto-commit of stored offsets so that the commit
-// and the revocation are serialised by one lock: nothing is ever committed for a
-// partition this consumer no longer owns.
+// Offsets: enable.auto.commit=false; the committer commits explicitly the
+// watermark of every owned partition, after each completed batch, on a timer, on
+// revoke (before giving the partition up) and on Close. An explicit commit was
+// chosen over auto-commit of stored offsets so that the commit and the revocation
+// are serialised by one lock: nothing is ever committed for a partition this
+// consumer no longer owns. With a DLQ attached (UseDLQ), a commit whose range
+// holds dead letters is a Kafka transaction that writes them together with the
+// offsets, so each bad message lands in the DLQ exactly once.
 package kafkasrc
 
 import (
@@ -54,6 +56,14 @@ type SourceConfig struct {
 	PauseAfter time.Duration
 	// StatsInterval is how often librdkafka reports statistics (lag, broker state; default 1 s).
 	StatsInterval time.Duration
+	// InstanceID makes the consumer a static group member (group.instance.id): a
+	// restarted instance gets its partitions back at once instead of after the
+	// session timeout. Empty (the default): a dynamic member. Each running
+	// instance needs its own.
+	InstanceID string
+	// MaxHeldBytes bounds the dead letters held for the next commit; above it the
+	// source fetches nothing new until a commit writes them (default 64 MiB).
+	MaxHeldBytes int64
 	// Overrides are extra librdkafka properties applied last.
 	Overrides kafka.ConfigMap
 }
@@ -65,6 +75,7 @@ type Source struct {
 	c       *kafka.Consumer
 	tracker *tracker
 	log     *slog.Logger
+	dlq     *DLQ // set by UseDLQ before Run
 
 	// poll goroutine only
 	paused bool
@@ -91,6 +102,9 @@ func NewSource(cfg SourceConfig, log *slog.Logger) (*Source, error) {
 	if cfg.StatsInterval <= 0 {
 		cfg.StatsInterval = time.Second
 	}
+	if cfg.MaxHeldBytes <= 0 {
+		cfg.MaxHeldBytes = 64 << 20
+	}
 	if log == nil {
 		log = slog.Default()
 	}
@@ -110,6 +124,11 @@ func NewSource(cfg SourceConfig, log *slog.Logger) (*Source, error) {
 		"queued.max.messages.kbytes": cfg.QueuedMaxKBytes,
 		"fetch.max.bytes":            cfg.FetchMaxBytes,
 		"statistics.interval.ms":     int(cfg.StatsInterval / time.Millisecond),
+		// Skip the records of aborted transactions (orders may come from transactional producers).
+		"isolation.level": "read_committed",
+	}
+	if cfg.InstanceID != "" {
+		cm["group.instance.id"] = cfg.InstanceID
 	}
 	stopLogs := forwardLogs(cm, log)
 	maps.Copy(cm, cfg.Overrides)
@@ -121,11 +140,39 @@ func NewSource(cfg SourceConfig, log *slog.Logger) (*Source, error) {
 	return &Source{cfg: cfg, c: c, tracker: newTracker(cfg.Topic), log: log, lag: map[int32]int64{}, stopLogs: stopLogs}, nil
 }
 
+// UseDLQ routes the commits through d, which writes the held dead letters in the
+// same transaction as the offsets that cover them. Call it before Run; close d
+// after the Source.
+func (s *Source) UseDLQ(d *DLQ) { s.dlq = d }
+
+// commitFunc is how the tracker commits: through the DLQ's transactions when one
+// is attached, else plain consumer commits.
+func (s *Source) commitFunc(c *kafka.Consumer) commitFunc {
+	if s.dlq != nil {
+		return func(offs []kafka.TopicPartition, letters []*kafka.Message) ([]kafka.TopicPartition, error) {
+			return s.dlq.commit(c, offs, letters)
+		}
+	}
+	return func(offs []kafka.TopicPartition, letters []*kafka.Message) ([]kafka.TopicPartition, error) {
+		if len(letters) > 0 {
+			return nil, errors.New("commit: dead letters held but no DLQ attached")
+		}
+		return c.CommitOffsets(offs)
+	}
+}
+
+// roomForLetters reports whether the held dead letters are under MaxHeldBytes.
+func (s *Source) roomForLetters() bool { return s.tracker.heldBytes.Load() < s.cfg.MaxHeldBytes }
+
+// HeldDeadLetters returns how many dead letters wait for the commit that writes them.
+func (s *Source) HeldDeadLetters() int64 { return s.tracker.held.Load() }
+
 // Run subscribes and fetches messages into out until ctx ends (the soft stop),
 // then returns nil without closing the consumer (Close does, after the pipeline
 // drained and committed).
 //
-// Backpressure: when out is full, Run waits for room in short slices (so Poll
+// Backpressure: when out is full (or the dead letters held for the next commit
+// exceed MaxHeldBytes), Run waits for room in short slices (so Poll
 // still serves rebalances between them) and fetches nothing new meanwhile;
 // librdkafka's bounded prefetch queue then stops fetching by itself. Only when
 // the mailbox stays full for PauseAfter (the pipeline is stuck, e.g. the database
@@ -143,7 +190,7 @@ func (s *Source) Run(ctx context.Context, out *pipeline.Emitter[*Message]) error
 	for ctx.Err() == nil {
 		for len(pending) > 0 {
 			m := pending[0]
-			if m.Ack.Revoked() || out.TryEmit(m) || (!s.paused && out.EmitWithin(ctx, m, emitSlice)) {
+			if m.Ack.Revoked() || (s.roomForLetters() && (out.TryEmit(m) || (!s.paused && out.EmitWithin(ctx, m, emitSlice)))) {
 				pending[0] = nil
 				pending = pending[1:]
 				fullSince = time.Time{}
@@ -171,7 +218,7 @@ func (s *Source) Run(ctx context.Context, out *pipeline.Emitter[*Message]) error
 				continue
 			}
 			m := s.wrap(e)
-			if len(pending) == 0 && out.TryEmit(m) {
+			if len(pending) == 0 && s.roomForLetters() && out.TryEmit(m) {
 				continue
 			}
 			pending = append(pending, m)
@@ -255,7 +302,7 @@ func (s *Source) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 	case kafka.RevokedPartitions:
 		ids := partitionIDs(e.Partitions)
 		lost := c.AssignmentLost()
-		if err := s.tracker.revoke(ids, lost, c.CommitOffsets); err != nil {
+		if err := s.tracker.revoke(ids, lost, s.commitFunc(c)); err != nil {
 			s.log.Warn("kafka_commit_on_revoke_failed", "partitions", ids, "err", err)
 		}
 		var err error
@@ -293,7 +340,7 @@ func (s *Source) Commit() error {
 	if closed {
 		return errors.New("commit: consumer closed")
 	}
-	return s.tracker.commit(s.c.CommitOffsets)
+	return s.tracker.commit(s.commitFunc(s.c))
 }
 
 // Offsets returns the committer's view of every owned partition.
@@ -328,7 +375,7 @@ func (s *Source) Healthy() error {
 // Close commits what is done, leaves the group (revoking, which commits again) and
 // closes the consumer. Call it once, after Run returned.
 func (s *Source) Close() error {
-	cerr := s.tracker.commit(s.c.CommitOffsets)
+	cerr := s.tracker.commit(s.commitFunc(s.c))
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
