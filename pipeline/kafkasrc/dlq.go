@@ -255,7 +255,7 @@ func (d *DLQ) Err() error {
 // letters and the offsets. A transaction whose commit timed out is finished
 // first; its offsets are returned instead of offs (the caller retries offs on its
 // next commit).
-func (d *DLQ) commit(c *kafka.Consumer, offs []kafka.TopicPartition, letters []*kafka.Message) ([]kafka.TopicPartition, error) {
+func (d *DLQ) commit(c groupMember, offs []kafka.TopicPartition, letters []*kafka.Message) ([]kafka.TopicPartition, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.fatal != nil {
@@ -305,6 +305,12 @@ func (d *DLQ) commit(c *kafka.Consumer, offs []kafka.TopicPartition, letters []*
 	}
 	d.finish(len(letters))
 	return offs, nil
+}
+
+// groupMember is the consumer whose offsets a commit moves (a *kafka.Consumer).
+type groupMember interface {
+	CommitOffsets([]kafka.TopicPartition) ([]kafka.TopicPartition, error)
+	GetConsumerGroupMetadata() (*kafka.ConsumerGroupMetadata, error)
 }
 
 // finish records a committed transaction. Caller holds mu.
