@@ -2,7 +2,7 @@
 
 # Build: cgo is required by confluent-kafka-go, which links its bundled, statically
 # built librdkafka (glibc flavour), so builder and runtime are both Debian bookworm.
-FROM golang:1.26-bookworm AS build
+FROM golang:1.27.3-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
