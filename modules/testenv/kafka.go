@@ -173,6 +173,18 @@ func KafkaProduce(t testing.TB, brokers, topic string, recs ...*kgo.Record) {
 // a read_committed consumer sees them).
 func KafkaReadAll(t testing.TB, brokers, topic string, wait time.Duration) []*kgo.Record {
 	t.Helper()
+	return kafkaReadAll(t, brokers, topic, wait, kgo.ReadCommitted())
+}
+
+// KafkaReadAllUncommitted is KafkaReadAll as a read_uncommitted consumer sees the
+// topic: with the records of aborted and still open transactions.
+func KafkaReadAllUncommitted(t testing.TB, brokers, topic string, wait time.Duration) []*kgo.Record {
+	t.Helper()
+	return kafkaReadAll(t, brokers, topic, wait, kgo.ReadUncommitted())
+}
+
+func kafkaReadAll(t testing.TB, brokers, topic string, wait time.Duration, isolation kgo.IsolationLevel) []*kgo.Record {
+	t.Helper()
 	cl, adm := kafkaAdmin(t, brokers,
 		kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -180,7 +192,7 @@ func KafkaReadAll(t testing.TB, brokers, topic string, wait time.Duration) []*kg
 		// What a consumer of the topic sees: not the records of aborted transactions
 		// (the DLQ is written transactionally). The transaction markers are kept so
 		// that reaching the end offset can be seen; they are not returned.
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchIsolationLevel(isolation),
 		kgo.KeepControlRecords(),
 	)
 	defer cl.Close()

@@ -26,11 +26,13 @@ const serviceReadyTimeout = 90 * time.Second
 
 const binDirPrefix = "testenv-bin-"
 
-var serviceBuild struct {
+type serviceBuildOnce struct {
 	once sync.Once
 	path string
 	err  error
 }
+
+var serviceBuilds sync.Map // build tags -> *serviceBuildOnce
 
 // BuildService compiles the service binary (package ./app of this module) once per
 // test binary and returns its path. The binary lives in a temporary directory that
@@ -38,16 +40,25 @@ var serviceBuild struct {
 // module root cannot be found or the build fails.
 func BuildService(t testing.TB) string {
 	t.Helper()
-	serviceBuild.once.Do(func() {
-		serviceBuild.path, serviceBuild.err = buildService()
-	})
-	if serviceBuild.err != nil {
-		t.Fatalf("testenv: build service: %v", serviceBuild.err)
-	}
-	return serviceBuild.path
+	return BuildServiceTags(t, "")
 }
 
-func buildService() (string, error) {
+// BuildServiceTags is BuildService with build tags (comma-separated), e.g.
+// "faultinject" for the crash points of pipeline/kafkasrc; one build per tag set.
+func BuildServiceTags(t testing.TB, tags string) string {
+	t.Helper()
+	v, _ := serviceBuilds.LoadOrStore(tags, &serviceBuildOnce{})
+	b := v.(*serviceBuildOnce)
+	b.once.Do(func() {
+		b.path, b.err = buildService(tags)
+	})
+	if b.err != nil {
+		t.Fatalf("testenv: build service (tags %q): %v", tags, b.err)
+	}
+	return b.path
+}
+
+func buildService(tags string) (string, error) {
 	root, err := ModuleRoot()
 	if err != nil {
 		return "", err
@@ -61,7 +72,7 @@ func buildService() (string, error) {
 		return "", fmt.Errorf("write owner: %w", err)
 	}
 	bin := filepath.Join(dir, "orders")
-	cmd := exec.Command("go", "build", "-o", bin, "./app")
+	cmd := exec.Command("go", "build", "-tags", tags, "-o", bin, "./app")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		_ = os.RemoveAll(dir)
@@ -267,6 +278,15 @@ func (s *Service) Exited() bool {
 
 // Done is closed when the process has ended.
 func (s *Service) Done() <-chan struct{} { return s.done }
+
+// Err returns how the process ended (nil for exit code 0; an *exec.ExitError
+// otherwise), or nil while it runs.
+func (s *Service) Err() error {
+	if !s.Exited() {
+		return nil
+	}
+	return s.err
+}
 
 // WaitReady polls GET /ready until it answers 200. It returns an error when the
 // process exits first or ctx ends.

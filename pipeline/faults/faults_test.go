@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,6 +71,58 @@ func sigkillCase(t *testing.T, f *fixture, seed uint64) {
 	f.waitLagZero(caseLimit, svc)
 	f.check(tr, expectDLQ{passes: 1})
 	stop(t, svc)
+}
+
+// TestSIGKILLInsideDLQTransaction kills the service inside its third DLQ
+// transaction (a crash point of the faultinject build): once after the dead
+// letters were produced and the offsets sent, before the commit (a static
+// member: the restarted process aborts that transaction at start), once after
+// the dead letters were produced, before the offsets (a dynamic member: the
+// broker aborts the transaction after its timeout). The aborted dead letters
+// must exist (a read_uncommitted reader sees them) and count for nothing: every
+// bad message is in the DLQ exactly once for a read_committed reader.
+func TestSIGKILLInsideDLQTransaction(t *testing.T) {
+	brokers := requireEnv(t)
+	for i, c := range []struct{ name, point, instance string }{
+		{"static", "txn-offsets-sent", "faults-txn-0"},
+		{"dynamic", "txn-produced", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t, "txn-crash-"+c.name, brokers, durableDB(t))
+			f.bin = testenv.BuildServiceTags(t, "faultinject")
+			if c.instance != "" {
+				f.extraEnv = append(f.extraEnv, "ORDERS_KAFKA_INSTANCE_ID="+c.instance)
+			}
+			base := f.extraEnv
+			f.extraEnv = append(slices.Clone(base), "FAULTINJECT_CRASH="+c.point+":3")
+			s := newStream(suiteSeed+21+uint64(i), caseOrders)
+			svc := f.start()
+			wait := produceAsync(brokers, f.topic, s.recs, 0, caseLimit)
+			select {
+			case <-svc.Done():
+			case <-time.After(caseLimit):
+				t.Fatalf("the crash point %s was never reached; log tail:\n%s", c.point, svc.LogTail(4096))
+			}
+			if err := svc.Err(); err == nil || !strings.Contains(err.Error(), "killed") {
+				t.Fatalf("service ended with %v, want killed at %s; log tail:\n%s", err, c.point, svc.LogTail(4096))
+			}
+			t.Logf("killed at %s of the third DLQ transaction, %d orders stored", c.point, f.storedCount())
+			f.extraEnv = base
+			svc = f.start()
+			if err := wait(); err != nil {
+				t.Fatal(err)
+			}
+			tr := f.readTruth(s)
+			f.waitLagZero(caseLimit, svc)
+			out := f.check(tr, expectDLQ{passes: 1})
+			all := testenv.KafkaReadAllUncommitted(t, brokers, f.dlq, time.Second)
+			t.Logf("AbortedDeadLetters case=%s committed=%d uncommitted_reader=%d aborted=%d", f.name, out.dlq, len(all), len(all)-out.dlq)
+			if len(all) <= out.dlq {
+				t.Errorf("a read_uncommitted reader sees %d dead letters, a read_committed one %d: the killed transaction left none", len(all), out.dlq)
+			}
+			stop(t, svc)
+		})
+	}
 }
 
 // streamRate paces the streams of the outage and rebalance cases (orders/s), so

@@ -92,7 +92,7 @@ type DLQ struct {
 	state       txnState
 	pendingOffs []kafka.TopicPartition // offsets of the transaction whose outcome is unknown
 	pendingN    int                    // its dead letters
-	fatal       error
+	fatal       atomic.Pointer[error] // set once: the producer failed for good
 
 	countsMu  sync.Mutex
 	byClass   map[string]uint64
@@ -184,16 +184,15 @@ func (d *DLQ) init() error {
 	if d.inited {
 		return nil
 	}
-	if d.fatal != nil {
-		return d.fatal
+	if err := d.Err(); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.OpTimeout)
 	defer cancel()
 	if err := d.p.InitTransactions(ctx); err != nil {
 		var kerr kafka.Error
 		if errors.As(err, &kerr) && kerr.IsFatal() {
-			d.fatal = fmt.Errorf("dlq: init transactions: %w", err)
-			return d.fatal
+			return d.setFatal(fmt.Errorf("dlq: init transactions: %w", err))
 		}
 		return fmt.Errorf("dlq: init transactions: %w", err)
 	}
@@ -202,10 +201,13 @@ func (d *DLQ) init() error {
 	return nil
 }
 
-func (d *DLQ) isFatal() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.fatal != nil
+func (d *DLQ) isFatal() bool { return d.Err() != nil }
+
+// setFatal records the error that stopped the producer for good and returns it.
+func (d *DLQ) setFatal(err error) error {
+	d.fatal.CompareAndSwap(nil, &err)
+	d.log.Error("dlq_producer_fatal", "err", err)
+	return err
 }
 
 // Send dead-letters m: its key and value unchanged, its headers plus the x-*
@@ -245,9 +247,10 @@ func (d *DLQ) Send(_ context.Context, m *Message, f Failure) error {
 // Err returns the fatal error that stopped the producer (fenced by another
 // instance with the same transactional id, for one), nil while it works.
 func (d *DLQ) Err() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.fatal
+	if p := d.fatal.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // commit is the Source's commitFunc when the DLQ is attached: a plain consumer
@@ -258,8 +261,8 @@ func (d *DLQ) Err() error {
 func (d *DLQ) commit(c groupMember, offs []kafka.TopicPartition, letters []*kafka.Message) ([]kafka.TopicPartition, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.fatal != nil {
-		return nil, d.fatal
+	if err := d.Err(); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.OpTimeout)
 	defer cancel()
@@ -296,9 +299,14 @@ func (d *DLQ) commit(c groupMember, offs []kafka.TopicPartition, letters []*kafk
 			return nil, d.failed(ctx, "produce", err)
 		}
 	}
+	if err := d.p.Flush(int(d.cfg.OpTimeout / time.Millisecond)); err > 0 {
+		return nil, d.failed(ctx, "produce", fmt.Errorf("%d dead letters not delivered in %s", err, d.cfg.OpTimeout))
+	}
+	crashPoint("txn-produced")
 	if err := d.p.SendOffsetsToTransaction(ctx, offs, meta); err != nil {
 		return nil, d.failed(ctx, "send offsets", err)
 	}
+	crashPoint("txn-offsets-sent")
 	d.pendingOffs, d.pendingN = offs, len(letters)
 	if err := d.p.CommitTransaction(ctx); err != nil {
 		return nil, d.failed(ctx, "commit", err)
@@ -330,9 +338,7 @@ func (d *DLQ) failed(ctx context.Context, op string, err error) error {
 	isKafka := errors.As(err, &kerr)
 	switch {
 	case isKafka && kerr.IsFatal():
-		d.fatal = err
-		d.log.Error("dlq_producer_fatal", "err", err)
-		return err
+		return d.setFatal(err)
 	case d.pendingOffs != nil && isKafka && kerr.IsRetriable() && !kerr.TxnRequiresAbort():
 		d.state = txnCommitting
 		d.log.Warn("dlq_commit_outcome_unknown", "err", err)
@@ -351,8 +357,7 @@ func (d *DLQ) abort(ctx context.Context) error {
 	if err := d.p.AbortTransaction(ctx); err != nil {
 		var kerr kafka.Error
 		if errors.As(err, &kerr) && kerr.IsFatal() {
-			d.fatal = fmt.Errorf("dlq transaction abort: %w", err)
-			return d.fatal
+			return d.setFatal(fmt.Errorf("dlq transaction abort: %w", err))
 		}
 		d.state = txnAborting
 		return fmt.Errorf("dlq transaction abort: %w", err)
