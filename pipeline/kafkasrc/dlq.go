@@ -92,7 +92,7 @@ type DLQ struct {
 	state       txnState
 	pendingOffs []kafka.TopicPartition // offsets of the transaction whose outcome is unknown
 	pendingN    int                    // its dead letters
-	fatal       atomic.Pointer[error] // set once: the producer failed for good
+	fatal       atomic.Pointer[error]  // set once: the producer failed for good
 
 	countsMu  sync.Mutex
 	byClass   map[string]uint64
