@@ -92,14 +92,21 @@ func deadLetters(tr *tracker, dlqTopic string, n int64) {
 	}
 }
 
+// dlqFixture creates a one-partition input topic and DLQ topic on the test
+// broker and names a consumer group for them.
+func dlqFixture(t *testing.T) (brokers, topic, dlqTopic, group string) {
+	t.Helper()
+	brokers = testenv.KafkaBrokers(t)
+	topic, dlqTopic = testenv.KafkaTopicName(t, "in"), testenv.KafkaTopicName(t, "dlq")
+	testenv.KafkaCreateTopic(t, brokers, topic, 1)
+	testenv.KafkaCreateTopic(t, brokers, dlqTopic, 1)
+	return brokers, topic, dlqTopic, topic + "-g"
+}
+
 // The held dead letters and the offsets that cover them land together: the DLQ
 // holds each once and the group's offset moves past them.
 func TestDLQTransactionWritesLettersWithOffsets(t *testing.T) {
-	brokers := testenv.KafkaBrokers(t)
-	topic, dlqTopic := testenv.KafkaTopicName(t, "in"), testenv.KafkaTopicName(t, "dlq")
-	group := topic + "-g"
-	testenv.KafkaCreateTopic(t, brokers, topic, 1)
-	testenv.KafkaCreateTopic(t, brokers, dlqTopic, 1)
+	brokers, topic, dlqTopic, group := dlqFixture(t)
 	c := member(t, brokers, group, topic)
 	d := newTestDLQ(t, brokers, dlqTopic)
 
@@ -140,11 +147,7 @@ func (s stale) GetConsumerGroupMetadata() (*kafka.ConsumerGroupMetadata, error) 
 // transaction is aborted, so neither its dead letters nor its offsets are seen,
 // and the letters stay held for a commit that is allowed.
 func TestDLQTransactionOfZombieIsAborted(t *testing.T) {
-	brokers := testenv.KafkaBrokers(t)
-	topic, dlqTopic := testenv.KafkaTopicName(t, "in"), testenv.KafkaTopicName(t, "dlq")
-	group := topic + "-g"
-	testenv.KafkaCreateTopic(t, brokers, topic, 1)
-	testenv.KafkaCreateTopic(t, brokers, dlqTopic, 1)
+	brokers, topic, dlqTopic, group := dlqFixture(t)
 	first := member(t, brokers, group, topic)
 	meta, err := first.GetConsumerGroupMetadata()
 	if err != nil {

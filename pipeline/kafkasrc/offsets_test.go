@@ -40,13 +40,19 @@ func (r *recorder) last(t *testing.T) map[int32]int64 {
 	return out
 }
 
+// trackAll registers offsets of partition p, in order, and returns their acks.
+func trackAll(tr *tracker, p int32, offsets ...int64) map[int64]*Ack {
+	a := make(map[int64]*Ack, len(offsets))
+	for _, off := range offsets {
+		a[off] = tr.track(p, off)
+	}
+	return a
+}
+
 func TestWatermarkIsContiguousPrefix(t *testing.T) {
 	tr := newTracker("orders")
 	tr.assign([]int32{0, 1})
-	a := map[int64]*Ack{}
-	for _, off := range []int64{10, 11, 12, 13} {
-		a[off] = tr.track(0, off)
-	}
+	a := trackAll(tr, 0, 10, 11, 12, 13)
 	r := &recorder{}
 	a[11].Done()
 	a[13].Done()
@@ -190,10 +196,7 @@ func letter(p int32, off int64) *kafka.Message {
 func TestDeadLettersGoWithTheCommitThatCoversThem(t *testing.T) {
 	tr := newTracker("orders")
 	tr.assign([]int32{0, 1})
-	a := map[int64]*Ack{}
-	for _, off := range []int64{0, 1, 2, 3} {
-		a[off] = tr.track(0, off)
-	}
+	a := trackAll(tr, 0, 0, 1, 2, 3)
 	b := tr.track(1, 9)
 	if !a[1].deadLetter(letter(0, 1)) || !a[3].deadLetter(letter(0, 3)) || !b.deadLetter(letter(1, 9)) {
 		t.Fatal("dead letter refused")
