@@ -73,6 +73,22 @@ func committedOffsets(t *testing.T, brokers, group, topic string) map[int32]int6
 	return out
 }
 
+// waitCommitted waits up to 30 s for the group's committed offset of partition 0
+// of topic to be want, and returns what it last saw. Offsets committed by a
+// transaction become visible once the coordinator has written the commit markers,
+// which it does after CommitTransaction returned.
+func waitCommitted(t *testing.T, brokers, group, topic string, want int64) map[int32]int64 {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := committedOffsets(t, brokers, group, topic)
+		if got[0] == want || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // deadLetters tracks offsets 0..n-1 of partition 0, dead-letters the even ones
 // and completes the odd ones.
 func deadLetters(tr *tracker, dlqTopic string, n int64) {
@@ -118,7 +134,7 @@ func TestDLQTransactionWritesLettersWithOffsets(t *testing.T) {
 	if err := tr.commit(commit); err != nil {
 		t.Fatal(err)
 	}
-	if got := committedOffsets(t, brokers, group, topic); got[0] != 10 {
+	if got := waitCommitted(t, brokers, group, topic, 10); got[0] != 10 {
 		t.Fatalf("committed %v, want partition 0 at 10", got)
 	}
 	got := testenv.KafkaReadAll(t, brokers, dlqTopic, 500*time.Millisecond)
@@ -196,7 +212,7 @@ func TestDLQTransactionOfZombieIsAborted(t *testing.T) {
 	if fmt.Sprint(keys) != "[0 2]" {
 		t.Fatalf("DLQ holds %v, want [0 2]", keys)
 	}
-	if got := committedOffsets(t, brokers, group, topic); got[0] != 4 {
+	if got := waitCommitted(t, brokers, group, topic, 4); got[0] != 4 {
 		t.Fatalf("committed %v, want partition 0 at 4", got)
 	}
 }
