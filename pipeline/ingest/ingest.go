@@ -120,7 +120,7 @@ func (in *Ingest) wire(p *pipeline.Pipeline) {
 	stored := pipeline.Map(p, "upsert", batches, in.upsert, batchCap)
 	cached := pipeline.Map(p, "cache", stored, in.fill, batchCap)
 	pipeline.Sink(p, "commit", cached, in.commit, batchCap,
-		pipeline.Every(in.cfg.CommitInterval, in.commitTick), pipeline.OnClose(in.finalCommit))
+		pipeline.Every(in.cfg.CommitInterval, in.commitTick), pipeline.OnClose(in.commitTick)) // after the last batch: commit what is done, with its dead letters
 }
 
 // Run ensures the topics (when configured), runs the flow until ctx is cancelled,
@@ -387,6 +387,3 @@ func (in *Ingest) commitTick(context.Context) error {
 	}
 	return nil
 }
-
-// finalCommit runs after the last batch: commit what is done (and its dead letters).
-func (in *Ingest) finalCommit(ctx context.Context) error { return in.commitTick(ctx) }

@@ -165,7 +165,7 @@ func (d *DLQ) Start() {
 			d.mu.Lock()
 			err := d.init()
 			d.mu.Unlock()
-			if err == nil || d.isFatal() {
+			if err == nil || d.Err() != nil {
 				return
 			}
 			wait := d.backoff(attempt)
@@ -200,8 +200,6 @@ func (d *DLQ) init() error {
 	d.log.Info("dlq_transactions_ready", "transactional_id", d.cfg.TransactionalID)
 	return nil
 }
-
-func (d *DLQ) isFatal() bool { return d.Err() != nil }
 
 // setFatal records the error that stopped the producer for good and returns it.
 func (d *DLQ) setFatal(err error) error {
@@ -321,9 +319,12 @@ type groupMember interface {
 	GetConsumerGroupMetadata() (*kafka.ConsumerGroupMetadata, error)
 }
 
+// idle forgets the transaction that just ended. Caller holds mu.
+func (d *DLQ) idle() { d.state, d.pendingOffs, d.pendingN = txnIdle, nil, 0 }
+
 // finish records a committed transaction. Caller holds mu.
 func (d *DLQ) finish(letters int) {
-	d.state, d.pendingOffs, d.pendingN = txnIdle, nil, 0
+	d.idle()
 	d.committed.Add(uint64(letters))
 	d.txns.Add(1)
 }
@@ -362,7 +363,7 @@ func (d *DLQ) abort(ctx context.Context) error {
 		d.state = txnAborting
 		return fmt.Errorf("dlq transaction abort: %w", err)
 	}
-	d.state, d.pendingOffs, d.pendingN = txnIdle, nil, 0
+	d.idle()
 	d.aborts.Add(1)
 	d.log.Warn("dlq_transaction_aborted")
 	return nil

@@ -180,7 +180,7 @@ func (t *tracker) done(ps *partState, offset int64) {
 
 // committable returns the offsets to commit for the owned partitions in only
 // (all owned when only is nil) and the held dead letters below them, ordered by
-// partition and offset. Caller holds commitMu.
+// partition and offset.
 func (t *tracker) committable(only map[int32]bool) ([]kafka.TopicPartition, []*kafka.Message) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -216,10 +216,11 @@ type letterRef struct {
 	offset    int64
 }
 
-// commitLocked commits offs (and letters) with commit and records what succeeded:
-// the committed offsets, and the held letters below them, which are forgotten.
-// Caller holds commitMu.
-func (t *tracker) commitLocked(offs []kafka.TopicPartition, letters []*kafka.Message, commit commitFunc) error {
+// commitLocked commits what is committable in only (see committable) with commit
+// and records what succeeded: the committed offsets, and the held letters below
+// them, which are forgotten. Caller holds commitMu.
+func (t *tracker) commitLocked(only map[int32]bool, commit commitFunc) error {
+	offs, letters := t.committable(only)
 	if len(offs) == 0 {
 		return nil
 	}
@@ -249,8 +250,7 @@ func (t *tracker) commitLocked(offs []kafka.TopicPartition, letters []*kafka.Mes
 func (t *tracker) commit(commit commitFunc) error {
 	t.commitMu.Lock()
 	defer t.commitMu.Unlock()
-	offs, letters := t.committable(nil)
-	return t.commitLocked(offs, letters, commit)
+	return t.commitLocked(nil, commit)
 }
 
 // revoke first commits what is done for partitions (unless the assignment was
@@ -272,8 +272,7 @@ func (t *tracker) revoke(partitions []int32, lost bool, commit commitFunc) error
 		for _, p := range partitions {
 			only[p] = true
 		}
-		offs, letters := t.committable(only)
-		err = t.commitLocked(offs, letters, commit)
+		err = t.commitLocked(only, commit)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
