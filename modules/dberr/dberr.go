@@ -1,4 +1,7 @@
-package ordersdb
+// Package dberr is the one classification of PostgreSQL errors: Transient (retry
+// the same work later), Data (the rows written are at fault) or Fatal. The ingest
+// flow retries, bisects or stops by it; the HTTP shell answers 503 for Transient.
+package dberr
 
 import (
 	"context"
@@ -9,8 +12,6 @@ import (
 	"net"
 	"strings"
 	"syscall"
-
-	"github.com/uptrace/bun/driver/pgdriver"
 )
 
 // Class says what a caller should do about a database error.
@@ -43,14 +44,15 @@ func (c Class) String() string {
 }
 
 // Classify is the one place that classifies database errors; err may be wrapped.
-// Server errors are classified by SQLSTATE, connection and network failures and
-// context cancellation or deadline are Transient, anything unknown is Fatal.
+// Server errors are classified by SQLSTATE, connection and network failures, a
+// closed pool and context cancellation or deadline are Transient, anything
+// unknown is Fatal.
 // Classify(nil) is Fatal: callers classify only failures.
 func Classify(err error) Class {
 	if err == nil {
 		return Fatal
 	}
-	var pgErr pgdriver.Error
+	var pgErr interface{ Field(byte) string } // pgdriver.Error
 	if errors.As(err, &pgErr) {
 		return classifySQLState(pgErr.Field('C'))
 	}
@@ -70,6 +72,9 @@ func Classify(err error) Class {
 	}
 	var opErr *net.OpError
 	if errors.As(err, &opErr) {
+		return Transient
+	}
+	if strings.Contains(err.Error(), "sql: database is closed") { // database/sql's unexported errDBClosed
 		return Transient
 	}
 	return Fatal
