@@ -1,27 +1,17 @@
 package httpx
 
 import (
-	"context"
-	"database/sql"
-	"database/sql/driver"
 	"errors"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/orderflow/orders-service/modules/dberr"
 	"github.com/orderflow/orders-service/modules/orders"
 )
-
-// ErrUnavailable marks an error caused by a backing service (the database) being
-// unreachable or too slow. Stores may wrap it; Status answers such errors 503.
-var ErrUnavailable = errors.New("service unavailable")
 
 // Status maps err to the HTTP status and the message to show the client. It is the
 // one place where errors become statuses:
@@ -56,42 +46,10 @@ func Status(err error) (int, string) {
 	}
 }
 
-// Unavailable reports whether err means a backing service could not answer in time
-// or could not be reached: ErrUnavailable, context deadline or cancellation, network
-// errors, refused or reset connections, a closed pool, or a PostgreSQL error of
-// class 08 (connection), 53 (insufficient resources) or 57P (operator intervention).
+// Unavailable reports whether err means the database could not answer in time or
+// could not be reached: what dberr.Classify calls Transient.
 func Unavailable(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, context.Canceled) || errors.Is(err, driver.ErrBadConn) ||
-		errors.Is(err, sql.ErrConnDone) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
-		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
-		return true
-	}
-	var ne net.Error
-	if errors.As(err, &ne) {
-		return true
-	}
-	if code := sqlState(err); code != "" {
-		return strings.HasPrefix(code, "08") || strings.HasPrefix(code, "53") || strings.HasPrefix(code, "57P")
-	}
-	return strings.Contains(err.Error(), "database is closed")
-}
-
-// sqlState extracts a SQLSTATE from driver errors without importing a driver:
-// pgdriver errors expose Field('C'), pgx errors expose SQLState().
-func sqlState(err error) string {
-	var pgd interface{ Field(byte) string }
-	if errors.As(err, &pgd) {
-		return pgd.Field('C')
-	}
-	var pgx interface{ SQLState() string }
-	if errors.As(err, &pgx) {
-		return pgx.SQLState()
-	}
-	return ""
+	return err != nil && dberr.Classify(err) == dberr.Transient
 }
 
 // errorHandler is the app's fiber.ErrorHandler.

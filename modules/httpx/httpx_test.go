@@ -73,7 +73,6 @@ func TestErrorMapping(t *testing.T) {
 		{"validation", fmt.Errorf("put: %w", &orders.InvalidError{Class: orders.ClassValidation, Field: "payment.goods_total", Reason: "not the sum"}), 422, "payment.goods_total", "payment.goods_total", ""},
 		{"fiber error", fiber.NewError(fiber.StatusTeapot, "short and stout"), 418, "short and stout", "", ""},
 		{"deadline", fmt.Errorf("get: %w", context.DeadlineExceeded), 503, "unavailable", "", "deadline"},
-		{"wrapped unavailable", fmt.Errorf("read through: %w", ErrUnavailable), 503, "unavailable", "", ""},
 		{"conn refused", fmt.Errorf("read: %w", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}), 503, "unavailable", "", "dial"},
 		{"pg shutdown", fmt.Errorf("q: %w", pgErr{"57P01"}), 503, "unavailable", "", "57P01"},
 		{"pg data error", fmt.Errorf("q: %w", pgErr{"23505"}), 500, "Internal Server Error", "", "23505"},
@@ -106,7 +105,7 @@ func TestErrorMapping(t *testing.T) {
 
 func TestUnavailable(t *testing.T) {
 	yes := []error{
-		ErrUnavailable, context.DeadlineExceeded, context.Canceled, io.ErrUnexpectedEOF,
+		context.DeadlineExceeded, context.Canceled, io.ErrUnexpectedEOF,
 		fmt.Errorf("x: %w", syscall.ECONNRESET),
 		pgErr{"08006"},
 		pgErr{"53300"},

@@ -19,6 +19,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/orderflow/orders-service/migrations"
+	"github.com/orderflow/orders-service/modules/dberr"
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/ordersdb"
 	"github.com/orderflow/orders-service/modules/orders/storetest"
@@ -138,8 +139,8 @@ func TestInvalidUIDs(t *testing.T) {
 	}
 	// UpsertBatch trusts validated input; the schema still refuses a bad uid, as a data error.
 	_, err := s.UpsertBatch(ctx, []orders.Record{{Order: storetest.NewOrder(bad, 1)}})
-	if err == nil || ordersdb.Classify(err) != ordersdb.Data {
-		t.Errorf("UpsertBatch with a bad uid: %v (class %v), want a data error", err, ordersdb.Classify(err))
+	if err == nil || dberr.Classify(err) != dberr.Data {
+		t.Errorf("UpsertBatch with a bad uid: %v (class %v), want a data error", err, dberr.Classify(err))
 	}
 }
 
@@ -158,7 +159,7 @@ func TestDataErrorsRollBackTheWholeBatch(t *testing.T) {
 		if err == nil {
 			t.Fatalf("batch with %s: no error", bad.OrderUID)
 		}
-		if c := ordersdb.Classify(err); c != ordersdb.Data {
+		if c := dberr.Classify(err); c != dberr.Data {
 			t.Fatalf("batch with %s: %v classified %v, want data", bad.OrderUID, err, c)
 		}
 		if n := countRows(t, db, "orders", good.OrderUID); n != 0 {
@@ -199,7 +200,7 @@ func TestConcurrentOverlappingBatches(t *testing.T) {
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		t.Errorf("concurrent batch: %v (class %v)", err, ordersdb.Classify(err))
+		t.Errorf("concurrent batch: %v (class %v)", err, dberr.Classify(err))
 	}
 	top := int64((rounds-1)*writers + writers - 1)
 	for i := range uids {
@@ -230,8 +231,8 @@ func TestOpenErrors(t *testing.T) {
 	}
 	// Nothing listens on port 1: the ping fails, as a transient error.
 	_, err := ordersdb.Open(ctx, "postgres://u:secret@127.0.0.1:1/db?sslmode=disable", 1)
-	if err == nil || ordersdb.Classify(err) != ordersdb.Transient || strings.Contains(err.Error(), "secret") {
-		t.Errorf("Open to a closed port: %v (class %v), want a transient error without the password", err, ordersdb.Classify(err))
+	if err == nil || dberr.Classify(err) != dberr.Transient || strings.Contains(err.Error(), "secret") {
+		t.Errorf("Open to a closed port: %v (class %v), want a transient error without the password", err, dberr.Classify(err))
 	}
 }
 
@@ -246,24 +247,24 @@ func TestClassify(t *testing.T) {
 	tests := []struct {
 		name string
 		err  error
-		want ordersdb.Class
+		want dberr.Class
 	}{
-		{"nil", nil, ordersdb.Fatal},
-		{"deadline", context.DeadlineExceeded, ordersdb.Transient},
-		{"canceled wrapped", fmt.Errorf("upsert batch: %w", context.Canceled), ordersdb.Transient},
-		{"bad conn", driver.ErrBadConn, ordersdb.Transient},
-		{"conn done", sql.ErrConnDone, ordersdb.Transient},
-		{"eof", io.EOF, ordersdb.Transient},
-		{"unexpected eof", fmt.Errorf("x: %w", io.ErrUnexpectedEOF), ordersdb.Transient},
-		{"refused", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, ordersdb.Transient},
-		{"reset", fmt.Errorf("read: %w", syscall.ECONNRESET), ordersdb.Transient},
-		{"net timeout", fakeTimeout{}, ordersdb.Transient},
-		{"tx done", sql.ErrTxDone, ordersdb.Fatal},
-		{"unknown", errors.New("boom"), ordersdb.Fatal},
+		{"nil", nil, dberr.Fatal},
+		{"deadline", context.DeadlineExceeded, dberr.Transient},
+		{"canceled wrapped", fmt.Errorf("upsert batch: %w", context.Canceled), dberr.Transient},
+		{"bad conn", driver.ErrBadConn, dberr.Transient},
+		{"conn done", sql.ErrConnDone, dberr.Transient},
+		{"eof", io.EOF, dberr.Transient},
+		{"unexpected eof", fmt.Errorf("x: %w", io.ErrUnexpectedEOF), dberr.Transient},
+		{"refused", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, dberr.Transient},
+		{"reset", fmt.Errorf("read: %w", syscall.ECONNRESET), dberr.Transient},
+		{"net timeout", fakeTimeout{}, dberr.Transient},
+		{"tx done", sql.ErrTxDone, dberr.Fatal},
+		{"unknown", errors.New("boom"), dberr.Fatal},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := ordersdb.Classify(tt.err); got != tt.want {
+			if got := dberr.Classify(tt.err); got != tt.want {
 				t.Errorf("Classify(%v) = %v, want %v", tt.err, got, tt.want)
 			}
 		})
@@ -280,29 +281,29 @@ func TestClassifyServerErrors(t *testing.T) {
 	t.Cleanup(func() { _ = db.Close() })
 	tests := []struct {
 		sqlstate string
-		want     ordersdb.Class
+		want     dberr.Class
 	}{
-		{"40001", ordersdb.Transient},
-		{"40P01", ordersdb.Transient},
-		{"53300", ordersdb.Transient},
-		{"57P01", ordersdb.Transient},
-		{"57P02", ordersdb.Transient},
-		{"57P03", ordersdb.Transient},
-		{"08006", ordersdb.Transient},
-		{"53100", ordersdb.Transient},
-		{"55P03", ordersdb.Transient},
-		{"57014", ordersdb.Transient},
-		{"22001", ordersdb.Data},
-		{"22021", ordersdb.Data},
-		{"23505", ordersdb.Data},
-		{"23503", ordersdb.Data},
-		{"23514", ordersdb.Data},
-		{"42804", ordersdb.Data},
-		{"54000", ordersdb.Data},
-		{"42P01", ordersdb.Fatal},
-		{"42703", ordersdb.Fatal},
-		{"XX000", ordersdb.Fatal},
-		{"28P01", ordersdb.Fatal},
+		{"40001", dberr.Transient},
+		{"40P01", dberr.Transient},
+		{"53300", dberr.Transient},
+		{"57P01", dberr.Transient},
+		{"57P02", dberr.Transient},
+		{"57P03", dberr.Transient},
+		{"08006", dberr.Transient},
+		{"53100", dberr.Transient},
+		{"55P03", dberr.Transient},
+		{"57014", dberr.Transient},
+		{"22001", dberr.Data},
+		{"22021", dberr.Data},
+		{"23505", dberr.Data},
+		{"23503", dberr.Data},
+		{"23514", dberr.Data},
+		{"42804", dberr.Data},
+		{"54000", dberr.Data},
+		{"42P01", dberr.Fatal},
+		{"42703", dberr.Fatal},
+		{"XX000", dberr.Fatal},
+		{"28P01", dberr.Fatal},
 	}
 	for _, tt := range tests {
 		t.Run(tt.sqlstate, func(t *testing.T) {
@@ -311,14 +312,14 @@ func TestClassifyServerErrors(t *testing.T) {
 			if err == nil {
 				t.Fatal("no error")
 			}
-			if got := ordersdb.Classify(fmt.Errorf("wrapped: %w", err)); got != tt.want {
+			if got := dberr.Classify(fmt.Errorf("wrapped: %w", err)); got != tt.want {
 				t.Errorf("Classify(%v) = %v, want %v", err, got, tt.want)
 			}
 		})
 	}
 	// A real statement error, not a synthetic one.
 	_, err = db.ExecContext(ctx, "SELECT * FROM no_such_table")
-	if got := ordersdb.Classify(err); got != ordersdb.Fatal {
+	if got := dberr.Classify(err); got != dberr.Fatal {
 		t.Errorf("missing table: %v classified %v, want fatal", err, got)
 	}
 }
@@ -350,10 +351,10 @@ func TestServerCrashIsTransient(t *testing.T) {
 	if err == nil {
 		t.Fatal("upsert on a killed server: no error")
 	}
-	if got := ordersdb.Classify(err); got != ordersdb.Transient {
+	if got := dberr.Classify(err); got != dberr.Transient {
 		t.Fatalf("upsert on a killed server: %v classified %v, want transient", err, got)
 	}
-	if _, err := s.Get(ctx, "crash-00"); ordersdb.Classify(err) != ordersdb.Transient {
+	if _, err := s.Get(ctx, "crash-00"); dberr.Classify(err) != dberr.Transient {
 		t.Fatalf("get on a killed server: %v, want a transient error", err)
 	}
 	if err := c.Start(); err != nil {
@@ -366,8 +367,8 @@ func TestServerCrashIsTransient(t *testing.T) {
 		if err == nil {
 			break
 		}
-		if ordersdb.Classify(err) != ordersdb.Transient || attempt == 5 {
-			t.Fatalf("upsert after restart: %v (class %v)", err, ordersdb.Classify(err))
+		if dberr.Classify(err) != dberr.Transient || attempt == 5 {
+			t.Fatalf("upsert after restart: %v (class %v)", err, dberr.Classify(err))
 		}
 	}
 	if len(applied) != 20 {

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/uptrace/bun/driver/pgdriver"
+
+	"github.com/orderflow/orders-service/modules/dberr"
 )
 
 // redactedError hides the message text of a PostgreSQL error about the rows
@@ -36,7 +38,7 @@ func redact(err error) error {
 	var b strings.Builder
 	b.WriteString(pg.Field('S'))
 	b.WriteString(": ")
-	b.WriteString(Classify(pg).String())
+	b.WriteString(dberr.Classify(pg).String())
 	b.WriteString(" error, message withheld (SQLSTATE=")
 	b.WriteString(code)
 	b.WriteString(")")
