@@ -14,14 +14,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/orderflow/orders-service/configs"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/orderflow/orders-service/modules/orders/ordersgen"
+	"github.com/orderflow/orders-service/pipeline/kafkaedge"
 )
 
 // devDataDir is where `app dev` keeps its PostgreSQL and Kafka data between runs.
@@ -132,7 +131,7 @@ func startDevKafka(dir string, port int, topic, dlq string, partitions int32) (s
 // devTraffic publishes the canonical sample order, then a gentle stream of test
 // orders until ctx ends.
 func devTraffic(ctx context.Context, brokers, topic string, rate, invalid float64, cfg configs.Config, log *slog.Logger) {
-	if err := produceOne(brokers, topic, sampleUID, ordersgen.Sample()); err != nil {
+	if err := kafkaedge.ProduceOne(ctx, brokers, topic, []byte(sampleUID), ordersgen.Sample()); err != nil {
 		log.Warn("dev_sample_produce_failed", "error", err)
 	}
 	if rate <= 0 {
@@ -141,32 +140,6 @@ func devTraffic(ctx context.Context, brokers, topic string, rate, invalid float6
 	o := produceOptions{count: math.MaxInt32, rate: rate, invalidRatio: invalid, brokers: brokers, topic: topic, quiet: true}
 	if _, err := produce(ctx, o, cfg, io.Discard); err != nil && ctx.Err() == nil {
 		log.Warn("dev_traffic_stopped", "error", err)
-	}
-}
-
-// produceOne sends one record and waits for its acknowledgement.
-func produceOne(brokers, topic, key string, value []byte) error {
-	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": brokers, "acks": "all", "enable.metrics.push": false})
-	if err != nil {
-		return err
-	}
-	defer p.Close()
-	dr := make(chan kafka.Event, 1)
-	err = p.Produce(&kafka.Message{
-		TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
-		Key:            []byte(key), Value: value,
-	}, dr)
-	if err != nil {
-		return err
-	}
-	select {
-	case e := <-dr:
-		if m, ok := e.(*kafka.Message); ok && m.TopicPartition.Error != nil {
-			return m.TopicPartition.Error
-		}
-		return nil
-	case <-time.After(30 * time.Second):
-		return fmt.Errorf("no acknowledgement within 30 s")
 	}
 }
 

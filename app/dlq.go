@@ -7,13 +7,10 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"strconv"
-	"strings"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
 	"github.com/orderflow/orders-service/configs"
+	"github.com/orderflow/orders-service/pipeline/kafkaedge"
 )
 
 // dlqOptions are the flags of `app dlq inspect|replay`.
@@ -65,118 +62,27 @@ func cmdDLQ(ctx context.Context, args, environ []string, stdout, stderr io.Write
 	return replayDLQ(ctx, o, cfg, recs, stdout)
 }
 
-// dlqRecord is one dead letter as read back from the DLQ topic.
-type dlqRecord struct {
-	partition int32
-	offset    int64
-	key       []byte
-	value     []byte
-	headers   []kafka.Header
-}
-
-func (r dlqRecord) header(name string) string {
-	for _, h := range r.headers {
-		if h.Key == name {
-			return string(h.Value)
-		}
-	}
-	return ""
-}
-
-// readDLQ reads every record of the DLQ topic that matches the filters, from the
-// start to the end offsets at call time (no consumer group, nothing committed).
-func readDLQ(ctx context.Context, o dlqOptions) ([]dlqRecord, error) {
-	c, err := kafka.NewConsumer(&kafka.ConfigMap{
-		"bootstrap.servers": o.brokers, "group.id": "orders-dlq-tool", "enable.auto.commit": false,
-		"enable.partition.eof": true, "auto.offset.reset": "earliest", "enable.metrics.push": false,
-		"isolation.level": "read_committed", // dead letters of aborted transactions are not dead letters
+// readDLQ reads every dead letter that matches the filters, from the start to
+// the end offsets at call time (no consumer group, nothing committed).
+func readDLQ(ctx context.Context, o dlqOptions) ([]kafkaedge.Record, error) {
+	recs, err := kafkaedge.ReadTopic(ctx, kafkaedge.ReadOptions{
+		Brokers: o.brokers, Topic: o.topic, Partition: o.partition, From: o.from, To: o.to,
+		Keep: func(r *kafkaedge.Record) bool {
+			return o.class == "" || r.Header(kafkaedge.HeaderErrorClass) == o.class
+		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("dlq: consumer: %w", err)
+		return nil, fmt.Errorf("dlq: %w", err)
 	}
-	defer func() { _ = c.Close() }()
-	md, err := c.GetMetadata(&o.topic, false, 10000)
-	if err != nil {
-		return nil, fmt.Errorf("dlq: metadata of %s: %w", o.topic, err)
-	}
-	tm, ok := md.Topics[o.topic]
-	if !ok || tm.Error.Code() == kafka.ErrUnknownTopicOrPart {
-		return nil, fmt.Errorf("dlq: topic %s does not exist", o.topic)
-	}
-	var assign []kafka.TopicPartition
-	remaining := map[int32]int64{} // partition -> last offset to read
-	for _, p := range tm.Partitions {
-		if o.partition >= 0 && p.ID != int32(o.partition) {
-			continue
-		}
-		low, high, err := c.QueryWatermarkOffsets(o.topic, p.ID, 10000)
-		if err != nil {
-			return nil, fmt.Errorf("dlq: offsets of %s/%d: %w", o.topic, p.ID, err)
-		}
-		start := max(low, o.from)
-		end := high - 1
-		if o.to >= 0 && o.to < end {
-			end = o.to
-		}
-		if start > end {
-			continue
-		}
-		remaining[p.ID] = end
-		assign = append(assign, kafka.TopicPartition{Topic: &o.topic, Partition: p.ID, Offset: kafka.Offset(start)})
-	}
-	if len(assign) == 0 {
-		return nil, nil
-	}
-	if err := c.Assign(assign); err != nil {
-		return nil, fmt.Errorf("dlq: assign: %w", err)
-	}
-	var out []dlqRecord
-	idle := time.Now()
-	for len(remaining) > 0 {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if time.Since(idle) > 30*time.Second {
-			return nil, fmt.Errorf("dlq: no progress for 30 s reading %s", o.topic)
-		}
-		switch e := c.Poll(200).(type) {
-		case *kafka.Message:
-			idle = time.Now()
-			p, off := e.TopicPartition.Partition, int64(e.TopicPartition.Offset)
-			end, ok := remaining[p]
-			if !ok || off > end {
-				continue
-			}
-			if off == end {
-				delete(remaining, p)
-			}
-			r := dlqRecord{partition: p, offset: off, key: e.Key, value: e.Value, headers: e.Headers}
-			if o.class == "" || r.header("x-error-class") == o.class {
-				out = append(out, r)
-			}
-		case kafka.PartitionEOF:
-			delete(remaining, e.Partition)
-		case kafka.Error:
-			if e.IsFatal() {
-				return nil, fmt.Errorf("dlq: %w", e)
-			}
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].partition != out[j].partition {
-			return out[i].partition < out[j].partition
-		}
-		return out[i].offset < out[j].offset
-	})
-	return out, nil
+	return recs, nil
 }
 
 // printDLQ prints the count by error class and the first records with their
 // headers. Values are not printed (they carry personal data), only their size.
-func printDLQ(w io.Writer, o dlqOptions, recs []dlqRecord) {
+func printDLQ(w io.Writer, o dlqOptions, recs []kafkaedge.Record) {
 	byClass := map[string]int{}
 	for _, r := range recs {
-		byClass[r.header("x-error-class")]++
+		byClass[r.Header(kafkaedge.HeaderErrorClass)]++
 	}
 	classes := make([]string, 0, len(byClass))
 	for c := range byClass {
@@ -192,9 +98,9 @@ func printDLQ(w io.Writer, o dlqOptions, recs []dlqRecord) {
 			fmt.Fprintf(w, "... %d more (use --limit)\n", len(recs)-o.limit)
 			break
 		}
-		fmt.Fprintf(w, "\n%s/%d@%d key=%q value=%d bytes\n", o.topic, r.partition, r.offset, r.key, len(r.value))
-		for _, h := range r.headers {
-			if strings.HasPrefix(h.Key, "x-") {
+		fmt.Fprintf(w, "\n%s/%d@%d key=%q value=%d bytes\n", o.topic, r.Partition, r.Offset, r.Key, len(r.Value))
+		for _, h := range r.Headers {
+			if kafkaedge.IsServiceHeader(h.Key) {
 				fmt.Fprintf(w, "  %s: %s\n", h.Key, h.Value)
 			}
 		}
@@ -203,62 +109,50 @@ func printDLQ(w io.Writer, o dlqOptions, recs []dlqRecord) {
 
 // replayDLQ re-publishes the records (original key, value and non-x-* headers) to
 // their source topic. The upsert is idempotent, so replaying twice is harmless.
-func replayDLQ(ctx context.Context, o dlqOptions, cfg configs.Config, recs []dlqRecord, w io.Writer) error {
-	target := func(r dlqRecord) string {
+func replayDLQ(ctx context.Context, o dlqOptions, cfg configs.Config, recs []kafkaedge.Record, w io.Writer) error {
+	fallback := cfg.Kafka.Topic
+	target := func(r *kafkaedge.Record) (string, []byte, []byte, []kafkaedge.Header) {
+		topic, key, value, hs := kafkaedge.Replay(r, fallback)
 		if o.target != "" {
-			return o.target
+			topic = o.target
 		}
-		if t := r.header("x-source-topic"); t != "" {
-			return t
-		}
-		return cfg.Kafka.Topic
+		return topic, key, value, hs
 	}
 	if o.dryRun {
-		for _, r := range recs {
-			fmt.Fprintf(w, "would replay %s/%d@%d key=%q class=%s -> %s\n", o.topic, r.partition, r.offset, r.key, r.header("x-error-class"), target(r))
+		for i := range recs {
+			r := &recs[i]
+			topic, _, _, _ := target(r)
+			fmt.Fprintf(w, "would replay %s/%d@%d key=%q class=%s -> %s\n", o.topic, r.Partition, r.Offset, r.Key, r.Header(kafkaedge.HeaderErrorClass), topic)
 		}
 		fmt.Fprintf(w, "dry run: %d records would be replayed\n", len(recs))
 		return nil
 	}
-	p, err := kafka.NewProducer(&kafka.ConfigMap{
-		"bootstrap.servers": o.brokers, "enable.idempotence": true, "acks": "all",
-		"message.max.bytes": 16 << 20, "enable.metrics.push": false,
-	})
+	p, err := kafkaedge.NewProducer(o.brokers, "order-dlq-replay")
 	if err != nil {
-		return fmt.Errorf("dlq replay: producer: %w", err)
+		return fmt.Errorf("dlq replay: %w", err)
 	}
-	defer p.Close()
-	dr := make(chan kafka.Event, len(recs)+1)
-	for _, r := range recs {
-		topic := target(r)
-		var hs []kafka.Header
-		for _, h := range r.headers {
-			if !strings.HasPrefix(h.Key, "x-") {
-				hs = append(hs, h)
-			}
-		}
-		hs = append(hs, kafka.Header{Key: "x-replayed-from", Value: []byte(o.topic + "/" + strconv.Itoa(int(r.partition)) + "@" + strconv.FormatInt(r.offset, 10))})
-		msg := &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny}, Key: r.key, Value: r.value, Headers: hs}
-		if err := p.Produce(msg, dr); err != nil {
+	for i := range recs {
+		topic, key, value, hs := target(&recs[i])
+		if err := p.Send(ctx, topic, key, value, hs); err != nil {
+			_ = p.Close()
 			return fmt.Errorf("dlq replay: %w", err)
 		}
 	}
-	failed := 0
-	for range recs {
-		select {
-		case e := <-dr:
-			if m, ok := e.(*kafka.Message); ok && m.TopicPartition.Error != nil {
-				failed++
+	deadline := time.Now().Add(60 * time.Second)
+	for p.Flush(time.Second) > 0 {
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			_ = p.Close()
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(60 * time.Second):
 			return errors.New("dlq replay: no acknowledgement within 60 s")
 		}
 	}
-	fmt.Fprintf(w, "replayed %d records (%d failed)\n", len(recs)-failed, failed)
-	if failed > 0 {
-		return fmt.Errorf("dlq replay: %d records not acknowledged", failed)
+	cerr := p.Close()
+	acked, failed := p.Acked()
+	fmt.Fprintf(w, "replayed %d records (%d failed)\n", acked, failed)
+	if cerr != nil {
+		return fmt.Errorf("dlq replay: %w", cerr)
 	}
 	return nil
 }

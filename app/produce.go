@@ -6,11 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
-	"sync/atomic"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
@@ -18,6 +15,7 @@ import (
 
 	"github.com/orderflow/orders-service/configs"
 	"github.com/orderflow/orders-service/modules/orders/ordersgen"
+	"github.com/orderflow/orders-service/pipeline/kafkaedge"
 )
 
 // produceOptions are the flags of `app produce`.
@@ -76,42 +74,17 @@ type produceSummary struct {
 	elapsed                      time.Duration
 }
 
-// produce sends o.count orders and waits for every delivery report.
+// produce sends o.count orders and waits for every acknowledgement.
 func produce(ctx context.Context, o produceOptions, cfg configs.Config, progress io.Writer) (produceSummary, error) {
 	var sum produceSummary
-	p, err := kafka.NewProducer(&kafka.ConfigMap{
-		"bootstrap.servers":   o.brokers,
-		"enable.idempotence":  true,
-		"acks":                "all",
-		"linger.ms":           5,
-		"compression.type":    "lz4",
-		"message.max.bytes":   cfg.Pipeline.MaxMessageBytes * 3,
-		"client.id":           "order-producer",
-		"enable.metrics.push": false,
-	})
+	p, err := kafkaedge.NewProducer(o.brokers, "order-producer")
 	if err != nil {
-		return sum, fmt.Errorf("produce: producer: %w", err)
+		return sum, fmt.Errorf("produce: %w", err)
 	}
 	closed := false
 	defer func() {
 		if !closed {
-			p.Close()
-		}
-	}()
-	var acked, failed atomic.Int64
-	var firstErr atomic.Value
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for e := range p.Events() {
-			if m, ok := e.(*kafka.Message); ok {
-				if m.TopicPartition.Error != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, m.TopicPartition.Error.Error())
-				} else {
-					acked.Add(1)
-				}
-			}
+			_ = p.Close()
 		}
 	}()
 	gen := ordersgen.New(o.seed)
@@ -148,53 +121,45 @@ func produce(ctx context.Context, o produceOptions, cfg configs.Config, progress
 			trace.WithAttributes(attribute.String("messaging.destination.name", topic), attribute.String("order.kind", kind)))
 		carrier := propagation.MapCarrier{}
 		prop.Inject(trace.ContextWithSpan(ctx, span), carrier)
-		headers := make([]kafka.Header, 0, len(carrier))
+		headers := make([]kafkaedge.Header, 0, len(carrier))
 		for k, v := range carrier {
-			headers = append(headers, kafka.Header{Key: k, Value: []byte(v)})
+			headers = append(headers, kafkaedge.Header{Key: k, Value: []byte(v)})
 		}
-		msg := &kafka.Message{
-			TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
-			Key:            []byte(key), Value: value, Headers: headers,
-		}
-		for {
-			err := p.Produce(msg, nil)
-			if err == nil {
+		err := p.Send(ctx, topic, []byte(key), value, headers)
+		span.End()
+		if err != nil {
+			if ctx.Err() != nil {
 				break
 			}
-			var ke kafka.Error
-			if errors.As(err, &ke) && ke.Code() == kafka.ErrQueueFull {
-				p.Flush(100)
-				continue
-			}
-			span.End()
 			return sum, fmt.Errorf("produce: %w", err)
 		}
-		span.End()
 		sum.sent++
 		select {
 		case <-tick.C:
 			if !o.quiet {
+				acked, failed := p.Acked()
 				el := time.Since(start).Seconds()
-				fmt.Fprintf(progress, "produce: sent=%d acknowledged=%d errors=%d rate=%.0f/s\n", sum.sent, acked.Load(), failed.Load(), float64(sum.sent)/el)
+				fmt.Fprintf(progress, "produce: sent=%d acknowledged=%d errors=%d rate=%.0f/s\n", sum.sent, acked, failed, float64(sum.sent)/el)
 			}
 		default:
 		}
 	}
-	for p.Flush(1000) > 0 {
+	for p.Flush(time.Second) > 0 {
 		if !o.quiet {
-			fmt.Fprintf(progress, "produce: waiting for %d acknowledgements\n", sum.sent-acked.Load()-failed.Load())
+			acked, failed := p.Acked()
+			fmt.Fprintf(progress, "produce: waiting for %d acknowledgements\n", sum.sent-acked-failed)
 		}
 		if ctx.Err() != nil {
-			p.Flush(5000) // interrupted: one last bounded wait, then report what is missing
+			p.Flush(5 * time.Second) // interrupted: one last bounded wait, then report what is missing
 			break
 		}
 	}
-	p.Close()
+	cerr := p.Close()
 	closed = true
-	<-done
-	sum.acked, sum.failed, sum.elapsed = acked.Load(), failed.Load(), time.Since(start)
-	if v := firstErr.Load(); v != nil {
-		return sum, fmt.Errorf("produce: %d records failed, first: %s", sum.failed, strings.TrimSpace(v.(string)))
+	sum.acked, sum.failed = p.Acked()
+	sum.elapsed = time.Since(start)
+	if cerr != nil {
+		return sum, fmt.Errorf("produce: %w", cerr)
 	}
 	return sum, ctx.Err()
 }

@@ -17,6 +17,9 @@ import (
 	"github.com/knadh/koanf/providers/file"
 	"github.com/knadh/koanf/providers/rawbytes"
 	"github.com/knadh/koanf/v2"
+
+	"github.com/orderflow/orders-service/pipeline/ingest"
+	"github.com/orderflow/orders-service/pipeline/kafkaedge"
 )
 
 //go:embed default.yaml
@@ -44,16 +47,8 @@ type Postgres struct {
 	MigrateOnStart bool   `koanf:"migrate_on_start"`
 }
 
-// Kafka configures the broker connection and topics.
-type Kafka struct {
-	Brokers      string `koanf:"brokers"`
-	Topic        string `koanf:"topic"`
-	DLQTopic     string `koanf:"dlq_topic"`
-	GroupID      string `koanf:"group_id"`
-	InstanceID   string `koanf:"instance_id"`
-	CreateTopics bool   `koanf:"create_topics"`
-	Partitions   int    `koanf:"partitions"`
-}
+// Kafka configures the broker connection and topics (the Kafka edge's own type).
+type Kafka = kafkaedge.Config
 
 // HTTP configures the API listener.
 type HTTP struct {
@@ -77,17 +72,8 @@ type Cache struct {
 	WarmupOnStart bool          `koanf:"warmup_on_start"`
 }
 
-// Pipeline configures the ingestion pipeline.
-type Pipeline struct {
-	BatchSize       int           `koanf:"batch_size"`
-	BatchBytes      int           `koanf:"batch_bytes"`
-	BatchLinger     time.Duration `koanf:"batch_linger"`
-	QueueCapacity   int           `koanf:"queue_capacity"`
-	MaxMessageBytes int           `koanf:"max_message_bytes"`
-	RetryMin        time.Duration `koanf:"retry_min"`
-	RetryMax        time.Duration `koanf:"retry_max"`
-	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
-}
+// Pipeline configures the ingestion pipeline (the ingest flow's own type).
+type Pipeline = ingest.Config
 
 // Log configures structured logging.
 type Log struct {
@@ -138,6 +124,15 @@ func EnvNames() []string {
 		out[i] = EnvName(key)
 	}
 	return out
+}
+
+// Default returns the defaults (configs/default.yaml) with nothing overriding them.
+func Default() Config {
+	c, err := Load("", nil)
+	if err != nil {
+		panic(err) // the embedded defaults are part of the binary and tested
+	}
+	return c
 }
 
 // Load builds the configuration from the defaults, the optional file (path may be
@@ -246,6 +241,7 @@ func (c Config) Validate() error {
 	check(c.Kafka.InstanceID == "" || validTopic(c.Kafka.InstanceID), "kafka.instance_id",
 		fmt.Sprintf("want empty or 1..249 letters, digits, '.', '_', '-', got %q", c.Kafka.InstanceID))
 	check(c.Kafka.Partitions >= 1, "kafka.partitions", "want >= 1")
+	check(c.Kafka.ReplicationFactor >= 1, "kafka.replication_factor", "want >= 1")
 	_, _, err := net.SplitHostPort(c.HTTP.Addr)
 	check(err == nil, "http.addr", fmt.Sprintf("want [host]:port, got %q", c.HTTP.Addr))
 	check(c.HTTP.ReadTimeout > 0, "http.read_timeout", "want > 0")
@@ -259,6 +255,8 @@ func (c Config) Validate() error {
 	check(c.Pipeline.BatchBytes >= 1024, "pipeline.batch_bytes", "want >= 1024")
 	check(c.Pipeline.BatchLinger > 0, "pipeline.batch_linger", "want > 0")
 	check(c.Pipeline.QueueCapacity >= 1, "pipeline.queue_capacity", "want >= 1")
+	check(c.Pipeline.BatchQueueCapacity >= 1, "pipeline.batch_queue_capacity", "want >= 1")
+	check(c.Pipeline.CommitInterval > 0, "pipeline.commit_interval", "want > 0")
 	check(c.Pipeline.MaxMessageBytes >= 1024, "pipeline.max_message_bytes", "want >= 1024")
 	check(c.Pipeline.RetryMin > 0, "pipeline.retry_min", "want > 0")
 	check(c.Pipeline.RetryMax >= c.Pipeline.RetryMin, "pipeline.retry_max", "want >= pipeline.retry_min")

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/uptrace/bun"
 
+	"github.com/orderflow/orders-service/configs"
 	"github.com/orderflow/orders-service/migrations"
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/orderscache"
@@ -181,19 +182,16 @@ func runFlow(b *testing.B, cluster *testenv.Cluster, brokers, topic string, n in
 	store := ordersdb.New(db)
 	cached := orderscache.NewStore(store, orderscache.New(256<<20), orderscache.Options{})
 	reg := prometheus.NewRegistry()
-	cfg := ingest.DefaultConfig()
-	cfg.Brokers, cfg.Topic, cfg.DLQTopic, cfg.GroupID = brokers, topic, topic+"-dlq", topic+"-group"
-	cfg.CreateTopics = true
+	kcfg := kafkaConfig(brokers, topic, topic+"-dlq", topic+"-group")
 	level := slog.LevelWarn
 	if benchDebug {
 		level = slog.LevelDebug
 	}
-	in, err := ingest.New(cfg, ingest.Deps{
-		Store:    store,
-		Cache:    cached,
-		Classify: classify,
-		Metrics:  reg,
-		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+	in, err := ingest.New(kcfg, configs.Default().Pipeline, ingest.Deps{
+		Store:   store,
+		Cache:   cached,
+		Metrics: reg,
+		Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -248,7 +246,7 @@ func runFlow(b *testing.B, cluster *testenv.Cluster, brokers, topic string, n in
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	for testenv.KafkaGroupLag(b, brokers, cfg.GroupID, topic) != 0 {
+	for testenv.KafkaGroupLag(b, brokers, kcfg.GroupID, topic) != 0 {
 		if time.Now().After(deadline) {
 			fail("group lag not 0")
 		}

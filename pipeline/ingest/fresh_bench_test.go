@@ -65,7 +65,7 @@ const freshSample = 50
 //	TEST_KAFKA_BROKERS=127.0.0.1:19092 go test -run '^$' -bench Freshness -benchtime 1x ./pipeline/ingest/
 func BenchmarkFreshness(b *testing.B) {
 	seconds := envInt(b, "FRESH_BENCH_SECONDS", 15)
-	cfg := ingest.DefaultConfig()
+	cfg := configs.Default().Pipeline
 	if s := os.Getenv("FRESH_BENCH_LINGER"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
@@ -144,18 +144,15 @@ func runFreshness(b *testing.B, cluster *testenv.Cluster, brokers string, cfg in
 
 	topic := testenv.KafkaTopicName(b, "fresh")
 	testenv.KafkaCreateTopic(b, brokers, topic, 4)
-	cfg.Brokers, cfg.Topic, cfg.DLQTopic, cfg.GroupID = brokers, topic, topic+"-dlq", topic+"-group"
-	cfg.CreateTopics = true
 	level := slog.LevelWarn
 	if benchDebug {
 		level = slog.LevelDebug
 	}
-	in, err := ingest.New(cfg, ingest.Deps{
-		Store:    clock.writer(),
-		Cache:    clock,
-		Classify: classify,
-		Metrics:  prometheus.NewRegistry(),
-		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+	in, err := ingest.New(kafkaConfig(brokers, topic, topic+"-dlq", topic+"-group"), cfg, ingest.Deps{
+		Store:   clock.writer(),
+		Cache:   clock,
+		Metrics: prometheus.NewRegistry(),
+		Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	})
 	if err != nil {
 		b.Fatal(err)

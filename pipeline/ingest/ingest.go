@@ -12,8 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,17 +20,17 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/orderflow/orders-service/modules/dberr"
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/pipeline"
-	"github.com/orderflow/orders-service/pipeline/kafkasrc"
+	"github.com/orderflow/orders-service/pipeline/kafkaedge"
 )
 
 // item is one decoded message travelling through the flow.
 type item struct {
-	msg   *kafkasrc.Message
+	msg   *kafkaedge.Message
 	order orders.Order
 	span  trace.SpanContext // the producer's span, from the message headers
-	dead  bool              // dead-lettered by the upsert stage; its DLQ ack completes it
 }
 
 // batch is a group of items after the upsert: recs are the records written (one
@@ -46,11 +44,12 @@ type batch struct {
 // Ingest runs the flow. Create it with New, run it once with Run; Ready and Stats
 // are safe for concurrent use at any time.
 type Ingest struct {
+	kafka kafkaedge.Config
 	cfg   Config
 	deps  Deps
 	log   *slog.Logger
-	src   *kafkasrc.Source
-	dlq   *kafkasrc.DLQ
+	src   *kafkaedge.Source
+	com   *kafkaedge.Committer
 	p     *pipeline.Pipeline
 	store BatchWriter
 
@@ -63,21 +62,18 @@ type Ingest struct {
 	batches, written, applied, retries, splits, poison atomic.Uint64
 }
 
-// New builds the flow and its Kafka clients (they connect lazily). Call Run once,
-// or Close if Run will not be called.
-func New(cfg Config, deps Deps) (*Ingest, error) {
-	cfg, err := cfg.withDefaults()
-	if err != nil {
-		return nil, err
-	}
-	if deps.Store == nil || deps.Classify == nil {
-		return nil, errors.New("ingest: new: Store and Classify are required")
+// New builds the flow and its Kafka clients (they connect lazily) from the kafka
+// and pipeline sections of a valid configuration. Call Run once, or Close if Run
+// will not be called.
+func New(kafka kafkaedge.Config, cfg Config, deps Deps) (*Ingest, error) {
+	if deps.Store == nil {
+		return nil, errors.New("ingest: new: Store is required")
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
 	}
 	log := deps.Logger.With("component", "ingest")
-	in := &Ingest{cfg: cfg, deps: deps, log: log, store: deps.Store}
+	in := &Ingest{kafka: kafka, cfg: cfg, deps: deps, log: log, store: deps.Store}
 	in.state.Store("new")
 
 	var engineMetrics *pipeline.Metrics
@@ -89,30 +85,30 @@ func New(cfg Config, deps Deps) (*Ingest, error) {
 		engineMetrics = m.engine
 		in.store = m.timed(deps.Store)
 	}
-	in.src, err = kafkasrc.NewSource(kafkasrc.SourceConfig{Brokers: cfg.Brokers, Topic: cfg.Topic, GroupID: cfg.GroupID, InstanceID: cfg.InstanceID}, log)
-	if err != nil {
-		return nil, fmt.Errorf("ingest: new: %w", err)
-	}
-	in.dlq, err = kafkasrc.NewDLQ(kafkasrc.DLQConfig{
-		Brokers: cfg.Brokers, Topic: cfg.DLQTopic, TransactionalID: cfg.transactionalID(),
-		RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax,
+	var err error
+	in.com, err = kafkaedge.NewCommitter(kafkaedge.CommitterConfig{
+		Brokers: kafka.Brokers, Topic: kafka.Topic, DLQTopic: kafka.DLQTopic,
+		TransactionalID: kafka.TransactionalID(), Retry: cfg.Retry(),
 	}, log)
 	if err != nil {
-		in.src.Close()
 		return nil, fmt.Errorf("ingest: new: %w", err)
 	}
-	in.src.UseDLQ(in.dlq)
+	in.src, err = kafkaedge.NewSource(kafkaedge.SourceConfig{Brokers: kafka.Brokers, Topic: kafka.Topic, GroupID: kafka.GroupID, InstanceID: kafka.InstanceID}, in.com, log)
+	if err != nil {
+		in.com.Close()
+		return nil, fmt.Errorf("ingest: new: %w", err)
+	}
 	in.p = pipeline.New(pipeline.Options{QueueCapacity: cfg.QueueCapacity, ShutdownTimeout: cfg.ShutdownTimeout, Metrics: engineMetrics})
 	in.wire(in.p)
 	return in, nil
 }
 
-// wire builds the flow; it reads like the diagram in ARCHITECTURE.md.
+// wire builds the flow; it reads like the diagram in the README.
 func (in *Ingest) wire(p *pipeline.Pipeline) {
 	batchCap := pipeline.Capacity(in.cfg.BatchQueueCapacity)
 	fetched := pipeline.Source(p, "fetch", in.src.Run)
-	decoded := pipeline.Map(p, "decode", fetched, in.decode, pipeline.OnReject(in.rejectMessage("decode")))
-	valid := pipeline.Map(p, "validate", decoded, in.validate, pipeline.OnReject(in.rejectItem("validate")))
+	decoded := pipeline.Map(p, "decode", fetched, in.decode, pipeline.OnReject(deadLetter("decode", messageAck)))
+	valid := pipeline.Map(p, "validate", decoded, in.validate, pipeline.OnReject(deadLetter("validate", itemAck)))
 	batches := pipeline.Batch(p, "batch", valid, pipeline.BatchPolicy[*item]{
 		Count: in.cfg.BatchSize, Bytes: in.cfg.BatchBytes, Linger: in.cfg.BatchLinger,
 		Size: func(it *item) int { return len(it.msg.Value) },
@@ -120,7 +116,7 @@ func (in *Ingest) wire(p *pipeline.Pipeline) {
 	stored := pipeline.Map(p, "upsert", batches, in.upsert, batchCap)
 	cached := pipeline.Map(p, "cache", stored, in.fill, batchCap)
 	pipeline.Sink(p, "commit", cached, in.commit, batchCap,
-		pipeline.Every(in.cfg.CommitInterval, in.commitTick), pipeline.OnClose(in.commitTick)) // after the last batch: commit what is done, with its dead letters
+		pipeline.Every(in.cfg.CommitInterval, in.commitTick), pipeline.OnClose(in.commitTick))
 }
 
 // Run ensures the topics (when configured), runs the flow until ctx is cancelled,
@@ -132,11 +128,11 @@ func (in *Ingest) Run(ctx context.Context) error {
 	if !in.state.CompareAndSwap("new", "starting") {
 		return errors.New("ingest: run: already started")
 	}
-	err := in.ensureTopics(ctx)
-	if err == nil {
+	err := kafkaedge.EnsureTopics(ctx, in.kafka, in.cfg.Retry(), in.log)
+	if err == nil && ctx.Err() == nil {
 		in.state.Store("running")
-		in.dlq.Start()
-		in.log.Info("ingest_started", "topic", in.cfg.Topic, "group", in.cfg.GroupID, "dlq", in.cfg.DLQTopic, "instance", in.cfg.InstanceID)
+		in.com.Start()
+		in.log.Info("ingest_started", "topic", in.kafka.Topic, "group", in.kafka.GroupID, "dlq", in.kafka.DLQTopic, "instance", in.kafka.InstanceID)
 		err = in.p.Run(ctx)
 	}
 	in.release()
@@ -161,40 +157,15 @@ func (in *Ingest) Run(ctx context.Context) error {
 // releases them itself; Close after Run is a no-op.
 func (in *Ingest) Close() { in.release() }
 
+// release closes the Kafka clients in the direction the data flows: the Source
+// (its last commits go through the Committer), then the Committer.
 func (in *Ingest) release() {
 	in.closeOnce.Do(func() {
-		if err := in.src.Close(); err != nil { // its last commits use the DLQ's producer
+		if err := in.src.Close(); err != nil {
 			in.log.Warn("kafka_close", "err", err)
 		}
-		in.dlq.Close()
+		in.com.Close()
 	})
-}
-
-func (in *Ingest) ensureTopics(ctx context.Context) error {
-	if !in.cfg.CreateTopics {
-		return nil
-	}
-	for attempt := 1; ; attempt++ {
-		tctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		err := kafkasrc.EnsureTopics(tctx, in.cfg.Brokers,
-			kafkasrc.Topic{Name: in.cfg.Topic, Partitions: in.cfg.Partitions, ReplicationFactor: in.cfg.ReplicationFactor},
-			kafkasrc.Topic{
-				Name: in.cfg.DLQTopic, Partitions: in.cfg.Partitions, ReplicationFactor: in.cfg.ReplicationFactor,
-				// Dead letters include oversized messages: allow what the DLQ producer allows.
-				Config: map[string]string{"max.message.bytes": strconv.Itoa(kafkasrc.DLQMaxMessageBytes)},
-			})
-		cancel()
-		if err == nil {
-			return nil
-		}
-		wait := in.backoff(attempt)
-		in.log.Warn("ensure_topics_failed", "attempt", attempt, "retry_in", wait, "err", err)
-		select {
-		case <-ctx.Done():
-			return nil // stopped before starting: a clean stop
-		case <-time.After(wait):
-		}
-	}
 }
 
 // Ready returns nil while the flow runs and the broker is reachable.
@@ -219,14 +190,14 @@ func (in *Ingest) Ready() error {
 
 // decode parses a message strictly and within the size bound; a bad message is
 // rejected (dead-lettered with its decode error).
-func (in *Ingest) decode(ctx context.Context, m *kafkasrc.Message, out *pipeline.Emitter[*item]) error {
+func (in *Ingest) decode(ctx context.Context, m *kafkaedge.Message, out *pipeline.Emitter[*item]) error {
 	o, err := orders.Decode(m.Value, in.cfg.MaxMessageBytes)
 	if err != nil {
 		return pipeline.Reject(err)
 	}
 	it := &item{msg: m, order: o}
 	if len(m.Headers) > 0 {
-		it.span = trace.SpanContextFromContext(otel.GetTextMapPropagator().Extract(context.Background(), headerCarrier(m.Headers)))
+		it.span = trace.SpanContextFromContext(otel.GetTextMapPropagator().Extract(context.Background(), headerCarrier{&m.Record}))
 	}
 	return out.Emit(ctx, it)
 }
@@ -239,8 +210,14 @@ func (in *Ingest) validate(ctx context.Context, it *item, out *pipeline.Emitter[
 	return out.Emit(ctx, it)
 }
 
-func (in *Ingest) rejectMessage(stage string) func(context.Context, *kafkasrc.Message, error) error {
-	return func(ctx context.Context, m *kafkasrc.Message, err error) error {
+// messageAck and itemAck give the Ack of what a stage rejects.
+func messageAck(m *kafkaedge.Message) *kafkaedge.Ack { return m.Ack }
+func itemAck(it *item) *kafkaedge.Ack                { return it.msg.Ack }
+
+// deadLetter ends a message the stage rejected with a dead letter naming the
+// error's class (decode, or the class of an *orders.InvalidError) and reason.
+func deadLetter[T any](stage string, ack func(T) *kafkaedge.Ack) func(context.Context, T, error) error {
+	return func(_ context.Context, v T, err error) error {
 		class, reason := orders.ClassDecode, err.Error()
 		if cause := errors.Unwrap(err); cause != nil {
 			reason = cause.Error()
@@ -249,13 +226,9 @@ func (in *Ingest) rejectMessage(stage string) func(context.Context, *kafkasrc.Me
 		if errors.As(err, &inv) {
 			class = inv.Class
 		}
-		return in.dlq.Send(ctx, m, kafkasrc.Failure{Class: class, Stage: stage, Reason: reason, Attempts: 1})
+		ack(v).DeadLetter(kafkaedge.Failure{Class: class, Stage: stage, Reason: reason, Attempts: 1})
+		return nil
 	}
-}
-
-func (in *Ingest) rejectItem(stage string) func(context.Context, *item, error) error {
-	rm := in.rejectMessage(stage)
-	return func(ctx context.Context, it *item, err error) error { return rm(ctx, it.msg, err) }
 }
 
 // upsert writes a batch: its records de-duplicated by uid (the latest wins),
@@ -298,16 +271,17 @@ func latestByUID(items []*item) []*item {
 	return out
 }
 
-func (in *Ingest) write(ctx context.Context, b *batch, part []*item, tries int) error {
+func (in *Ingest) write(ctx context.Context, out *batch, part []*item, tries int) error {
 	recs := make([]orders.Record, len(part))
 	for i, it := range part {
 		recs[i] = orders.Record{Order: it.order, Source: orders.Source{Partition: it.msg.Partition, Offset: it.msg.Offset}}
 	}
+	b := in.cfg.Retry().Backoff()
 	for attempt := 1; ; attempt++ {
 		applied, err := in.store.UpsertBatch(ctx, recs)
 		if err == nil {
-			b.recs = append(b.recs, recs...)
-			b.applied = append(b.applied, applied...)
+			out.recs = append(out.recs, recs...)
+			out.applied = append(out.applied, applied...)
 			in.written.Add(uint64(len(recs)))
 			in.applied.Add(uint64(len(applied)))
 			return nil
@@ -315,43 +289,32 @@ func (in *Ingest) write(ctx context.Context, b *batch, part []*item, tries int) 
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		switch in.deps.Classify(err) {
-		case Transient:
+		switch dberr.Classify(err) {
+		case dberr.Transient:
 			in.retries.Add(1)
-			wait := in.backoff(attempt)
+			wait := b.Next()
 			in.log.WarnContext(ctx, "upsert_retry", "orders", len(recs), "attempt", attempt, "retry_in", wait, "err", err)
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(wait):
+			if err := pipeline.Sleep(ctx, wait); err != nil {
+				return err
 			}
-		case Data:
+		case dberr.Data:
 			if len(part) == 1 {
 				it := part[0]
-				it.dead = true
 				in.poison.Add(1)
 				in.log.WarnContext(ctx, "upsert_poison_order", "partition", it.msg.Partition, "offset", it.msg.Offset, "err", err)
-				return in.dlq.Send(ctx, it.msg, kafkasrc.Failure{Class: "data", Stage: "upsert", Reason: err.Error(), Attempts: tries + attempt})
+				it.msg.Ack.DeadLetter(kafkaedge.Failure{Class: "data", Stage: "upsert", Reason: err.Error(), Attempts: tries + attempt})
+				return nil
 			}
 			in.splits.Add(1)
 			mid := len(part) / 2
-			if err := in.write(ctx, b, part[:mid], tries+attempt); err != nil {
+			if err := in.write(ctx, out, part[:mid], tries+attempt); err != nil {
 				return err
 			}
-			return in.write(ctx, b, part[mid:], tries+attempt)
+			return in.write(ctx, out, part[mid:], tries+attempt)
 		default:
 			return fmt.Errorf("upsert: %w", err)
 		}
 	}
-}
-
-// backoff is capped exponential with jitter: in [d/2, d], d = min(RetryMax, RetryMin·2^(n-1)).
-func (in *Ingest) backoff(n int) time.Duration {
-	d := in.cfg.RetryMin << min(n-1, 30)
-	if d <= 0 || d > in.cfg.RetryMax {
-		d = in.cfg.RetryMax
-	}
-	return d/2 + rand.N(d/2+1)
 }
 
 // fill puts the committed versions in the cache (after the database commit).
@@ -362,14 +325,11 @@ func (in *Ingest) fill(ctx context.Context, b *batch, out *pipeline.Emitter[*bat
 	return out.Emit(ctx, b)
 }
 
-// commit completes the batch's messages (dead-lettered ones were completed by the
-// DLQ, which holds their dead letters for the commit) and commits the watermarks
-// at most every CommitInterval.
+// commit ends the batch's messages as stored (Done is a no-op for the ones the
+// upsert dead-lettered) and commits the watermarks at most every CommitInterval.
 func (in *Ingest) commit(ctx context.Context, b *batch) error {
 	for _, it := range b.items {
-		if !it.dead {
-			it.msg.Ack.Done()
-		}
+		it.msg.Ack.Done()
 	}
 	if time.Since(in.lastCommit) < in.cfg.CommitInterval {
 		return nil
@@ -377,13 +337,8 @@ func (in *Ingest) commit(ctx context.Context, b *batch) error {
 	return in.commitTick(ctx)
 }
 
+// commitTick commits what is done; only a fatal commit error stops the flow.
 func (in *Ingest) commitTick(context.Context) error {
 	in.lastCommit = time.Now()
-	if err := in.src.Commit(); err != nil {
-		if ferr := in.dlq.Err(); ferr != nil {
-			return ferr // fenced by another producer with our transactional id: stop
-		}
-		in.log.Warn("commit_failed", "err", err) // retried on the next tick
-	}
-	return nil
+	return in.com.Commit()
 }

@@ -16,26 +16,25 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/uptrace/bun"
 
+	"github.com/orderflow/orders-service/configs"
 	"github.com/orderflow/orders-service/migrations"
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/ordersdb"
 	"github.com/orderflow/orders-service/modules/orders/ordersgen"
 	"github.com/orderflow/orders-service/modules/testenv"
 	"github.com/orderflow/orders-service/pipeline/ingest"
+	"github.com/orderflow/orders-service/pipeline/kafkaedge"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-// classify adapts the database store's error classes to the flow's (as app/ does).
-func classify(err error) ingest.ErrClass {
-	switch ordersdb.Classify(err) {
-	case ordersdb.Transient:
-		return ingest.Transient
-	case ordersdb.Data:
-		return ingest.Data
-	default:
-		return ingest.Fatal
-	}
+// kafkaConfig is the default kafka section for a test's topics (the flow creates
+// the DLQ topic).
+func kafkaConfig(brokers, topic, dlq, group string) kafkaedge.Config {
+	k := configs.Default().Kafka
+	k.Brokers, k.Topic, k.DLQTopic, k.GroupID = brokers, topic, dlq, group
+	k.CreateTopics = true
+	return k
 }
 
 type env struct {
@@ -70,19 +69,16 @@ func newEnv(t *testing.T, dsn string) *env {
 // stop function that cancels it and returns Run's result.
 func (e *env) start(t *testing.T, tweak func(*ingest.Config)) (*ingest.Ingest, func() error) {
 	t.Helper()
-	cfg := ingest.DefaultConfig()
-	cfg.Brokers, cfg.Topic, cfg.DLQTopic, cfg.GroupID = e.brokers, e.topic, e.dlq, e.group
-	cfg.CreateTopics = true
+	cfg := configs.Default().Pipeline
 	cfg.ShutdownTimeout = 20 * time.Second
 	if tweak != nil {
 		tweak(&cfg)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	in, err := ingest.New(cfg, ingest.Deps{
-		Store:    ordersdb.New(e.db),
-		Classify: classify,
-		Metrics:  prometheus.NewRegistry(),
-		Logger:   log,
+	in, err := ingest.New(kafkaConfig(e.brokers, e.topic, e.dlq, e.group), cfg, ingest.Deps{
+		Store:   ordersdb.New(e.db),
+		Metrics: prometheus.NewRegistry(),
+		Logger:  log,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -81,13 +81,13 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	in := c.in
-	if in.dlq != nil {
-		for class, n := range in.dlq.Counts() {
+	if in.com != nil {
+		for class, n := range in.com.DeadLetters() {
 			ch <- prometheus.MustNewConstMetric(descDLQ, prometheus.CounterValue, float64(n), class)
 		}
-		_, txns := in.dlq.Committed()
+		_, txns, aborted := in.com.Transactions()
 		ch <- prometheus.MustNewConstMetric(descDLQTxn, prometheus.CounterValue, float64(txns), "committed")
-		ch <- prometheus.MustNewConstMetric(descDLQTxn, prometheus.CounterValue, float64(in.dlq.Aborted()), "aborted")
+		ch <- prometheus.MustNewConstMetric(descDLQTxn, prometheus.CounterValue, float64(aborted), "aborted")
 	}
 	ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(in.retries.Load()))
 	ch <- prometheus.MustNewConstMetric(descSplits, prometheus.CounterValue, float64(in.splits.Load()))
@@ -101,7 +101,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	lag := in.src.Lag()
-	for _, po := range in.src.Offsets() {
+	for _, po := range in.com.Offsets() {
 		p := strconv.Itoa(int(po.Partition))
 		ch <- prometheus.MustNewConstMetric(descCommitted, prometheus.GaugeValue, float64(po.Committed), p)
 		if l, ok := lag[po.Partition]; ok {

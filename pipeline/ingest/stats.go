@@ -66,9 +66,9 @@ func (in *Ingest) Snapshot() Stats {
 			Batches: in.batches.Load(), Written: in.written.Load(), Applied: in.applied.Load(),
 			Retries: in.retries.Load(), Splits: in.splits.Load(), Poison: in.poison.Load(),
 		},
-		DLQ: DLQStats{ByClass: in.dlq.Counts(), Pending: in.src.HeldDeadLetters(), Aborted: in.dlq.Aborted()},
+		DLQ: DLQStats{ByClass: in.com.DeadLetters(), Pending: in.com.HeldDeadLetters()},
 	}
-	st.DLQ.Committed, st.DLQ.Transactions = in.dlq.Committed()
+	st.DLQ.Committed, st.DLQ.Transactions, st.DLQ.Aborted = in.com.Transactions()
 	in.mu.Lock()
 	if in.runErr != nil {
 		st.Error = in.runErr.Error()
@@ -78,7 +78,7 @@ func (in *Ingest) Snapshot() Stats {
 		st.DLQ.Total += n
 	}
 	lag := in.src.Lag()
-	for _, po := range in.src.Offsets() {
+	for _, po := range in.com.Offsets() {
 		ps := PartitionStats{Partition: po.Partition, Committed: po.Committed, Done: po.Done, InFlight: po.InFlight, Lag: lag[po.Partition]}
 		st.ConsumerLag += ps.Lag
 		st.Partitions = append(st.Partitions, ps)

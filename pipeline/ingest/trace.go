@@ -1,28 +1,22 @@
 package ingest
 
 import (
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/orderflow/orders-service/pipeline/kafkaedge"
 )
 
-// headerCarrier reads W3C trace context from Kafka headers.
-type headerCarrier []kafka.Header
+// headerCarrier reads W3C trace context from a record's headers.
+type headerCarrier struct{ r *kafkaedge.Record }
 
-func (h headerCarrier) Get(key string) string {
-	for _, x := range h {
-		if x.Key == key {
-			return string(x.Value)
-		}
-	}
-	return ""
-}
+func (h headerCarrier) Get(key string) string { return h.r.Header(key) }
 
 // Set is unused: the flow only extracts.
 func (h headerCarrier) Set(string, string) {}
 
 func (h headerCarrier) Keys() []string {
-	keys := make([]string, len(h))
-	for i, x := range h {
+	keys := make([]string, len(h.r.Headers))
+	for i, x := range h.r.Headers {
 		keys[i] = x.Key
 	}
 	return keys

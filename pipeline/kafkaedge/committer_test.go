@@ -1,4 +1,4 @@
-package kafkasrc
+package kafkaedge
 
 import (
 	"context"
@@ -40,9 +40,9 @@ func member(t *testing.T, brokers, group, topic string) *kafka.Consumer {
 	}
 }
 
-func newTestDLQ(t *testing.T, brokers, topic string) *DLQ {
+func newTestCommitter(t *testing.T, brokers, topic, dlqTopic string) *Committer {
 	t.Helper()
-	d, err := NewDLQ(DLQConfig{Brokers: brokers, Topic: topic, TransactionalID: testenv.KafkaTopicName(t, "txn"), OpTimeout: 30 * time.Second}, nil)
+	d, err := NewCommitter(CommitterConfig{Brokers: brokers, Topic: topic, DLQTopic: dlqTopic, TransactionalID: testenv.KafkaTopicName(t, "txn"), OpTimeout: 30 * time.Second}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,9 +124,9 @@ func dlqFixture(t *testing.T) (brokers, topic, dlqTopic, group string) {
 func TestDLQTransactionWritesLettersWithOffsets(t *testing.T) {
 	brokers, topic, dlqTopic, group := dlqFixture(t)
 	c := member(t, brokers, group, topic)
-	d := newTestDLQ(t, brokers, dlqTopic)
+	d := newTestCommitter(t, brokers, topic, dlqTopic)
 
-	tr := newTracker(topic)
+	tr := newTracker(topic, dlqTopic)
 	deadLetters(tr, dlqTopic, 10)
 	commit := func(offs []kafka.TopicPartition, letters []*kafka.Message) ([]kafka.TopicPartition, error) {
 		return d.commit(c, offs, letters)
@@ -146,7 +146,7 @@ func TestDLQTransactionWritesLettersWithOffsets(t *testing.T) {
 			t.Fatalf("dead letter %d has key %q, want %q", i, r.Key, want)
 		}
 	}
-	if letters, txns := d.Committed(); letters != 5 || txns != 1 || tr.held.Load() != 0 {
+	if letters, txns, _ := d.Transactions(); letters != 5 || txns != 1 || tr.held.Load() != 0 {
 		t.Fatalf("committed %d letters in %d transactions, %d still held", letters, txns, tr.held.Load())
 	}
 }
@@ -173,9 +173,9 @@ func TestDLQTransactionOfZombieIsAborted(t *testing.T) {
 		t.Fatal(err)
 	}
 	next := member(t, brokers, group, topic)
-	d := newTestDLQ(t, brokers, dlqTopic)
+	d := newTestCommitter(t, brokers, topic, dlqTopic)
 
-	tr := newTracker(topic)
+	tr := newTracker(topic, dlqTopic)
 	deadLetters(tr, dlqTopic, 4)
 	zombie := func(offs []kafka.TopicPartition, letters []*kafka.Message) ([]kafka.TopicPartition, error) {
 		return d.commit(stale{next, meta}, offs, letters)
@@ -185,8 +185,8 @@ func TestDLQTransactionOfZombieIsAborted(t *testing.T) {
 		t.Fatal("a commit with a past generation succeeded")
 	}
 	t.Logf("zombie commit: %v", err)
-	if d.Aborted() != 1 || d.Err() != nil {
-		t.Fatalf("aborted %d transactions, fatal %v; want 1 abort and a usable producer", d.Aborted(), d.Err())
+	if _, _, aborted := d.Transactions(); aborted != 1 || d.Err() != nil {
+		t.Fatalf("aborted %d transactions, fatal %v; want 1 abort and a usable producer", aborted, d.Err())
 	}
 	if got := committedOffsets(t, brokers, group, topic); len(got) != 0 {
 		t.Fatalf("the zombie committed offsets %v", got)

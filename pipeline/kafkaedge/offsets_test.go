@@ -1,4 +1,4 @@
-package kafkasrc
+package kafkaedge
 
 import (
 	"errors"
@@ -50,7 +50,7 @@ func trackAll(tr *tracker, p int32, offsets ...int64) map[int64]*Ack {
 }
 
 func TestWatermarkIsContiguousPrefix(t *testing.T) {
-	tr := newTracker("orders")
+	tr := newTracker("orders", "orders-dlq")
 	tr.assign([]int32{0, 1})
 	a := trackAll(tr, 0, 10, 11, 12, 13)
 	r := &recorder{}
@@ -84,7 +84,7 @@ func TestWatermarkIsContiguousPrefix(t *testing.T) {
 }
 
 func TestRevokeCommitsDoneThenDropsInFlight(t *testing.T) {
-	tr := newTracker("orders")
+	tr := newTracker("orders", "orders-dlq")
 	tr.assign([]int32{0, 1})
 	done := tr.track(1, 5)
 	inflight := tr.track(1, 6)
@@ -111,7 +111,7 @@ func TestRevokeCommitsDoneThenDropsInFlight(t *testing.T) {
 }
 
 func TestLostAssignmentCommitsNothing(t *testing.T) {
-	tr := newTracker("orders")
+	tr := newTracker("orders", "orders-dlq")
 	tr.assign([]int32{3})
 	tr.track(3, 0).Done()
 	r := &recorder{}
@@ -121,7 +121,7 @@ func TestLostAssignmentCommitsNothing(t *testing.T) {
 }
 
 func TestReassignStartsFresh(t *testing.T) {
-	tr := newTracker("orders")
+	tr := newTracker("orders", "orders-dlq")
 	tr.assign([]int32{0})
 	old := tr.track(0, 7)
 	tr.assign([]int32{0}) // revoked and assigned again without a revoke seen
@@ -133,7 +133,7 @@ func TestReassignStartsFresh(t *testing.T) {
 }
 
 func TestCommitErrorIsReturnedAndRetried(t *testing.T) {
-	tr := newTracker("orders")
+	tr := newTracker("orders", "orders-dlq")
 	tr.assign([]int32{0})
 	tr.track(0, 0).Done()
 	r := &recorder{err: errors.New("coordinator not available")}
@@ -149,7 +149,7 @@ func TestCommitErrorIsReturnedAndRetried(t *testing.T) {
 // A commit blocked on an unreachable coordinator must not stop a lost assignment
 // from being revoked (the revoke runs inside Poll; blocking it stops the rejoin).
 func TestLostRevokeDoesNotWaitForBlockedCommit(t *testing.T) {
-	tr := newTracker("orders")
+	tr := newTracker("orders", "orders-dlq")
 	tr.assign([]int32{0})
 	tr.track(0, 5).Done()
 	release := make(chan struct{})
@@ -194,7 +194,7 @@ func letter(p int32, off int64) *kafka.Message {
 // A dead letter is written only by the commit whose offsets cover it, in that
 // commit, and once.
 func TestDeadLettersGoWithTheCommitThatCoversThem(t *testing.T) {
-	tr := newTracker("orders")
+	tr := newTracker("orders", "orders-dlq")
 	tr.assign([]int32{0, 1})
 	a := trackAll(tr, 0, 0, 1, 2, 3)
 	b := tr.track(1, 9)
@@ -234,7 +234,7 @@ func TestDeadLettersGoWithTheCommitThatCoversThem(t *testing.T) {
 // A failed commit keeps its dead letters for the retry; a revoke drops the ones
 // of the revoked partition that no commit covered.
 func TestDeadLettersSurviveFailedCommitAndDropOnRevoke(t *testing.T) {
-	tr := newTracker("orders")
+	tr := newTracker("orders", "orders-dlq")
 	tr.assign([]int32{0, 1})
 	tr.track(0, 0).deadLetter(letter(0, 0))
 	inflight := tr.track(1, 0)

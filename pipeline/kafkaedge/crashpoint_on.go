@@ -1,6 +1,6 @@
 //go:build faultinject
 
-package kafkasrc
+package kafkaedge
 
 import (
 	"os"

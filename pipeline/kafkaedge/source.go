@@ -1,17 +1,4 @@
-// Package kafkasrc is the Kafka edge of the pipeline, on confluent-kafka-go v2
-// (librdkafka): the consumer Source with Pause/Resume backpressure, the offset
-// committer (a per-partition contiguous watermark of acknowledged messages), the
-// dead-letter producer and topic creation.
-//
-// Offsets: enable.auto.commit=false; the committer commits explicitly the
-// watermark of every owned partition, after each completed batch, on a timer, on
-// revoke (before giving the partition up) and on Close. An explicit commit was
-// chosen over auto-commit of stored offsets so that the commit and the revocation
-// are serialised by one lock: nothing is ever committed for a partition this
-// consumer no longer owns. With a DLQ attached (UseDLQ), a commit whose range
-// holds dead letters is a Kafka transaction that writes them together with the
-// offsets, so each bad message lands in the DLQ exactly once.
-package kafkasrc
+package kafkaedge
 
 import (
 	"context"
@@ -29,25 +16,18 @@ import (
 	"github.com/orderflow/orders-service/pipeline"
 )
 
-// Message is one fetched Kafka record. The Ack travels with it; call Ack.Done
-// when the message is finished.
-type Message struct {
-	Topic     string
-	Partition int32
-	Offset    int64
-	Key       []byte
-	Value     []byte
-	Headers   []kafka.Header
-	Timestamp time.Time
-	Ack       *Ack
-}
-
 // SourceConfig configures the consumer.
 type SourceConfig struct {
 	Brokers string // bootstrap servers, comma-separated
 	Topic   string
 	GroupID string
-	// QueuedMaxKBytes bounds librdkafka's prefetch queue per partition (queued.max.messages.kbytes; default 4096: thousands of orders each, and a bounded C heap).
+	// InstanceID makes the consumer a static group member (group.instance.id): a
+	// restarted instance gets its partitions back at once instead of after the
+	// session timeout. Empty: a dynamic member. Each running instance needs its own.
+	InstanceID string
+	// QueuedMaxKBytes bounds librdkafka's prefetch queue per partition
+	// (queued.max.messages.kbytes; default 4096: thousands of orders each, and a
+	// bounded C heap).
 	QueuedMaxKBytes int
 	// FetchMaxBytes bounds one fetch response (fetch.max.bytes; default 16 MiB).
 	FetchMaxBytes int
@@ -56,26 +36,16 @@ type SourceConfig struct {
 	PauseAfter time.Duration
 	// StatsInterval is how often librdkafka reports statistics (lag, broker state; default 1 s).
 	StatsInterval time.Duration
-	// InstanceID makes the consumer a static group member (group.instance.id): a
-	// restarted instance gets its partitions back at once instead of after the
-	// session timeout. Empty (the default): a dynamic member. Each running
-	// instance needs its own.
-	InstanceID string
-	// MaxHeldBytes bounds the dead letters held for the next commit; above it the
-	// source fetches nothing new until a commit writes them (default 64 MiB).
-	MaxHeldBytes int64
-	// Overrides are extra librdkafka properties applied last.
-	Overrides kafka.ConfigMap
 }
 
-// Source consumes one topic as a member of a consumer group. Run is the pipeline
-// source; Commit, Close, Healthy, Lag and Offsets are safe from other goroutines.
+// Source consumes one topic as a member of a consumer group and hands each
+// record to the pipeline as a Message whose Ack reports to the Committer. Run is
+// the pipeline source; Close, Healthy and Lag are safe from other goroutines.
 type Source struct {
-	cfg     SourceConfig
-	c       *kafka.Consumer
-	tracker *tracker
-	log     *slog.Logger
-	dlq     *DLQ // set by UseDLQ before Run
+	cfg SourceConfig
+	c   *kafka.Consumer
+	com *Committer
+	log *slog.Logger
 
 	// poll goroutine only
 	paused bool
@@ -88,8 +58,9 @@ type Source struct {
 	stopLogs  func()
 }
 
-// NewSource creates the consumer (it connects lazily; nothing is fetched before Run).
-func NewSource(cfg SourceConfig, log *slog.Logger) (*Source, error) {
+// NewSource creates the consumer (it connects lazily; nothing is fetched before
+// Run) and binds it to com, which commits its offsets.
+func NewSource(cfg SourceConfig, com *Committer, log *slog.Logger) (*Source, error) {
 	if cfg.QueuedMaxKBytes <= 0 {
 		cfg.QueuedMaxKBytes = 4096
 	}
@@ -102,77 +73,26 @@ func NewSource(cfg SourceConfig, log *slog.Logger) (*Source, error) {
 	if cfg.StatsInterval <= 0 {
 		cfg.StatsInterval = time.Second
 	}
-	if cfg.MaxHeldBytes <= 0 {
-		cfg.MaxHeldBytes = 64 << 20
-	}
 	if log == nil {
 		log = slog.Default()
 	}
-	cm := kafka.ConfigMap{
-		"bootstrap.servers":             cfg.Brokers,
-		"enable.metrics.push":           false, // no client telemetry push (KIP-714)
-		"group.id":                      cfg.GroupID,
-		"partition.assignment.strategy": "cooperative-sticky",
-		"enable.auto.commit":            false,
-		"enable.auto.offset.store":      false,
-		"auto.offset.reset":             "earliest",
-		// session.timeout.ms stays at librdkafka's 45 s: a shorter session turns a
-		// brief broker outage into a lost assignment, whose uncommitted messages are
-		// redelivered (and bad ones dead-lettered again). The price: a member killed
-		// with SIGKILL keeps its partitions until the session expires.
-		"enable.partition.eof":       false,
-		"queued.max.messages.kbytes": cfg.QueuedMaxKBytes,
-		"fetch.max.bytes":            cfg.FetchMaxBytes,
-		"statistics.interval.ms":     int(cfg.StatsInterval / time.Millisecond),
-		// Skip the records of aborted transactions (orders may come from transactional producers).
-		"isolation.level": "read_committed",
-	}
-	if cfg.InstanceID != "" {
-		cm["group.instance.id"] = cfg.InstanceID
-	}
+	cm := consumerConfig(cfg)
 	stopLogs := forwardLogs(cm, log)
-	maps.Copy(cm, cfg.Overrides)
 	c, err := kafka.NewConsumer(&cm)
 	if err != nil {
 		stopLogs()
 		return nil, fmt.Errorf("new consumer: %w", err)
 	}
-	return &Source{cfg: cfg, c: c, tracker: newTracker(cfg.Topic), log: log, lag: map[int32]int64{}, stopLogs: stopLogs}, nil
+	com.bind(c)
+	return &Source{cfg: cfg, c: c, com: com, log: log, lag: map[int32]int64{}, stopLogs: stopLogs}, nil
 }
-
-// UseDLQ routes the commits through d, which writes the held dead letters in the
-// same transaction as the offsets that cover them. Call it before Run; close d
-// after the Source.
-func (s *Source) UseDLQ(d *DLQ) { s.dlq = d }
-
-// commitFunc is how the tracker commits: through the DLQ's transactions when one
-// is attached, else plain consumer commits.
-func (s *Source) commitFunc(c *kafka.Consumer) commitFunc {
-	if s.dlq != nil {
-		return func(offs []kafka.TopicPartition, letters []*kafka.Message) ([]kafka.TopicPartition, error) {
-			return s.dlq.commit(c, offs, letters)
-		}
-	}
-	return func(offs []kafka.TopicPartition, letters []*kafka.Message) ([]kafka.TopicPartition, error) {
-		if len(letters) > 0 {
-			return nil, errors.New("commit: dead letters held but no DLQ attached")
-		}
-		return c.CommitOffsets(offs)
-	}
-}
-
-// roomForLetters reports whether the held dead letters are under MaxHeldBytes.
-func (s *Source) roomForLetters() bool { return s.tracker.heldBytes.Load() < s.cfg.MaxHeldBytes }
-
-// HeldDeadLetters returns how many dead letters wait for the commit that writes them.
-func (s *Source) HeldDeadLetters() int64 { return s.tracker.held.Load() }
 
 // Run subscribes and fetches messages into out until ctx ends (the soft stop),
 // then returns nil without closing the consumer (Close does, after the pipeline
 // drained and committed).
 //
 // Backpressure: when out is full (or the dead letters held for the next commit
-// exceed MaxHeldBytes), Run waits for room in short slices (so Poll
+// exceed the Committer's MaxHeldBytes), Run waits for room in short slices (so Poll
 // still serves rebalances between them) and fetches nothing new meanwhile;
 // librdkafka's bounded prefetch queue then stops fetching by itself. Only when
 // the mailbox stays full for PauseAfter (the pipeline is stuck, e.g. the database
@@ -190,7 +110,7 @@ func (s *Source) Run(ctx context.Context, out *pipeline.Emitter[*Message]) error
 	for ctx.Err() == nil {
 		for len(pending) > 0 {
 			m := pending[0]
-			if m.Ack.Revoked() || (s.roomForLetters() && (out.TryEmit(m) || (!s.paused && out.EmitWithin(ctx, m, emitSlice)))) {
+			if m.Ack.Revoked() || (s.com.roomForLetters() && (out.TryEmit(m) || (!s.paused && out.EmitWithin(ctx, m, emitSlice)))) {
 				pending[0] = nil
 				pending = pending[1:]
 				fullSince = time.Time{}
@@ -218,7 +138,7 @@ func (s *Source) Run(ctx context.Context, out *pipeline.Emitter[*Message]) error
 				continue
 			}
 			m := s.wrap(e)
-			if len(pending) == 0 && s.roomForLetters() && out.TryEmit(m) {
+			if len(pending) == 0 && s.com.roomForLetters() && out.TryEmit(m) {
 				continue
 			}
 			pending = append(pending, m)
@@ -242,18 +162,11 @@ func (s *Source) Run(ctx context.Context, out *pipeline.Emitter[*Message]) error
 // emitSlice is how long Run waits for mailbox room before it polls again.
 const emitSlice = 50 * time.Millisecond
 
+// wrap converts a fetched record and registers it with the Committer.
 func (s *Source) wrap(e *kafka.Message) *Message {
-	p, off := e.TopicPartition.Partition, int64(e.TopicPartition.Offset)
-	return &Message{
-		Topic:     *e.TopicPartition.Topic,
-		Partition: p,
-		Offset:    off,
-		Key:       e.Key,
-		Value:     e.Value,
-		Headers:   e.Headers,
-		Timestamp: e.Timestamp,
-		Ack:       s.tracker.track(p, off),
-	}
+	m := &Message{Record: fromKafka(e)}
+	s.com.track(m)
+	return m
 }
 
 // setPaused pauses or resumes every assigned partition (poll goroutine only).
@@ -276,14 +189,15 @@ func (s *Source) setPaused(pause bool) {
 	s.log.Debug("kafka_backpressure", "paused", pause, "partitions", len(parts))
 }
 
-// rebalance runs inside Poll (and Close). On revoke it commits what is done for the
-// revoked partitions, then forgets them so their in-flight results are dropped.
+// rebalance runs inside Poll (and Close). On revoke the Committer commits what is
+// done for the revoked partitions, then forgets them so their in-flight results
+// are dropped.
 func (s *Source) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 	cooperative := c.GetRebalanceProtocol() == "COOPERATIVE"
 	switch e := ev.(type) {
 	case kafka.AssignedPartitions:
 		ids := partitionIDs(e.Partitions)
-		s.tracker.assign(ids)
+		s.com.assign(ids)
 		var err error
 		if cooperative {
 			err = c.IncrementalAssign(e.Partitions)
@@ -302,9 +216,7 @@ func (s *Source) rebalance(c *kafka.Consumer, ev kafka.Event) error {
 	case kafka.RevokedPartitions:
 		ids := partitionIDs(e.Partitions)
 		lost := c.AssignmentLost()
-		if err := s.tracker.revoke(ids, lost, s.commitFunc(c)); err != nil {
-			s.log.Warn("kafka_commit_on_revoke_failed", "partitions", ids, "err", err)
-		}
+		s.com.revoke(ids, lost)
 		var err error
 		if cooperative {
 			err = c.IncrementalUnassign(e.Partitions)
@@ -332,20 +244,6 @@ func partitionIDs(tps []kafka.TopicPartition) []int32 {
 	return ids
 }
 
-// Commit commits the completed watermark of every owned partition that advanced.
-func (s *Source) Commit() error {
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
-		return errors.New("commit: consumer closed")
-	}
-	return s.tracker.commit(s.commitFunc(s.c))
-}
-
-// Offsets returns the committer's view of every owned partition.
-func (s *Source) Offsets() []PartitionOffsets { return s.tracker.snapshot() }
-
 // Lag returns the consumer lag per owned partition (high watermark minus committed
 // offset) from the latest librdkafka statistics.
 func (s *Source) Lag() map[int32]int64 {
@@ -372,20 +270,23 @@ func (s *Source) Healthy() error {
 	return nil
 }
 
-// Close commits what is done, leaves the group (revoking, which commits again) and
-// closes the consumer. Call it once, after Run returned.
+// Close commits what is done, leaves the group (revoking, which commits again)
+// and closes the consumer. Call it once, after Run returned, and before the
+// Committer's Close. It returns a fatal error of the Committer, or the
+// consumer's close error.
 func (s *Source) Close() error {
-	cerr := s.tracker.commit(s.commitFunc(s.c))
+	cerr := s.com.Commit()
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
 	err := s.c.Close()
+	s.com.bind(nil)
 	s.stopLogs()
 	if err != nil {
 		return fmt.Errorf("close consumer: %w", err)
 	}
 	if cerr != nil {
-		return fmt.Errorf("close: final %w", cerr)
+		return fmt.Errorf("close: final commit: %w", cerr)
 	}
 	return nil
 }
@@ -418,7 +319,7 @@ func (s *Source) onStats(raw string) {
 		}
 	}
 	owned := map[int32]bool{}
-	for _, po := range s.tracker.snapshot() {
+	for _, po := range s.com.Offsets() {
 		owned[po.Partition] = true
 	}
 	s.mu.Lock()

@@ -1,6 +1,6 @@
 //go:build !faultinject
 
-package kafkasrc
+package kafkaedge
 
 // crashPoint is a no-op in normal builds (see crashpoint_on.go).
 func crashPoint(string) {}

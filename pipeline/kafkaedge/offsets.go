@@ -1,7 +1,8 @@
-package kafkasrc
+package kafkaedge
 
 import (
 	"fmt"
+	"maps"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -10,24 +11,40 @@ import (
 )
 
 // Ack is the completion handle that travels with a Message through the stages.
-// Calling Done says the message is finished (durably stored); a dead-lettered
-// message is finished by the DLQ, which attaches its dead letter to the Ack. The
-// committer then may commit past it once every earlier offset of the partition
-// this instance received is done too; the dead letters below the committed offset
-// are written in the same Kafka transaction as the offsets.
+// A message ends in one of two ways: Done (it is durably stored) or DeadLetter
+// (it is rejected). The first call wins; later calls of either are no-ops, so a
+// stage may call Done on every message of a batch whether or not one of them was
+// dead-lettered before. Once every earlier offset of its partition has ended too,
+// the Committer may commit past it; the dead letters below a committed offset
+// are written in the same Kafka transaction as that offset.
 type Ack struct {
 	part   *partState
 	offset int64
+	rec    *Record // the message, for its dead letter
 	done   atomic.Bool
 }
 
-// Done marks the message finished. It is idempotent and safe for concurrent use.
-// Acks of a revoked partition are ignored: their offsets are never committed.
+// Done ends the message as stored. Safe for concurrent use. Acks of a revoked
+// partition are ignored: their offsets are never committed.
 func (a *Ack) Done() {
 	if a == nil || !a.done.CompareAndSwap(false, true) {
 		return
 	}
 	a.part.t.done(a.part, a.offset)
+}
+
+// DeadLetter ends the message as rejected: its dead letter (key and value
+// unchanged, its headers plus the x-* headers describing f) is held, and the
+// commit that covers its offset writes it to the DLQ in one transaction with
+// that offset. It does nothing when the message already ended or its partition
+// was revoked (the next owner reads the message again).
+func (a *Ack) DeadLetter(f Failure) {
+	if a == nil || a.rec == nil || a.done.Load() {
+		return
+	}
+	if t := a.part.t; a.deadLetter(deadLetter(t.dlqTopic, a.rec, f)) {
+		t.countClass(f.Class)
+	}
 }
 
 // deadLetter holds m as the dead letter of the message, to be produced with the
@@ -70,12 +87,30 @@ type partState struct {
 // offset is never committed for a partition this consumer no longer owns.
 type tracker struct {
 	topic    string
+	dlqTopic string
 	mu       sync.Mutex
 	parts    map[int32]*partState
 	commitMu sync.Mutex
 
 	held      atomic.Int64 // dead letters held
 	heldBytes atomic.Int64 // their key+value bytes
+
+	classMu sync.Mutex
+	byClass map[string]uint64 // dead letters held so far, by class
+}
+
+// countClass counts one dead letter of class.
+func (t *tracker) countClass(class string) {
+	t.classMu.Lock()
+	t.byClass[class]++
+	t.classMu.Unlock()
+}
+
+// classes returns the dead letters held so far, by class.
+func (t *tracker) classes() map[string]uint64 {
+	t.classMu.Lock()
+	defer t.classMu.Unlock()
+	return maps.Clone(t.byClass)
 }
 
 // commitFunc commits offs and, in the same transaction, produces letters (the held
@@ -122,8 +157,8 @@ func (t *tracker) dropLetters(ps *partState, below int64) {
 	}
 }
 
-func newTracker(topic string) *tracker {
-	return &tracker{topic: topic, parts: map[int32]*partState{}}
+func newTracker(topic, dlqTopic string) *tracker {
+	return &tracker{topic: topic, dlqTopic: dlqTopic, parts: map[int32]*partState{}, byClass: map[string]uint64{}}
 }
 
 func (t *tracker) assign(partitions []int32) {
@@ -286,7 +321,7 @@ func (t *tracker) revoke(partitions []int32, lost bool, commit commitFunc) error
 	return err
 }
 
-// PartitionOffsets is the committer's view of one owned partition.
+// PartitionOffsets is the Committer's view of one owned partition.
 type PartitionOffsets struct {
 	Partition int32 `json:"partition"`
 	// Committed is the last committed offset (next to read), -1 if none yet.

@@ -1,0 +1,366 @@
+package kafkaedge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/orderflow/orders-service/pipeline"
+)
+
+// Config is the kafka section of the service configuration (its defaults and
+// validation are the configuration's: configs/default.yaml and configs.Validate).
+type Config struct {
+	Brokers    string `koanf:"brokers"`     // bootstrap servers, comma-separated
+	Topic      string `koanf:"topic"`       // input topic
+	DLQTopic   string `koanf:"dlq_topic"`   // dead-letter topic
+	GroupID    string `koanf:"group_id"`    // consumer group
+	InstanceID string `koanf:"instance_id"` // static group member id; empty: a dynamic member
+	// CreateTopics creates the input and DLQ topics when missing, with Partitions
+	// partitions and ReplicationFactor replicas.
+	CreateTopics      bool `koanf:"create_topics"`
+	Partitions        int  `koanf:"partitions"`
+	ReplicationFactor int  `koanf:"replication_factor"`
+}
+
+// common are the settings of every client of the service.
+func common(brokers string) kafka.ConfigMap {
+	return kafka.ConfigMap{
+		"bootstrap.servers":   brokers,
+		"enable.metrics.push": false, // no client telemetry push (KIP-714)
+	}
+}
+
+// consumerConfig is the group consumer of the Source.
+func consumerConfig(cfg SourceConfig) kafka.ConfigMap {
+	cm := common(cfg.Brokers)
+	for k, v := range map[string]kafka.ConfigValue{
+		"group.id":                      cfg.GroupID,
+		"partition.assignment.strategy": "cooperative-sticky",
+		"enable.auto.commit":            false,
+		"enable.auto.offset.store":      false,
+		"auto.offset.reset":             "earliest",
+		// session.timeout.ms stays at librdkafka's 45 s: a shorter session turns a
+		// brief broker outage into a lost assignment, whose uncommitted messages are
+		// redelivered (and bad ones dead-lettered again). The price: a member killed
+		// with SIGKILL keeps its partitions until the session expires.
+		"enable.partition.eof":       false,
+		"queued.max.messages.kbytes": cfg.QueuedMaxKBytes,
+		"fetch.max.bytes":            cfg.FetchMaxBytes,
+		"statistics.interval.ms":     int(cfg.StatsInterval / time.Millisecond),
+		// Skip the records of aborted transactions (orders may come from transactional producers).
+		"isolation.level": "read_committed",
+	} {
+		cm[k] = v
+	}
+	if cfg.InstanceID != "" {
+		cm["group.instance.id"] = cfg.InstanceID
+	}
+	return cm
+}
+
+// transactionalConfig is the Committer's producer of dead letters.
+func transactionalConfig(cfg CommitterConfig) kafka.ConfigMap {
+	txnMs := int(cfg.TxnTimeout / time.Millisecond)
+	cm := common(cfg.Brokers)
+	for k, v := range map[string]kafka.ConfigValue{
+		"transactional.id":           cfg.TransactionalID,
+		"transaction.timeout.ms":     txnMs,
+		"message.timeout.ms":         txnMs,
+		"enable.idempotence":         true,
+		"acks":                       "all",
+		"linger.ms":                  5,
+		"compression.type":           "lz4",
+		"message.max.bytes":          MaxRecordBytes,
+		"go.delivery.reports":        false, // CommitTransaction fails if any dead letter was not delivered
+		"queue.buffering.max.kbytes": 65536,
+	} {
+		cm[k] = v
+	}
+	return cm
+}
+
+// EnsureTopics creates the input and DLQ topics of cfg when they do not exist
+// (existing ones are left as they are), retrying with retry's backoff while the
+// broker cannot answer. The DLQ topic allows records of MaxRecordBytes. It
+// returns nil when ctx ends first, and does nothing unless cfg.CreateTopics.
+func EnsureTopics(ctx context.Context, cfg Config, retry pipeline.Retry, log *slog.Logger) error {
+	if !cfg.CreateTopics {
+		return nil
+	}
+	b := retry.Backoff()
+	for attempt := 1; ; attempt++ {
+		tctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := createTopics(tctx, cfg.Brokers,
+			kafka.TopicSpecification{Topic: cfg.Topic, NumPartitions: cfg.Partitions, ReplicationFactor: cfg.ReplicationFactor},
+			kafka.TopicSpecification{
+				Topic: cfg.DLQTopic, NumPartitions: cfg.Partitions, ReplicationFactor: cfg.ReplicationFactor,
+				Config: map[string]string{"max.message.bytes": strconv.Itoa(MaxRecordBytes)},
+			})
+		cancel()
+		if err == nil {
+			return nil
+		}
+		wait := b.Next()
+		log.Warn("ensure_topics_failed", "attempt", attempt, "retry_in", wait, "err", err)
+		if pipeline.Sleep(ctx, wait) != nil {
+			return nil // stopped before starting: a clean stop
+		}
+	}
+}
+
+// createTopics creates the topics that do not exist yet and returns the first
+// error other than "already exists".
+func createTopics(ctx context.Context, brokers string, specs ...kafka.TopicSpecification) error {
+	cm := common(brokers)
+	adm, err := kafka.NewAdminClient(&cm)
+	if err != nil {
+		return fmt.Errorf("ensure topics: admin client: %w", err)
+	}
+	defer adm.Close()
+	for i := range specs {
+		specs[i].NumPartitions = max(specs[i].NumPartitions, 1)
+		specs[i].ReplicationFactor = max(specs[i].ReplicationFactor, 1)
+	}
+	timeout := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = max(time.Until(dl), time.Millisecond)
+	}
+	res, err := adm.CreateTopics(ctx, specs, kafka.SetAdminOperationTimeout(timeout))
+	if err != nil {
+		return fmt.Errorf("ensure topics: %w", err)
+	}
+	var errs []error
+	for _, r := range res {
+		if c := r.Error.Code(); c != kafka.ErrNoError && c != kafka.ErrTopicAlreadyExists {
+			errs = append(errs, fmt.Errorf("create topic %s: %w", r.Topic, r.Error))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("ensure topics: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// Producer is the idempotent producer of the produce and dlq replay tools: Send
+// hands records over asynchronously, Close waits for their acknowledgements.
+type Producer struct {
+	p              *kafka.Producer
+	acked, failed  atomic.Int64
+	firstErr       atomic.Pointer[string]
+	events, closed chan struct{}
+}
+
+// NewProducer creates a producer (acks=all, idempotent, lz4; records up to MaxRecordBytes).
+func NewProducer(brokers, clientID string) (*Producer, error) {
+	cm := common(brokers)
+	for k, v := range map[string]kafka.ConfigValue{
+		"enable.idempotence": true,
+		"acks":               "all",
+		"linger.ms":          5,
+		"compression.type":   "lz4",
+		"message.max.bytes":  MaxRecordBytes,
+		"client.id":          clientID,
+	} {
+		cm[k] = v
+	}
+	p, err := kafka.NewProducer(&cm)
+	if err != nil {
+		return nil, fmt.Errorf("producer: %w", err)
+	}
+	pr := &Producer{p: p, events: make(chan struct{})}
+	go func() {
+		defer close(pr.events)
+		for e := range p.Events() {
+			m, ok := e.(*kafka.Message)
+			if !ok {
+				continue
+			}
+			if m.TopicPartition.Error != nil {
+				pr.failed.Add(1)
+				msg := strings.TrimSpace(m.TopicPartition.Error.Error())
+				pr.firstErr.CompareAndSwap(nil, &msg)
+			} else {
+				pr.acked.Add(1)
+			}
+		}
+	}()
+	return pr, nil
+}
+
+// Send hands one record to the producer, waiting while its queue is full.
+func (p *Producer) Send(ctx context.Context, topic string, key, value []byte, headers []Header) error {
+	m := toKafka(topic, key, value, headers)
+	for {
+		err := p.p.Produce(m, nil)
+		var ke kafka.Error
+		if err == nil || !errors.As(err, &ke) || ke.Code() != kafka.ErrQueueFull {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		p.p.Flush(100)
+	}
+}
+
+// Acked returns how many records were acknowledged, and how many failed, so far.
+func (p *Producer) Acked() (acked, failed int64) { return p.acked.Load(), p.failed.Load() }
+
+// Flush waits up to timeout for outstanding records and returns how many remain.
+func (p *Producer) Flush(timeout time.Duration) int {
+	return p.p.Flush(int(timeout / time.Millisecond))
+}
+
+// Close closes the producer (call Flush first to wait for acknowledgements) and
+// returns the first delivery error, nil when every record was acknowledged.
+func (p *Producer) Close() error {
+	p.p.Close()
+	<-p.events
+	if msg := p.firstErr.Load(); msg != nil {
+		return fmt.Errorf("%d records failed, first: %s", p.failed.Load(), *msg)
+	}
+	return nil
+}
+
+// ProduceOne sends one record and waits (up to 30 s) for its acknowledgement.
+func ProduceOne(ctx context.Context, brokers, topic string, key, value []byte) error {
+	p, err := NewProducer(brokers, "order-service-tool")
+	if err != nil {
+		return err
+	}
+	if err := p.Send(ctx, topic, key, value, nil); err != nil {
+		_ = p.Close()
+		return err
+	}
+	if p.Flush(30*time.Second) > 0 {
+		_ = p.Close()
+		return errors.New("no acknowledgement within 30 s")
+	}
+	return p.Close()
+}
+
+// ReadOptions select the records ReadTopic returns.
+type ReadOptions struct {
+	Brokers   string
+	Topic     string
+	Partition int   // only this partition; -1: all
+	From      int64 // only offsets >= From
+	To        int64 // only offsets <= To; -1: up to the end
+	// Keep, when set, filters the records read.
+	Keep func(*Record) bool
+}
+
+// ReadTopic reads the committed records of a topic (isolation read_committed:
+// dead letters of aborted transactions are not dead letters) that match o, from
+// the start to the end offsets at call time, with no consumer group and nothing
+// committed, ordered by partition and offset.
+func ReadTopic(ctx context.Context, o ReadOptions) ([]Record, error) {
+	cm := common(o.Brokers)
+	for k, v := range map[string]kafka.ConfigValue{
+		"group.id": "orders-dlq-tool", "enable.auto.commit": false,
+		"enable.partition.eof": true, "auto.offset.reset": "earliest",
+		"isolation.level": "read_committed",
+	} {
+		cm[k] = v
+	}
+	c, err := kafka.NewConsumer(&cm)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: consumer: %w", o.Topic, err)
+	}
+	defer func() { _ = c.Close() }()
+	md, err := c.GetMetadata(&o.Topic, false, 10000)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: metadata: %w", o.Topic, err)
+	}
+	tm, ok := md.Topics[o.Topic]
+	if !ok || tm.Error.Code() == kafka.ErrUnknownTopicOrPart {
+		return nil, fmt.Errorf("read %s: topic does not exist", o.Topic)
+	}
+	var assign []kafka.TopicPartition
+	remaining := map[int32]int64{} // partition -> last offset to read
+	for _, p := range tm.Partitions {
+		if o.Partition >= 0 && p.ID != int32(o.Partition) {
+			continue
+		}
+		low, high, err := c.QueryWatermarkOffsets(o.Topic, p.ID, 10000)
+		if err != nil {
+			return nil, fmt.Errorf("read %s/%d: offsets: %w", o.Topic, p.ID, err)
+		}
+		start := max(low, o.From)
+		end := high - 1
+		if o.To >= 0 && o.To < end {
+			end = o.To
+		}
+		if start > end {
+			continue
+		}
+		remaining[p.ID] = end
+		assign = append(assign, kafka.TopicPartition{Topic: &o.Topic, Partition: p.ID, Offset: kafka.Offset(start)})
+	}
+	if len(assign) == 0 {
+		return nil, nil
+	}
+	if err := c.Assign(assign); err != nil {
+		return nil, fmt.Errorf("read %s: assign: %w", o.Topic, err)
+	}
+	var out []Record
+	idle := time.Now()
+	for len(remaining) > 0 {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if time.Since(idle) > 30*time.Second {
+			return nil, fmt.Errorf("read %s: no progress for 30 s", o.Topic)
+		}
+		switch e := c.Poll(200).(type) {
+		case *kafka.Message:
+			idle = time.Now()
+			r := fromKafka(e)
+			end, ok := remaining[r.Partition]
+			if !ok || r.Offset > end {
+				continue
+			}
+			if r.Offset == end {
+				delete(remaining, r.Partition)
+			}
+			if o.Keep == nil || o.Keep(&r) {
+				out = append(out, r)
+			}
+		case kafka.PartitionEOF:
+			delete(remaining, e.Partition)
+		case kafka.Error:
+			if e.IsFatal() {
+				return nil, fmt.Errorf("read %s: %w", o.Topic, e)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Partition != out[j].Partition {
+			return out[i].Partition < out[j].Partition
+		}
+		return out[i].Offset < out[j].Offset
+	})
+	return out, nil
+}
+
+// TransactionalID names the Committer's transactions: stable for a static member
+// (group id and instance id), else unique to this process (host, pid and a
+// random part).
+func (c Config) TransactionalID() string {
+	if c.InstanceID != "" {
+		return c.GroupID + "-" + c.InstanceID
+	}
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%s-%d-%08x", c.GroupID, host, os.Getpid(), rand.Uint32())
+}

@@ -1,0 +1,405 @@
+package kafkaedge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/orderflow/orders-service/pipeline"
+)
+
+// CommitterConfig configures the Committer.
+type CommitterConfig struct {
+	Brokers  string
+	Topic    string // the input topic, whose offsets it commits
+	DLQTopic string // where dead letters go
+	// TransactionalID names the producer's transactions (required). Give each
+	// running instance its own: a second producer with the same id fences the
+	// first. A stable id (one per static group member) lets a restarted instance
+	// abort its predecessor's open transaction at once instead of waiting for
+	// TxnTimeout.
+	TransactionalID string
+	// TxnTimeout is the broker-side bound of one transaction (transaction.timeout.ms;
+	// default 30 s): a transaction left open by a killed process is aborted by the
+	// broker after it.
+	TxnTimeout time.Duration
+	// OpTimeout bounds one commit attempt (default 20 s); an attempt that times out
+	// is resumed by the next commit.
+	OpTimeout time.Duration
+	// Retry paces the attempts to initialise the transactional producer.
+	Retry pipeline.Retry
+	// MaxHeldBytes bounds the dead letters held for the next commit; above it the
+	// Source fetches nothing new until a commit writes them (default 64 MiB).
+	MaxHeldBytes int64
+}
+
+// txnState is where the producer's transaction stands between commits.
+type txnState int
+
+const (
+	txnIdle       txnState = iota // no transaction open
+	txnOpen                       // begun within the current commit
+	txnCommitting                 // CommitTransaction failed retriably: the outcome is unknown
+	txnAborting                   // must be aborted before the next one begins
+)
+
+// Committer ends what the Source handed out: it owns the per-partition watermarks
+// of ended messages (see Ack), the dead letters held with them, the
+// transactional producer that writes those, and every offset commit of the group
+// member. A commit with no dead letter in range is a plain consumer commit; one
+// with dead letters is one Kafka transaction (the dead letters, then the offsets
+// with SendOffsetsToTransaction and the consumer's group metadata, so a member
+// whose partitions moved on is fenced by its generation). A crash, a lost
+// partition or a failed step aborts both: the messages are consumed again and
+// dead-lettered again, and read_committed readers of the DLQ never see the
+// aborted copy.
+//
+// Create it before the Source (NewSource binds the consumer to it) and close it
+// after the Source. Safe for concurrent use.
+type Committer struct {
+	cfg    CommitterConfig
+	p      *kafka.Producer
+	log    *slog.Logger
+	tr     *tracker
+	member atomic.Pointer[groupMember] // the Source's consumer while it is open
+
+	mu          sync.Mutex // serialises transactions
+	inited      bool
+	state       txnState
+	pendingOffs []kafka.TopicPartition // offsets of the transaction whose outcome is unknown
+	pendingN    int                    // its dead letters
+	fatal       atomic.Pointer[error]  // set once: the producer failed for good
+
+	committed atomic.Uint64
+	txns      atomic.Uint64
+	aborts    atomic.Uint64
+
+	ctx      context.Context
+	stop     context.CancelFunc
+	loops    sync.WaitGroup
+	stopLogs func()
+}
+
+// groupMember is the consumer whose offsets a commit moves (a *kafka.Consumer).
+type groupMember interface {
+	CommitOffsets([]kafka.TopicPartition) ([]kafka.TopicPartition, error)
+	GetConsumerGroupMetadata() (*kafka.ConsumerGroupMetadata, error)
+}
+
+// NewCommitter creates the committer and its transactional producer (it connects
+// lazily; Start initialises its transactions in the background).
+func NewCommitter(cfg CommitterConfig, log *slog.Logger) (*Committer, error) {
+	if cfg.TransactionalID == "" {
+		return nil, errors.New("new committer: transactional id: empty")
+	}
+	if cfg.TxnTimeout <= 0 {
+		cfg.TxnTimeout = 30 * time.Second
+	}
+	if cfg.OpTimeout <= 0 {
+		cfg.OpTimeout = 20 * time.Second
+	}
+	if cfg.MaxHeldBytes <= 0 {
+		cfg.MaxHeldBytes = 64 << 20
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	cm := transactionalConfig(cfg)
+	stopLogs := forwardLogs(cm, log)
+	p, err := kafka.NewProducer(&cm)
+	if err != nil {
+		stopLogs()
+		return nil, fmt.Errorf("new committer: producer: %w", err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	c := &Committer{cfg: cfg, p: p, log: log, tr: newTracker(cfg.Topic, cfg.DLQTopic), ctx: ctx, stop: stop, stopLogs: stopLogs}
+	c.loops.Go(c.events)
+	return c, nil
+}
+
+// Start initialises the producer's transactions in the background, retrying with
+// backoff while the broker is unreachable. It fences an earlier producer with
+// the same transactional id and aborts its open transaction, which would
+// otherwise hold the group's offsets unstable until TxnTimeout.
+func (c *Committer) Start() {
+	c.loops.Go(func() {
+		b := c.cfg.Retry.Backoff()
+		for attempt := 1; ; attempt++ {
+			c.mu.Lock()
+			err := c.init()
+			c.mu.Unlock()
+			if err == nil || c.Err() != nil {
+				return
+			}
+			wait := b.Next()
+			c.log.Warn("dlq_init_transactions_failed", "attempt", attempt, "retry_in", wait, "err", err)
+			if pipeline.Sleep(c.ctx, wait) != nil {
+				return
+			}
+		}
+	})
+}
+
+// Commit commits the watermark of every owned partition that advanced, with the
+// dead letters below it. A failed commit is logged and retried by the next one
+// (its dead letters stay held); Commit returns an error only when the flow must
+// stop: the producer was fenced by another instance with the same transactional
+// id, or failed for good.
+func (c *Committer) Commit() error {
+	if err := c.tr.commit(c.commitFunc()); err != nil {
+		if ferr := c.Err(); ferr != nil {
+			return ferr
+		}
+		c.log.Warn("commit_failed", "err", err)
+	}
+	return nil
+}
+
+// bind sets the consumer whose offsets the committer commits (NewSource calls
+// it; Source.Close unbinds it with nil once the consumer is closed).
+func (c *Committer) bind(m groupMember) {
+	if m == nil {
+		c.member.Store(nil)
+		return
+	}
+	c.member.Store(&m)
+}
+
+// commitFunc commits through the bound consumer.
+func (c *Committer) commitFunc() commitFunc {
+	return func(offs []kafka.TopicPartition, letters []*kafka.Message) ([]kafka.TopicPartition, error) {
+		m := c.member.Load()
+		if m == nil {
+			return nil, errors.New("commit: consumer closed")
+		}
+		return c.commit(*m, offs, letters)
+	}
+}
+
+// assign starts tracking newly assigned partitions (from the rebalance callback).
+func (c *Committer) assign(partitions []int32) { c.tr.assign(partitions) }
+
+// revoke commits what is done for partitions (unless the assignment was lost),
+// then forgets them (from the rebalance callback).
+func (c *Committer) revoke(partitions []int32, lost bool) {
+	if err := c.tr.revoke(partitions, lost, c.commitFunc()); err != nil {
+		c.log.Warn("kafka_commit_on_revoke_failed", "partitions", partitions, "err", err)
+	}
+}
+
+// track registers a fetched message; its Ack reports back here.
+func (c *Committer) track(m *Message) {
+	m.Ack = c.tr.track(m.Partition, m.Offset)
+	m.Ack.rec = &m.Record
+}
+
+// roomForLetters reports whether the held dead letters are under MaxHeldBytes.
+func (c *Committer) roomForLetters() bool { return c.tr.heldBytes.Load() < c.cfg.MaxHeldBytes }
+
+// Offsets returns the committer's view of every owned partition.
+func (c *Committer) Offsets() []PartitionOffsets { return c.tr.snapshot() }
+
+// HeldDeadLetters returns how many dead letters wait for the commit that writes them.
+func (c *Committer) HeldDeadLetters() int64 { return c.tr.held.Load() }
+
+// DeadLetters returns the dead letters held so far, by class (a message
+// dead-lettered again after a crash or a lost partition counts again).
+func (c *Committer) DeadLetters() map[string]uint64 { return c.tr.classes() }
+
+// Transactions returns how many dead letters were committed to the DLQ topic, in
+// how many transactions, and how many transactions were aborted.
+func (c *Committer) Transactions() (letters, committed, aborted uint64) {
+	return c.committed.Load(), c.txns.Load(), c.aborts.Load()
+}
+
+// init runs InitTransactions once. Caller holds mu.
+func (c *Committer) init() error {
+	if c.inited {
+		return nil
+	}
+	if err := c.Err(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.OpTimeout)
+	defer cancel()
+	if err := c.p.InitTransactions(ctx); err != nil {
+		var kerr kafka.Error
+		if errors.As(err, &kerr) && kerr.IsFatal() {
+			return c.setFatal(fmt.Errorf("dlq: init transactions: %w", err))
+		}
+		return fmt.Errorf("dlq: init transactions: %w", err)
+	}
+	c.inited = true
+	c.log.Info("dlq_transactions_ready", "transactional_id", c.cfg.TransactionalID)
+	return nil
+}
+
+// setFatal records the error that stopped the producer for good and returns it.
+func (c *Committer) setFatal(err error) error {
+	c.fatal.CompareAndSwap(nil, &err)
+	c.log.Error("dlq_producer_fatal", "err", err)
+	return err
+}
+
+// Err returns the fatal error that stopped the producer (fenced by another
+// instance with the same transactional id, for one), nil while it works.
+func (c *Committer) Err() error {
+	if p := c.fatal.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// commit is one commit through member: a plain consumer commit when no dead
+// letter is in range, else one transaction with the dead letters and the
+// offsets. A transaction whose commit timed out is finished first; its offsets
+// are returned instead of offs (the tracker retries offs on its next commit).
+func (c *Committer) commit(member groupMember, offs []kafka.TopicPartition, letters []*kafka.Message) ([]kafka.TopicPartition, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.Err(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.OpTimeout)
+	defer cancel()
+	switch c.state {
+	case txnCommitting:
+		if err := c.p.CommitTransaction(ctx); err != nil {
+			return nil, c.failed(ctx, "commit (resumed)", err)
+		}
+		prev, n := c.pendingOffs, c.pendingN
+		c.finish(n)
+		c.log.Info("dlq_transaction_resumed", "dead_letters", n)
+		return prev, nil
+	case txnAborting, txnOpen:
+		if err := c.abort(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if len(letters) == 0 {
+		return member.CommitOffsets(offs)
+	}
+	if err := c.init(); err != nil {
+		return nil, err
+	}
+	meta, err := member.GetConsumerGroupMetadata()
+	if err != nil {
+		return nil, fmt.Errorf("dlq: group metadata: %w", err)
+	}
+	if err := c.p.BeginTransaction(); err != nil {
+		return nil, c.failed(ctx, "begin", err)
+	}
+	c.state = txnOpen
+	for _, m := range letters {
+		if err := c.produce(ctx, m); err != nil {
+			return nil, c.failed(ctx, "produce", err)
+		}
+	}
+	if n := c.p.Flush(int(c.cfg.OpTimeout / time.Millisecond)); n > 0 {
+		return nil, c.failed(ctx, "produce", fmt.Errorf("%d dead letters not delivered in %s", n, c.cfg.OpTimeout))
+	}
+	crashPoint("txn-produced")
+	if err := c.p.SendOffsetsToTransaction(ctx, offs, meta); err != nil {
+		return nil, c.failed(ctx, "send offsets", err)
+	}
+	crashPoint("txn-offsets-sent")
+	c.pendingOffs, c.pendingN = offs, len(letters)
+	if err := c.p.CommitTransaction(ctx); err != nil {
+		return nil, c.failed(ctx, "commit", err)
+	}
+	c.finish(len(letters))
+	return offs, nil
+}
+
+// idle forgets the transaction that just ended. Caller holds mu.
+func (c *Committer) idle() { c.state, c.pendingOffs, c.pendingN = txnIdle, nil, 0 }
+
+// finish records a committed transaction. Caller holds mu.
+func (c *Committer) finish(letters int) {
+	c.idle()
+	c.committed.Add(uint64(letters))
+	c.txns.Add(1)
+}
+
+// failed handles an error of the transaction step op: a fatal error stops the
+// producer for good; a retriable failure of CommitTransaction leaves the
+// transaction to be committed again by the next commit (its outcome is unknown);
+// anything else aborts it. Caller holds mu.
+func (c *Committer) failed(ctx context.Context, op string, err error) error {
+	err = fmt.Errorf("dlq transaction %s: %w", op, err)
+	var kerr kafka.Error
+	isKafka := errors.As(err, &kerr)
+	switch {
+	case isKafka && kerr.IsFatal():
+		return c.setFatal(err)
+	case c.pendingOffs != nil && isKafka && kerr.IsRetriable() && !kerr.TxnRequiresAbort():
+		c.state = txnCommitting
+		c.log.Warn("dlq_commit_outcome_unknown", "err", err)
+		return err
+	}
+	c.state = txnAborting
+	if aerr := c.abort(ctx); aerr != nil {
+		return errors.Join(err, aerr)
+	}
+	return err
+}
+
+// abort aborts the open transaction; on failure the next commit tries again.
+// Caller holds mu.
+func (c *Committer) abort(ctx context.Context) error {
+	if err := c.p.AbortTransaction(ctx); err != nil {
+		var kerr kafka.Error
+		if errors.As(err, &kerr) && kerr.IsFatal() {
+			return c.setFatal(fmt.Errorf("dlq transaction abort: %w", err))
+		}
+		c.state = txnAborting
+		return fmt.Errorf("dlq transaction abort: %w", err)
+	}
+	c.idle()
+	c.aborts.Add(1)
+	c.log.Warn("dlq_transaction_aborted")
+	return nil
+}
+
+// produce hands m to librdkafka, waiting while its queue is full.
+func (c *Committer) produce(ctx context.Context, m *kafka.Message) error {
+	for {
+		err := c.p.Produce(m, nil)
+		var kerr kafka.Error
+		if err == nil || !errors.As(err, &kerr) || kerr.Code() != kafka.ErrQueueFull {
+			return err
+		}
+		if pipeline.Sleep(ctx, 5*time.Millisecond) != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+// events drains the producer's event channel (errors; delivery reports are off).
+func (c *Committer) events() {
+	for ev := range c.p.Events() {
+		if e, ok := ev.(kafka.Error); ok {
+			c.log.Warn("dlq_producer_error", "code", e.Code().String(), "err", e)
+		}
+	}
+}
+
+// Close closes the producer. Close the Source first: leaving the group commits
+// through the Committer. An open transaction is aborted by the broker.
+func (c *Committer) Close() {
+	c.stop()
+	c.mu.Lock()
+	if c.state == txnCommitting || c.state == txnAborting {
+		c.log.Warn("dlq_close_with_unfinished_transaction", "state", int(c.state))
+	}
+	c.mu.Unlock()
+	c.p.Close()
+	c.loops.Wait()
+	c.stopLogs()
+}

@@ -1,0 +1,170 @@
+// Package kafkaedge is the pipeline's Kafka edge, on confluent-kafka-go v2
+// (librdkafka). It reads in one direction:
+//
+//   - Source polls the input topic as a member of the consumer group, hands out
+//     each record as a Message with its Ack, and applies backpressure
+//     (Pause/Resume after a sustained stall);
+//   - each Ack ends in one of two ways, Done (stored) or DeadLetter (rejected,
+//     with the Failure that says why);
+//   - Committer alone owns what follows: the per-partition watermarks of ended
+//     messages, the held dead letters, the transactional producer that writes
+//     them, and every offset commit.
+//
+// Offsets: enable.auto.commit=false; the committer commits, per owned partition,
+// the contiguous prefix of ended messages, after batches, on a timer, on revoke
+// and on close. A commit whose range holds dead letters is one Kafka transaction
+// (the dead letters, then the offsets with SendOffsetsToTransaction), so each bad
+// message lands in the DLQ exactly once; other commits are plain consumer commits.
+//
+// Every Kafka client of the service is built here (the consumer, the
+// transactional producer, the admin client, and the producer and reader of the
+// produce and dlq tools), and so are the DLQ header names and the size limits.
+// Kafka's own types stay inside the package.
+package kafkaedge
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+// Dead-letter header names (part of the outside contract: DLQ readers rely on them).
+const (
+	HeaderError           = "x-error"
+	HeaderErrorClass      = "x-error-class"
+	HeaderStage           = "x-stage"
+	HeaderSourceTopic     = "x-source-topic"
+	HeaderSourcePartition = "x-source-partition"
+	HeaderSourceOffset    = "x-source-offset"
+	HeaderAttempts        = "x-attempts"
+	// HeaderReplayedFrom marks a record re-published by a DLQ replay: "topic/partition@offset".
+	HeaderReplayedFrom = "x-replayed-from"
+)
+
+// MaxRecordBytes is the largest record the service's producers send
+// (message.max.bytes) and the max.message.bytes of the DLQ topic it creates:
+// dead letters include oversized messages.
+const MaxRecordBytes = 16 << 20
+
+// IsServiceHeader reports whether a header name is one the service adds (x-*)
+// rather than one of the original record's.
+func IsServiceHeader(name string) bool { return strings.HasPrefix(name, "x-") }
+
+// Header is one record header.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Record is one Kafka record: where it is and what it holds.
+type Record struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Key       []byte
+	Value     []byte
+	Headers   []Header
+	Timestamp time.Time
+}
+
+// Header returns the value of the first header called name, "" when there is none.
+func (r *Record) Header(name string) string {
+	for _, h := range r.Headers {
+		if h.Key == name {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// Message is one fetched record with its Ack, which travels with it through the
+// stages: every message ends with Ack.Done or Ack.DeadLetter.
+type Message struct {
+	Record
+	Ack *Ack
+}
+
+// Failure says why a message is dead-lettered.
+type Failure struct {
+	Class    string // decode, validation, data, ...
+	Stage    string // the stage that gave up on it
+	Reason   string
+	Attempts int
+}
+
+// fromKafka converts a fetched librdkafka message.
+func fromKafka(e *kafka.Message) Record {
+	r := Record{
+		Partition: e.TopicPartition.Partition,
+		Offset:    int64(e.TopicPartition.Offset),
+		Key:       e.Key,
+		Value:     e.Value,
+		Timestamp: e.Timestamp,
+	}
+	if e.TopicPartition.Topic != nil {
+		r.Topic = *e.TopicPartition.Topic
+	}
+	if len(e.Headers) > 0 {
+		r.Headers = make([]Header, len(e.Headers))
+		for i, h := range e.Headers {
+			r.Headers[i] = Header{Key: h.Key, Value: h.Value}
+		}
+	}
+	return r
+}
+
+// toKafka builds a record to produce to topic.
+func toKafka(topic string, key, value []byte, headers []Header) *kafka.Message {
+	m := &kafka.Message{
+		TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
+		Key:            key,
+		Value:          value,
+	}
+	if len(headers) > 0 {
+		m.Headers = make([]kafka.Header, len(headers))
+		for i, h := range headers {
+			m.Headers[i] = kafka.Header{Key: h.Key, Value: h.Value}
+		}
+	}
+	return m
+}
+
+// deadLetter builds the dead letter of r: its key and value unchanged, its
+// headers plus the x-* headers describing f.
+func deadLetter(dlqTopic string, r *Record, f Failure) *kafka.Message {
+	hdrs := make([]Header, 0, len(r.Headers)+7)
+	hdrs = append(hdrs, r.Headers...)
+	hdrs = append(hdrs,
+		Header{HeaderError, []byte(f.Reason)},
+		Header{HeaderErrorClass, []byte(f.Class)},
+		Header{HeaderStage, []byte(f.Stage)},
+		Header{HeaderSourceTopic, []byte(r.Topic)},
+		Header{HeaderSourcePartition, []byte(strconv.FormatInt(int64(r.Partition), 10))},
+		Header{HeaderSourceOffset, []byte(strconv.FormatInt(r.Offset, 10))},
+		Header{HeaderAttempts, []byte(strconv.Itoa(max(f.Attempts, 1)))},
+	)
+	m := toKafka(dlqTopic, r.Key, r.Value, hdrs)
+	m.Opaque = letterRef{partition: r.Partition, offset: r.Offset}
+	return m
+}
+
+// Replay returns what a DLQ replay re-publishes for the dead letter r: the
+// original key and value, the original (non-x-*) headers, and HeaderReplayedFrom
+// naming r's place in the DLQ; and the topic to publish to (r's x-source-topic,
+// else fallback).
+func Replay(r *Record, fallback string) (topic string, key, value []byte, headers []Header) {
+	for _, h := range r.Headers {
+		if !IsServiceHeader(h.Key) {
+			headers = append(headers, h)
+		}
+	}
+	from := r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "@" + strconv.FormatInt(r.Offset, 10)
+	headers = append(headers, Header{HeaderReplayedFrom, []byte(from)})
+	topic = r.Header(HeaderSourceTopic)
+	if topic == "" {
+		topic = fallback
+	}
+	return topic, r.Key, r.Value, headers
+}
