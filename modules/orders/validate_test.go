@@ -50,6 +50,48 @@ func TestValidateNil(t *testing.T) {
 	_ = asInvalid(t, Validate(nil), ClassValidation, "")
 }
 
+// TestValidateRefusesNULEverywhere puts a NUL character into each string field of
+// the model in turn (found by reflection, so a new field is covered): Validate
+// must refuse it and name the field, by its own rule or by the NUL check
+// (nulField), since PostgreSQL text cannot store NUL.
+func TestValidateRefusesNULEverywhere(t *testing.T) {
+	checked := 0
+	var fields func(typ reflect.Type, path string, at func(o *Order) reflect.Value)
+	fields = func(typ reflect.Type, path string, at func(o *Order) reflect.Value) {
+		switch {
+		case typ.Kind() == reflect.String:
+			checked++
+			t.Run(path, func(t *testing.T) {
+				o := canonicalOrder(t)
+				f := at(&o)
+				f.SetString(f.String() + "\x00")
+				err := Validate(&o)
+				if err == nil {
+					t.Fatalf("a NUL in %s passes Validate: add the field to nulField (validate.go)", path)
+				}
+				_ = asInvalid(t, err, ClassValidation, path)
+			})
+		case typ.Kind() == reflect.Struct && typ != reflect.TypeFor[time.Time]():
+			for i := range typ.NumField() {
+				name, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+				if name == "-" || !typ.Field(i).IsExported() {
+					continue
+				}
+				if path != "" {
+					name = path + "." + name
+				}
+				fields(typ.Field(i).Type, name, func(o *Order) reflect.Value { return at(o).Field(i) })
+			}
+		case typ.Kind() == reflect.Slice:
+			fields(typ.Elem(), path+"[0]", func(o *Order) reflect.Value { return at(o).Index(0) })
+		}
+	}
+	fields(reflect.TypeFor[Order](), "", func(o *Order) reflect.Value { return reflect.ValueOf(o).Elem() })
+	if checked < 20 {
+		t.Fatalf("only %d string fields found", checked)
+	}
+}
+
 // TestValidateRules has, for every rule, at least one case that passes and one
 // that fails; a failing case names the JSON path of the field.
 func TestValidateRules(t *testing.T) {

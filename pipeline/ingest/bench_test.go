@@ -351,55 +351,17 @@ func benchRecords(ords []orders.Order) []orders.Record {
 }
 
 // copyOrders writes recs with COPY into orders, delivery, payment and items in one
-// transaction (the same rows UpsertBatch writes).
+// transaction (the same columns and rows UpsertBatch writes: ordersdb.BatchRows).
 func copyOrders(ctx context.Context, conn *pgx.Conn, recs []orders.Record) error {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("copy: begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback(ctx) }() // a no-op after Commit
-	var ords, dels, pays, items [][]any
-	for i := range recs {
-		o := &recs[i].Order
-		d, p := &o.Delivery, &o.Payment
-		ords = append(ords, []any{
-			o.OrderUID, o.TrackNumber, o.Entry, o.Locale, o.InternalSignature, o.CustomerID, o.DeliveryService,
-			o.ShardKey, o.SmID, o.DateCreated, o.OofShard, recs[i].Source.Partition, recs[i].Source.Offset,
-		})
-		dels = append(dels, []any{o.OrderUID, d.Name, d.Phone, d.Zip, d.City, d.Address, d.Region, d.Email})
-		pays = append(pays, []any{
-			o.OrderUID, p.Transaction, p.RequestID, p.Currency, p.Provider, p.Amount,
-			p.PaymentDt, p.Bank, p.DeliveryCost, p.GoodsTotal, p.CustomFee,
-		})
-		for j := range o.Items {
-			it := &o.Items[j]
-			items = append(items, []any{
-				o.OrderUID, int32(j), it.ChrtID, it.TrackNumber, it.Price, it.Rid, it.Name,
-				it.Sale, it.Size, it.TotalPrice, it.NmID, it.Brand, it.Status,
-			})
-		}
-	}
-	for _, t := range []struct {
-		table string
-		cols  []string
-		rows  [][]any
-	}{
-		{"orders", []string{
-			"order_uid", "track_number", "entry", "locale", "internal_signature", "customer_id",
-			"delivery_service", "shardkey", "sm_id", "date_created", "oof_shard", "source_partition", "source_offset",
-		}, ords},
-		{"delivery", []string{"order_uid", "name", "phone", "zip", "city", "address", "region", "email"}, dels},
-		{"payment", []string{
-			"order_uid", "transaction", "request_id", "currency", "provider", "amount",
-			"payment_dt", "bank", "delivery_cost", "goods_total", "custom_fee",
-		}, pays},
-		{"items", []string{
-			"order_uid", "position", "chrt_id", "track_number", "price", "rid", "name",
-			"sale", "size", "total_price", "nm_id", "brand", "status",
-		}, items},
-	} {
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{t.table}, t.cols, pgx.CopyFromRows(t.rows)); err != nil {
-			return fmt.Errorf("copy %s: %w", t.table, err)
+	for _, t := range ordersdb.BatchRows(recs) {
+		src := pgx.CopyFromSlice(t.Len, func(i int) ([]any, error) { return t.Row(i), nil })
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{t.Table}, t.Columns, src); err != nil {
+			return fmt.Errorf("copy %s: %w", t.Table, err)
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {

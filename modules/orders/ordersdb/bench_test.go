@@ -130,84 +130,19 @@ func BenchmarkUpsert(b *testing.B) {
 }
 
 // copyBatch writes recs with COPY into orders, delivery, payment and items in one
-// transaction.
+// transaction: the columns and rows the store writes (ordersdb.BatchRows).
 func copyBatch(ctx context.Context, conn *pgx.Conn, recs []orders.Record) error {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = tx.Rollback(ctx) }() // a no-op after Commit
-	n := len(recs)
-	copyRows := func(table string, cols []string, rows int, row func(i int) []any) error {
-		_, err := tx.CopyFrom(ctx, pgx.Identifier{table}, cols, pgx.CopyFromSlice(rows, func(i int) ([]any, error) { return row(i), nil }))
+	for _, t := range ordersdb.BatchRows(recs) {
+		_, err := tx.CopyFrom(ctx, pgx.Identifier{t.Table}, t.Columns,
+			pgx.CopyFromSlice(t.Len, func(i int) ([]any, error) { return t.Row(i), nil }))
 		if err != nil {
-			return fmt.Errorf("copy %s: %w", table, err)
+			return fmt.Errorf("copy %s: %w", t.Table, err)
 		}
-		return nil
-	}
-	err = copyRows("orders", []string{
-		"order_uid", "track_number", "entry", "locale", "internal_signature",
-		"customer_id", "delivery_service", "shardkey", "sm_id", "date_created", "oof_shard", "source_partition", "source_offset",
-	},
-		n, func(i int) []any {
-			o := &recs[i].Order
-			return []any{
-				o.OrderUID, o.TrackNumber, o.Entry, o.Locale, o.InternalSignature, o.CustomerID,
-				o.DeliveryService, o.ShardKey, o.SmID, o.DateCreated, o.OofShard, recs[i].Source.Partition, recs[i].Source.Offset,
-			}
-		})
-	if err != nil {
-		return err
-	}
-	err = copyRows("delivery", []string{"order_uid", "name", "phone", "zip", "city", "address", "region", "email"},
-		n, func(i int) []any {
-			o := &recs[i].Order
-			d := &o.Delivery
-			return []any{o.OrderUID, d.Name, d.Phone, d.Zip, d.City, d.Address, d.Region, d.Email}
-		})
-	if err != nil {
-		return err
-	}
-	err = copyRows("payment", []string{
-		"order_uid", "transaction", "request_id", "currency", "provider", "amount",
-		"payment_dt", "bank", "delivery_cost", "goods_total", "custom_fee",
-	},
-		n, func(i int) []any {
-			o := &recs[i].Order
-			p := &o.Payment
-			return []any{
-				o.OrderUID, p.Transaction, p.RequestID, p.Currency, p.Provider, p.Amount,
-				p.PaymentDt, p.Bank, p.DeliveryCost, p.GoodsTotal, p.CustomFee,
-			}
-		})
-	if err != nil {
-		return err
-	}
-	type itemRef struct {
-		uid string
-		pos int
-		it  *orders.Item
-	}
-	var items []itemRef
-	for i := range recs {
-		for j := range recs[i].Order.Items {
-			items = append(items, itemRef{recs[i].Order.OrderUID, j, &recs[i].Order.Items[j]})
-		}
-	}
-	err = copyRows("items", []string{
-		"order_uid", "position", "chrt_id", "track_number", "price", "rid", "name",
-		"sale", "size", "total_price", "nm_id", "brand", "status",
-	},
-		len(items), func(i int) []any {
-			r := items[i]
-			it := r.it
-			return []any{
-				r.uid, int32(r.pos), it.ChrtID, it.TrackNumber, it.Price, it.Rid, it.Name,
-				it.Sale, it.Size, it.TotalPrice, it.NmID, it.Brand, it.Status,
-			}
-		})
-	if err != nil {
-		return err
 	}
 	return tx.Commit(ctx)
 }

@@ -1,6 +1,7 @@
 package ordersdb
 
 import (
+	"strings"
 	"time"
 
 	"github.com/uptrace/bun/dialect/pgdialect"
@@ -8,230 +9,390 @@ import (
 	"github.com/orderflow/orders-service/modules/orders"
 )
 
+// The columns the store writes are declared once per table below (ordersTable,
+// deliveryTable, paymentTable, itemsTable). Everything else is derived from these
+// declarations when the package is initialised: the write statements, their
+// ON CONFLICT update lists, the lookup's SELECT list and its Scan targets, and
+// the column lists of the COPY baselines of the benchmarks (BatchRows).
+//
 // The write path sends each table's rows as one array per column and expands them
 // server-side with unnest: one statement per table, whatever the batch size, and
 // far less parsing and planning than a multi-row VALUES list.
+//
+// A column's SQL name is the JSON name of the model field it stores (the items
+// are read back as JSON objects keyed by column name); the tests check that the
+// declarations, the model and the migrated schema agree.
 
-// orderColumns holds the orders-table rows of a batch, column by column.
-type orderColumns struct {
-	uid, track, entry, locale, signature, customer, service, shard []string
-	smID                                                           []int64
-	created                                                        []time.Time
-	oof                                                            []string
-	partition, offset                                              []int64
+// kind is the PostgreSQL type of a column and the Go type of its model field.
+type kind uint8
+
+const (
+	kindText        kind = iota // text; string
+	kindInteger                 // integer; int32 (sent as an int64 array, cast to int[])
+	kindBigint                  // bigint; int64
+	kindTimestamptz             // timestamptz; time.Time, written and read back in UTC
+)
+
+// arrayType is the array type the unnest parameter of a column is cast to.
+var arrayType = [...]string{
+	kindText:        "text[]",
+	kindInteger:     "int[]",
+	kindBigint:      "bigint[]",
+	kindTimestamptz: "timestamptz[]",
 }
 
-// partColumns holds the delivery, payment and items rows of a batch.
-type partColumns struct {
-	// delivery and payment: one row per order
-	uid                                               []string
-	name, phone, zip, city, address, region, email    []string
-	txn, requestID, currency, provider, bank          []string
-	amount, paymentDt, deliveryCost, goodsTotal, cfee []int64
+// role says how the statements treat a column.
+type role uint8
 
-	// items: one row per item
-	itemUID                                  []string
-	position, chrtID, price, sale, total, nm []int64
-	status                                   []int64
-	itemTrack, rid, itemName, size, brand    []string
+const (
+	// data is a field of the model: written, replaced on conflict, read back.
+	data role = iota
+	// key identifies the row (order_uid; the position of an item): written, never
+	// updated, read back only from orders.
+	key
+	// source is the Kafka position of the stored version (orders only): written,
+	// replaced only by the guarded upsert, never read back.
+	source
+)
+
+// column declares one column of a table whose rows are of type R. Its accessor
+// (the one of its kind; the others are nil) points into a row at the column's
+// value: the write path reads through it, the lookup scans into it.
+type column[R any] struct {
+	name string
+	kind kind
+	role role
+
+	str func(*R) *string
+	i32 func(*R) *int32
+	i64 func(*R) *int64
+	tm  func(*R) *time.Time
 }
 
-func toOrderColumns(recs []orders.Record) orderColumns {
-	n := len(recs)
-	c := orderColumns{
-		uid: make([]string, 0, n), track: make([]string, 0, n), entry: make([]string, 0, n),
-		locale: make([]string, 0, n), signature: make([]string, 0, n), customer: make([]string, 0, n),
-		service: make([]string, 0, n), shard: make([]string, 0, n), smID: make([]int64, 0, n),
-		created: make([]time.Time, 0, n), oof: make([]string, 0, n),
-		partition: make([]int64, 0, n), offset: make([]int64, 0, n),
-	}
-	for i := range recs {
-		o := &recs[i].Order
-		c.uid = append(c.uid, o.OrderUID)
-		c.track = append(c.track, o.TrackNumber)
-		c.entry = append(c.entry, o.Entry)
-		c.locale = append(c.locale, o.Locale)
-		c.signature = append(c.signature, o.InternalSignature)
-		c.customer = append(c.customer, o.CustomerID)
-		c.service = append(c.service, o.DeliveryService)
-		c.shard = append(c.shard, o.ShardKey)
-		c.smID = append(c.smID, o.SmID)
-		c.created = append(c.created, o.DateCreated.UTC())
-		c.oof = append(c.oof, o.OofShard)
-		c.partition = append(c.partition, int64(recs[i].Source.Partition))
-		c.offset = append(c.offset, recs[i].Source.Offset)
-	}
+func text[R any](name string, field func(*R) *string) column[R] {
+	return column[R]{name: name, kind: kindText, str: field}
+}
+
+func integer[R any](name string, field func(*R) *int32) column[R] {
+	return column[R]{name: name, kind: kindInteger, i32: field}
+}
+
+func bigint[R any](name string, field func(*R) *int64) column[R] {
+	return column[R]{name: name, kind: kindBigint, i64: field}
+}
+
+func timestamptz[R any](name string, field func(*R) *time.Time) column[R] {
+	return column[R]{name: name, kind: kindTimestamptz, tm: field}
+}
+
+// as returns c with role r.
+func (c column[R]) as(r role) column[R] {
+	c.role = r
 	return c
 }
 
-func (c *orderColumns) args() []any {
-	return []any{
-		pgdialect.Array(c.uid), pgdialect.Array(c.track), pgdialect.Array(c.entry),
-		pgdialect.Array(c.locale), pgdialect.Array(c.signature), pgdialect.Array(c.customer),
-		pgdialect.Array(c.service), pgdialect.Array(c.shard), pgdialect.Array(c.smID),
-		pgdialect.Array(c.created), pgdialect.Array(c.oof),
-		pgdialect.Array(c.partition), pgdialect.Array(c.offset),
+// ptr returns a pointer to the column's value in row, as a Scan target.
+func (c *column[R]) ptr(row *R) any {
+	switch c.kind {
+	case kindText:
+		return c.str(row)
+	case kindInteger:
+		return c.i32(row)
+	case kindBigint:
+		return c.i64(row)
+	default:
+		return c.tm(row)
 	}
 }
 
-func toPartColumns(recs []orders.Record) partColumns {
-	n := len(recs)
-	items := 0
+// value returns the column's value in row.
+func (c *column[R]) value(row *R) any {
+	switch c.kind {
+	case kindText:
+		return *c.str(row)
+	case kindInteger:
+		return *c.i32(row)
+	case kindBigint:
+		return *c.i64(row)
+	default:
+		return *c.tm(row)
+	}
+}
+
+// table declares one table the store writes, with rows of type R.
+type table[R any] struct {
+	name string
+	cols []column[R]
+}
+
+// itemRow is one row of items: an item with its order and its position in the order.
+type itemRow struct {
+	order *orders.Order
+	item  *orders.Item
+	pos   int32
+}
+
+// The tables, in the order they are written. Adding a field to the order means
+// adding its column here (see "Adding a field to the order" in the README).
+var (
+	ordersTable = table[orders.Record]{name: "orders", cols: []column[orders.Record]{
+		text("order_uid", func(r *orders.Record) *string { return &r.Order.OrderUID }).as(key),
+		text("track_number", func(r *orders.Record) *string { return &r.Order.TrackNumber }),
+		text("entry", func(r *orders.Record) *string { return &r.Order.Entry }),
+		text("locale", func(r *orders.Record) *string { return &r.Order.Locale }),
+		text("internal_signature", func(r *orders.Record) *string { return &r.Order.InternalSignature }),
+		text("customer_id", func(r *orders.Record) *string { return &r.Order.CustomerID }),
+		text("delivery_service", func(r *orders.Record) *string { return &r.Order.DeliveryService }),
+		text("shardkey", func(r *orders.Record) *string { return &r.Order.ShardKey }),
+		bigint("sm_id", func(r *orders.Record) *int64 { return &r.Order.SmID }),
+		timestamptz("date_created", func(r *orders.Record) *time.Time { return &r.Order.DateCreated }),
+		text("oof_shard", func(r *orders.Record) *string { return &r.Order.OofShard }),
+		integer("source_partition", func(r *orders.Record) *int32 { return &r.Source.Partition }).as(source),
+		bigint("source_offset", func(r *orders.Record) *int64 { return &r.Source.Offset }).as(source),
+	}}
+
+	deliveryTable = table[orders.Record]{name: "delivery", cols: []column[orders.Record]{
+		text("order_uid", func(r *orders.Record) *string { return &r.Order.OrderUID }).as(key),
+		text("name", func(r *orders.Record) *string { return &r.Order.Delivery.Name }),
+		text("phone", func(r *orders.Record) *string { return &r.Order.Delivery.Phone }),
+		text("zip", func(r *orders.Record) *string { return &r.Order.Delivery.Zip }),
+		text("city", func(r *orders.Record) *string { return &r.Order.Delivery.City }),
+		text("address", func(r *orders.Record) *string { return &r.Order.Delivery.Address }),
+		text("region", func(r *orders.Record) *string { return &r.Order.Delivery.Region }),
+		text("email", func(r *orders.Record) *string { return &r.Order.Delivery.Email }),
+	}}
+
+	paymentTable = table[orders.Record]{name: "payment", cols: []column[orders.Record]{
+		text("order_uid", func(r *orders.Record) *string { return &r.Order.OrderUID }).as(key),
+		text("transaction", func(r *orders.Record) *string { return &r.Order.Payment.Transaction }),
+		text("request_id", func(r *orders.Record) *string { return &r.Order.Payment.RequestID }),
+		text("currency", func(r *orders.Record) *string { return &r.Order.Payment.Currency }),
+		text("provider", func(r *orders.Record) *string { return &r.Order.Payment.Provider }),
+		bigint("amount", func(r *orders.Record) *int64 { return &r.Order.Payment.Amount }),
+		bigint("payment_dt", func(r *orders.Record) *int64 { return &r.Order.Payment.PaymentDt }),
+		text("bank", func(r *orders.Record) *string { return &r.Order.Payment.Bank }),
+		bigint("delivery_cost", func(r *orders.Record) *int64 { return &r.Order.Payment.DeliveryCost }),
+		bigint("goods_total", func(r *orders.Record) *int64 { return &r.Order.Payment.GoodsTotal }),
+		bigint("custom_fee", func(r *orders.Record) *int64 { return &r.Order.Payment.CustomFee }),
+	}}
+
+	itemsTable = table[itemRow]{name: "items", cols: []column[itemRow]{
+		text("order_uid", func(r *itemRow) *string { return &r.order.OrderUID }).as(key),
+		integer("position", func(r *itemRow) *int32 { return &r.pos }).as(key),
+		bigint("chrt_id", func(r *itemRow) *int64 { return &r.item.ChrtID }),
+		text("track_number", func(r *itemRow) *string { return &r.item.TrackNumber }),
+		bigint("price", func(r *itemRow) *int64 { return &r.item.Price }),
+		text("rid", func(r *itemRow) *string { return &r.item.Rid }),
+		text("name", func(r *itemRow) *string { return &r.item.Name }),
+		bigint("sale", func(r *itemRow) *int64 { return &r.item.Sale }),
+		text("size", func(r *itemRow) *string { return &r.item.Size }),
+		bigint("total_price", func(r *itemRow) *int64 { return &r.item.TotalPrice }),
+		bigint("nm_id", func(r *itemRow) *int64 { return &r.item.NmID }),
+		text("brand", func(r *itemRow) *string { return &r.item.Brand }),
+		bigint("status", func(r *itemRow) *int64 { return &r.item.Status }),
+	}}
+)
+
+// itemRows returns the items rows of recs, in record and item order.
+func itemRows(recs []orders.Record) []itemRow {
+	n := 0
 	for i := range recs {
-		items += len(recs[i].Order.Items)
+		n += len(recs[i].Order.Items)
 	}
-	s := func(k int) []string { return make([]string, 0, k) }
-	d := func(k int) []int64 { return make([]int64, 0, k) }
-	c := partColumns{
-		uid: s(n), name: s(n), phone: s(n), zip: s(n), city: s(n), address: s(n), region: s(n), email: s(n),
-		txn: s(n), requestID: s(n), currency: s(n), provider: s(n), bank: s(n),
-		amount: d(n), paymentDt: d(n), deliveryCost: d(n), goodsTotal: d(n), cfee: d(n),
-		itemUID: s(items), position: d(items), chrtID: d(items), price: d(items), sale: d(items),
-		total: d(items), nm: d(items), status: d(items),
-		itemTrack: s(items), rid: s(items), itemName: s(items), size: s(items), brand: s(items),
-	}
+	rows := make([]itemRow, 0, n)
 	for i := range recs {
 		o := &recs[i].Order
-		c.uid = append(c.uid, o.OrderUID)
-
-		dl := &o.Delivery
-		c.name = append(c.name, dl.Name)
-		c.phone = append(c.phone, dl.Phone)
-		c.zip = append(c.zip, dl.Zip)
-		c.city = append(c.city, dl.City)
-		c.address = append(c.address, dl.Address)
-		c.region = append(c.region, dl.Region)
-		c.email = append(c.email, dl.Email)
-
-		p := &o.Payment
-		c.txn = append(c.txn, p.Transaction)
-		c.requestID = append(c.requestID, p.RequestID)
-		c.currency = append(c.currency, p.Currency)
-		c.provider = append(c.provider, p.Provider)
-		c.amount = append(c.amount, p.Amount)
-		c.paymentDt = append(c.paymentDt, p.PaymentDt)
-		c.bank = append(c.bank, p.Bank)
-		c.deliveryCost = append(c.deliveryCost, p.DeliveryCost)
-		c.goodsTotal = append(c.goodsTotal, p.GoodsTotal)
-		c.cfee = append(c.cfee, p.CustomFee)
-
 		for j := range o.Items {
-			it := &o.Items[j]
-			c.itemUID = append(c.itemUID, o.OrderUID)
-			c.position = append(c.position, int64(j))
-			c.chrtID = append(c.chrtID, it.ChrtID)
-			c.itemTrack = append(c.itemTrack, it.TrackNumber)
-			c.price = append(c.price, it.Price)
-			c.rid = append(c.rid, it.Rid)
-			c.itemName = append(c.itemName, it.Name)
-			c.sale = append(c.sale, it.Sale)
-			c.size = append(c.size, it.Size)
-			c.total = append(c.total, it.TotalPrice)
-			c.nm = append(c.nm, it.NmID)
-			c.brand = append(c.brand, it.Brand)
-			c.status = append(c.status, it.Status)
+			rows = append(rows, itemRow{order: o, item: &o.Items[j], pos: int32(j)})
 		}
 	}
-	return c
+	return rows
 }
 
-func (c *partColumns) deliveryArgs() []any {
-	return []any{
-		pgdialect.Array(c.uid), pgdialect.Array(c.name), pgdialect.Array(c.phone), pgdialect.Array(c.zip),
-		pgdialect.Array(c.city), pgdialect.Array(c.address), pgdialect.Array(c.region), pgdialect.Array(c.email),
+// args returns the parameters of t's insert statement for rows: one array per column.
+func (t *table[R]) args(rows []R) []any {
+	args := make([]any, len(t.cols))
+	for k := range t.cols {
+		c := &t.cols[k]
+		switch c.kind {
+		case kindText:
+			a := make([]string, len(rows))
+			for i := range rows {
+				a[i] = *c.str(&rows[i])
+			}
+			args[k] = pgdialect.Array(a)
+		case kindInteger:
+			a := make([]int64, len(rows)) // pgdialect formats []int64 without reflection
+			for i := range rows {
+				a[i] = int64(*c.i32(&rows[i]))
+			}
+			args[k] = pgdialect.Array(a)
+		case kindBigint:
+			a := make([]int64, len(rows))
+			for i := range rows {
+				a[i] = *c.i64(&rows[i])
+			}
+			args[k] = pgdialect.Array(a)
+		case kindTimestamptz:
+			a := make([]time.Time, len(rows))
+			for i := range rows {
+				a[i] = c.tm(&rows[i]).UTC()
+			}
+			args[k] = pgdialect.Array(a)
+		}
+	}
+	return args
+}
+
+// names returns the names of t's columns of the given roles, each prefixed with prefix.
+func (t *table[R]) names(prefix string, roles ...role) []string {
+	var out []string
+	for _, c := range t.cols {
+		for _, r := range roles {
+			if c.role == r {
+				out = append(out, prefix+c.name)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// insertSQL returns INSERT INTO <table> <as> (<columns>) SELECT * FROM unnest(<one array per column>).
+func (t *table[R]) insertSQL(as string) string {
+	var b strings.Builder
+	b.WriteString("INSERT INTO ")
+	b.WriteString(t.name)
+	b.WriteString(as)
+	b.WriteString(" (")
+	b.WriteString(strings.Join(t.names("", key, data, source), ", "))
+	b.WriteString(")\nSELECT * FROM unnest(")
+	for k, c := range t.cols {
+		if k > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("?::")
+		b.WriteString(arrayType[c.kind])
+	}
+	b.WriteString(")")
+	return b.String()
+}
+
+// setSQL returns the SET list "c = EXCLUDED.c, ..." of t's columns of the given roles.
+func (t *table[R]) setSQL(roles ...role) string {
+	names := t.names("", roles...)
+	for i, n := range names {
+		names[i] = n + " = EXCLUDED." + n
+	}
+	return strings.Join(names, ",\n\t")
+}
+
+// upsertSQL returns the insert statement of a part table (one row per order)
+// replacing the data columns on conflict.
+func (t *table[R]) upsertSQL() string {
+	return t.insertSQL("") + "\nON CONFLICT (order_uid) DO UPDATE SET\n\t" + t.setSQL(data)
+}
+
+// TableRows is what the store writes into one table for a batch: its column
+// names and its rows, in the order of the table's declaration in this package.
+// Row(i) returns the values of row i (string, int32, int64 or time.Time, as
+// pgx encodes them for the column types). It serves the COPY baselines of the
+// benchmarks, which must write exactly the columns the store writes.
+type TableRows struct {
+	Table   string
+	Columns []string
+	Len     int
+	Row     func(i int) []any
+}
+
+// BatchRows returns the rows UpsertBatch writes for recs (taken as they are,
+// without de-duplication) into orders, delivery, payment and items, in this order.
+func BatchRows(recs []orders.Record) []TableRows {
+	return []TableRows{
+		ordersTable.rows(recs), deliveryTable.rows(recs), paymentTable.rows(recs), itemsTable.rows(itemRows(recs)),
 	}
 }
 
-func (c *partColumns) paymentArgs() []any {
-	return []any{
-		pgdialect.Array(c.uid), pgdialect.Array(c.txn), pgdialect.Array(c.requestID), pgdialect.Array(c.currency),
-		pgdialect.Array(c.provider), pgdialect.Array(c.amount), pgdialect.Array(c.paymentDt), pgdialect.Array(c.bank),
-		pgdialect.Array(c.deliveryCost), pgdialect.Array(c.goodsTotal), pgdialect.Array(c.cfee),
+func (t *table[R]) rows(rows []R) TableRows {
+	return TableRows{
+		Table:   t.name,
+		Columns: t.names("", key, data, source),
+		Len:     len(rows),
+		Row: func(i int) []any {
+			row := make([]any, len(t.cols))
+			for k := range t.cols {
+				row[k] = t.cols[k].value(&rows[i])
+			}
+			return row
+		},
 	}
 }
 
-func (c *partColumns) itemArgs() []any {
-	return []any{
-		pgdialect.Array(c.itemUID), pgdialect.Array(c.position), pgdialect.Array(c.chrtID),
-		pgdialect.Array(c.itemTrack), pgdialect.Array(c.price), pgdialect.Array(c.rid),
-		pgdialect.Array(c.itemName), pgdialect.Array(c.sale), pgdialect.Array(c.size),
-		pgdialect.Array(c.total), pgdialect.Array(c.nm), pgdialect.Array(c.brand), pgdialect.Array(c.status),
-	}
-}
-
-// orderDataSet is the SET list that replaces an order's data columns on conflict.
-const orderDataSet = `track_number = EXCLUDED.track_number,
-	entry = EXCLUDED.entry,
-	locale = EXCLUDED.locale,
-	internal_signature = EXCLUDED.internal_signature,
-	customer_id = EXCLUDED.customer_id,
-	delivery_service = EXCLUDED.delivery_service,
-	shardkey = EXCLUDED.shardkey,
-	sm_id = EXCLUDED.sm_id,
-	date_created = EXCLUDED.date_created,
-	oof_shard = EXCLUDED.oof_shard,
-	updated_at = now()`
-
-const orderInsert = `INSERT INTO orders AS o (order_uid, track_number, entry, locale, internal_signature,
-	customer_id, delivery_service, shardkey, sm_id, date_created, oof_shard, source_partition, source_offset)
-SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[],
-	?::text[], ?::text[], ?::text[], ?::bigint[], ?::timestamptz[], ?::text[], ?::int[], ?::bigint[])
-ON CONFLICT (order_uid) DO UPDATE SET ` + orderDataSet
-
-// upsertOrdersSQL replaces a stored order only with a version from another
-// partition or a strictly higher offset, so replays and redeliveries change
-// nothing. RETURNING lists the applied uids; inserted is false for replaced rows.
-const upsertOrdersSQL = orderInsert + `,
-	source_partition = EXCLUDED.source_partition,
-	source_offset = EXCLUDED.source_offset
+// The write statements, derived from the declarations.
+var (
+	// upsertOrdersSQL replaces a stored order only with a version from another
+	// partition or a strictly higher offset, so replays and redeliveries change
+	// nothing. RETURNING lists the applied uids; inserted is false for replaced rows.
+	upsertOrdersSQL = orderInsertSQL + ",\n\t" + ordersTable.setSQL(source) + `
 WHERE EXCLUDED.source_partition <> o.source_partition OR EXCLUDED.source_offset > o.source_offset
 RETURNING o.order_uid, (o.xmax = 0) AS inserted`
 
-// putOrderSQL replaces an order unconditionally but keeps the source position of
-// an existing row, so older Kafka versions replayed later are still refused.
-const putOrderSQL = orderInsert + `
+	// putOrderSQL replaces an order unconditionally but keeps the source position of
+	// an existing row, so older Kafka versions replayed later are still refused.
+	putOrderSQL = orderInsertSQL + `
 RETURNING o.order_uid, (o.xmax = 0) AS inserted`
 
-const insertDeliverySQL = `INSERT INTO delivery (order_uid, name, phone, zip, city, address, region, email)
-SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[])`
+	// orderInsertSQL inserts orders or replaces their data columns.
+	orderInsertSQL = ordersTable.insertSQL(" AS o") + "\nON CONFLICT (order_uid) DO UPDATE SET\n\t" +
+		ordersTable.setSQL(data) + ",\n\tupdated_at = now()"
 
-const upsertDeliverySQL = insertDeliverySQL + `
-ON CONFLICT (order_uid) DO UPDATE SET
-	name = EXCLUDED.name, phone = EXCLUDED.phone, zip = EXCLUDED.zip, city = EXCLUDED.city,
-	address = EXCLUDED.address, region = EXCLUDED.region, email = EXCLUDED.email`
-
-const insertPaymentSQL = `INSERT INTO payment (order_uid, transaction, request_id, currency, provider, amount,
-	payment_dt, bank, delivery_cost, goods_total, custom_fee)
-SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[],
-	?::bigint[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[])`
-
-const upsertPaymentSQL = insertPaymentSQL + `
-ON CONFLICT (order_uid) DO UPDATE SET
-	transaction = EXCLUDED.transaction, request_id = EXCLUDED.request_id, currency = EXCLUDED.currency,
-	provider = EXCLUDED.provider, amount = EXCLUDED.amount, payment_dt = EXCLUDED.payment_dt,
-	bank = EXCLUDED.bank, delivery_cost = EXCLUDED.delivery_cost, goods_total = EXCLUDED.goods_total,
-	custom_fee = EXCLUDED.custom_fee`
+	insertDeliverySQL = deliveryTable.insertSQL("")
+	upsertDeliverySQL = deliveryTable.upsertSQL()
+	insertPaymentSQL  = paymentTable.insertSQL("")
+	upsertPaymentSQL  = paymentTable.upsertSQL()
+	insertItemsSQL    = itemsTable.insertSQL("")
+)
 
 const deleteItemsSQL = `DELETE FROM items WHERE order_uid = ANY(?::text[])`
 
-const insertItemsSQL = `INSERT INTO items (order_uid, position, chrt_id, track_number, price, rid, name,
-	sale, size, total_price, nm_id, brand, status)
-SELECT * FROM unnest(?::text[], ?::int[], ?::bigint[], ?::text[], ?::bigint[], ?::text[], ?::text[],
-	?::bigint[], ?::text[], ?::bigint[], ?::bigint[], ?::text[], ?::bigint[])`
+// readColumns are the Scan targets of selectOrderSQL after o.seq and before the
+// items: the key and data columns of orders and the data columns of delivery and
+// payment, in the order of the SELECT list.
+var readColumns = readList()
+
+func readList() []column[orders.Record] {
+	var cols []column[orders.Record]
+	for _, c := range ordersTable.cols {
+		if c.role != source {
+			cols = append(cols, c)
+		}
+	}
+	for _, t := range []*table[orders.Record]{&deliveryTable, &paymentTable} {
+		for _, c := range t.cols {
+			if c.role == data {
+				cols = append(cols, c)
+			}
+		}
+	}
+	return cols
+}
 
 // selectOrderSQL reads orders with their delivery, payment and items (as a JSON
-// array in item order) in one statement; callers append WHERE/ORDER BY/LIMIT.
-const selectOrderSQL = `SELECT o.seq, o.order_uid, o.track_number, o.entry, o.locale, o.internal_signature,
-	o.customer_id, o.delivery_service, o.shardkey, o.sm_id, o.date_created, o.oof_shard,
-	d.name, d.phone, d.zip, d.city, d.address, d.region, d.email,
-	p.transaction, p.request_id, p.currency, p.provider, p.amount, p.payment_dt, p.bank,
-	p.delivery_cost, p.goods_total, p.custom_fee,
+// array in item order, keyed by the JSON names) in one statement; callers append
+// WHERE/ORDER BY/LIMIT. Its columns are o.seq, readColumns and items.
+var selectOrderSQL = func() string {
+	var items []string
+	for _, n := range itemsTable.names("", data) {
+		items = append(items, "'"+n+"', i."+n)
+	}
+	return "SELECT o.seq, " + strings.Join(ordersTable.names("o.", key, data), ", ") + ",\n\t" +
+		strings.Join(deliveryTable.names("d.", data), ", ") + ",\n\t" +
+		strings.Join(paymentTable.names("p.", data), ", ") + `,
 	(SELECT coalesce(json_agg(json_build_object(
-		'chrt_id', i.chrt_id, 'track_number', i.track_number, 'price', i.price, 'rid', i.rid,
-		'name', i.name, 'sale', i.sale, 'size', i.size, 'total_price', i.total_price,
-		'nm_id', i.nm_id, 'brand', i.brand, 'status', i.status) ORDER BY i.position), '[]'::json)
+		` + strings.Join(items, ", ") + `) ORDER BY i.position), '[]'::json)
 	 FROM items i WHERE i.order_uid = o.order_uid) AS items
 FROM orders o
 JOIN delivery d ON d.order_uid = o.order_uid
 JOIN payment p ON p.order_uid = o.order_uid
 `
+}()

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
@@ -74,8 +73,7 @@ func (s *Store) Put(ctx context.Context, o orders.Order) error {
 // writeOrders runs the orders statement ordersSQL for recs and then replaces the
 // delivery, payment and items of the orders it applied. It returns those uids.
 func writeOrders(ctx context.Context, tx bun.Tx, recs []orders.Record, ordersSQL string) ([]string, error) {
-	oc := toOrderColumns(recs)
-	rows, err := tx.QueryContext(ctx, ordersSQL, oc.args()...)
+	rows, err := tx.QueryContext(ctx, ordersSQL, ordersTable.args(recs)...)
 	if err != nil {
 		return nil, fmt.Errorf("orders: %w", err)
 	}
@@ -111,15 +109,14 @@ func writeOrders(ctx context.Context, tx bun.Tx, recs []orders.Record, ordersSQL
 			return !ok
 		})
 	}
-	pc := toPartColumns(recs)
 	deliverySQL, paymentSQL := upsertDeliverySQL, upsertPaymentSQL
 	if len(replaced) == 0 { // all new: no conflict possible, skip the speculative insertion
 		deliverySQL, paymentSQL = insertDeliverySQL, insertPaymentSQL
 	}
-	if _, err := tx.ExecContext(ctx, deliverySQL, pc.deliveryArgs()...); err != nil {
+	if _, err := tx.ExecContext(ctx, deliverySQL, deliveryTable.args(recs)...); err != nil {
 		return nil, fmt.Errorf("delivery: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, paymentSQL, pc.paymentArgs()...); err != nil {
+	if _, err := tx.ExecContext(ctx, paymentSQL, paymentTable.args(recs)...); err != nil {
 		return nil, fmt.Errorf("payment: %w", err)
 	}
 	if len(replaced) > 0 {
@@ -128,8 +125,8 @@ func writeOrders(ctx context.Context, tx bun.Tx, recs []orders.Record, ordersSQL
 			return nil, fmt.Errorf("delete items: %w", err)
 		}
 	}
-	if len(pc.itemUID) > 0 {
-		if _, err := tx.ExecContext(ctx, insertItemsSQL, pc.itemArgs()...); err != nil {
+	if items := itemRows(recs); len(items) > 0 {
+		if _, err := tx.ExecContext(ctx, insertItemsSQL, itemsTable.args(items)...); err != nil {
 			return nil, fmt.Errorf("items: %w", err)
 		}
 	}
@@ -261,30 +258,34 @@ func (s *Store) Delete(ctx context.Context, uid string) error {
 func scanOrders(rows *sql.Rows) ([]orders.Order, []int64, error) {
 	defer rows.Close()
 	var (
-		list []orders.Order
-		seqs []int64
+		list  []orders.Order
+		seqs  []int64
+		rec   orders.Record // each row is scanned into rec.Order, then copied out
+		seq   int64
+		items []byte
 	)
+	dest := make([]any, 0, len(readColumns)+2)
+	dest = append(dest, &seq)
+	for i := range readColumns {
+		dest = append(dest, readColumns[i].ptr(&rec))
+	}
+	dest = append(dest, &items)
 	for rows.Next() {
-		var (
-			o       orders.Order
-			seq     int64
-			created time.Time
-			items   []byte
-		)
-		d, p := &o.Delivery, &o.Payment
-		err := rows.Scan(&seq, &o.OrderUID, &o.TrackNumber, &o.Entry, &o.Locale, &o.InternalSignature,
-			&o.CustomerID, &o.DeliveryService, &o.ShardKey, &o.SmID, &created, &o.OofShard,
-			&d.Name, &d.Phone, &d.Zip, &d.City, &d.Address, &d.Region, &d.Email,
-			&p.Transaction, &p.RequestID, &p.Currency, &p.Provider, &p.Amount, &p.PaymentDt, &p.Bank,
-			&p.DeliveryCost, &p.GoodsTotal, &p.CustomFee, &items)
-		if err != nil {
+		rec = orders.Record{}
+		if err := rows.Scan(dest...); err != nil {
 			return nil, nil, fmt.Errorf("scan: %w", err)
 		}
-		o.DateCreated = created.UTC()
+		for i := range readColumns {
+			if c := &readColumns[i]; c.kind == kindTimestamptz {
+				t := c.tm(&rec)
+				*t = t.UTC()
+			}
+		}
+		o := &rec.Order
 		if err := json.Unmarshal(items, &o.Items); err != nil {
 			return nil, nil, fmt.Errorf("scan items of %s: %w", o.OrderUID, err)
 		}
-		list = append(list, o)
+		list = append(list, *o)
 		seqs = append(seqs, seq)
 	}
 	if err := rows.Err(); err != nil {

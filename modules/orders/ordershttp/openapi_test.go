@@ -1,13 +1,17 @@
 package ordershttp_test
 
 import (
+	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/ordershttp"
 )
 
@@ -73,4 +77,108 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 	if len(served) < 14 {
 		t.Errorf("only %d routes registered: %v", len(served), served)
 	}
+}
+
+// TestOpenAPIOrderSchemaMatchesModel checks the Order schema of openapi.yaml (and
+// the Delivery, Payment and Item schemas it refers to) against the model: the
+// properties are exactly the JSON fields, with the JSON type of the Go field, and
+// the required list names the fields whose validate tag says required (plus the
+// nested objects, which validation requires through their own fields).
+func TestOpenAPIOrderSchemaMatchesModel(t *testing.T) {
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Required             []string                  `yaml:"required"`
+				AdditionalProperties *bool                     `yaml:"additionalProperties"`
+				Properties           map[string]map[string]any `yaml:"properties"`
+			} `yaml:"schemas"`
+		} `yaml:"components"`
+	}
+	if err := yaml.Unmarshal(ordershttp.OpenAPI, &doc); err != nil {
+		t.Fatalf("openapi.yaml: %v", err)
+	}
+	const refPrefix = "#/components/schemas/"
+	timeType := reflect.TypeFor[time.Time]()
+	seen := map[reflect.Type]bool{}
+	var check func(typ reflect.Type, schemaName string)
+	check = func(typ reflect.Type, schemaName string) {
+		if seen[typ] {
+			return
+		}
+		seen[typ] = true
+		schema, ok := doc.Components.Schemas[schemaName]
+		if !ok {
+			t.Errorf("openapi.yaml has no schema %s for %s", schemaName, typ)
+			return
+		}
+		if schema.AdditionalProperties == nil || *schema.AdditionalProperties {
+			t.Errorf("schema %s: want additionalProperties: false (the decoder rejects unknown fields)", schemaName)
+		}
+		props := propertySet(schema.Properties)
+		var required []string
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "-" || !f.IsExported() {
+				continue
+			}
+			prop, ok := schema.Properties[name]
+			if !ok {
+				t.Errorf("field %s.%s (%s) is not a property of schema %s in openapi.yaml", typ.Name(), f.Name, name, schemaName)
+				continue
+			}
+			delete(props, name)
+			isObject := f.Type.Kind() == reflect.Struct && f.Type != timeType
+			if slices.Contains(strings.Split(f.Tag.Get("validate"), ","), "required") || isObject {
+				required = append(required, name)
+			}
+			switch {
+			case f.Type == timeType:
+				if prop["type"] != "string" || prop["format"] != "date-time" {
+					t.Errorf("%s.%s: want type string, format date-time; got %v", schemaName, name, prop)
+				}
+			case isObject:
+				if prop["$ref"] != refPrefix+f.Type.Name() {
+					t.Errorf("%s.%s: want $ref %s%s; got %v", schemaName, name, refPrefix, f.Type.Name(), prop)
+				}
+				check(f.Type, f.Type.Name())
+			case f.Type.Kind() == reflect.Slice:
+				items, _ := prop["items"].(map[string]any)
+				elem := f.Type.Elem()
+				if prop["type"] != "array" || items["$ref"] != refPrefix+elem.Name() {
+					t.Errorf("%s.%s: want an array of $ref %s%s; got %v", schemaName, name, refPrefix, elem.Name(), prop)
+				}
+				check(elem, elem.Name())
+			case f.Type.Kind() == reflect.String:
+				if prop["type"] != "string" {
+					t.Errorf("%s.%s: want type string; got %v", schemaName, name, prop)
+				}
+			case f.Type.Kind() == reflect.Int64 || f.Type.Kind() == reflect.Int32 || f.Type.Kind() == reflect.Int:
+				if prop["type"] != "integer" {
+					t.Errorf("%s.%s: want type integer; got %v", schemaName, name, prop)
+				}
+			default:
+				t.Errorf("%s.%s: Go type %s has no JSON type in this test: extend it", schemaName, name, f.Type)
+			}
+		}
+		for name := range props {
+			t.Errorf("schema %s in openapi.yaml has property %s, which is no JSON field of %s", schemaName, name, typ)
+		}
+		got := slices.Clone(schema.Required)
+		slices.Sort(got)
+		slices.Sort(required)
+		if !slices.Equal(got, required) {
+			t.Errorf("schema %s: required %v, want %v (the validate:\"required\" fields and the nested objects of %s)", schemaName, got, required, typ)
+		}
+	}
+	check(reflect.TypeFor[orders.Order](), "Order")
+}
+
+// propertySet returns the names of the properties as a set.
+func propertySet(m map[string]map[string]any) map[string]bool {
+	out := make(map[string]bool, len(m))
+	for k := range m {
+		out[k] = true
+	}
+	return out
 }
