@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/orderflow/orders-service/modules/orders/ordersgen"
+	"github.com/orderflow/orders-service/modules/pgserver"
 )
 
 // devDataDir is where `app dev` keeps its PostgreSQL and Kafka data between runs.
@@ -112,7 +113,11 @@ func devKafkaPort(cfg configs.Config) int {
 			}
 		}
 	}
-	return freePort()
+	p, err := pgserver.FreePort()
+	if err != nil {
+		return 0 // kfake then listens on any free port
+	}
+	return p
 }
 
 // startDevKafka runs an in-process Kafka-protocol broker (franz-go kfake) on port

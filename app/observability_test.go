@@ -24,7 +24,7 @@ import (
 
 	"github.com/orderflow/orders-service/configs"
 	"github.com/orderflow/orders-service/modules/orders/ordersgen"
-	"github.com/orderflow/orders-service/modules/testenv"
+	"github.com/orderflow/orders-service/modules/testkit/testenv"
 )
 
 // testService is a running runService against the test PostgreSQL and broker.

@@ -18,7 +18,7 @@ import (
 
 	"github.com/orderflow/orders-service/configs"
 	"github.com/orderflow/orders-service/modules/orders/ordersgen"
-	"github.com/orderflow/orders-service/modules/testenv"
+	"github.com/orderflow/orders-service/modules/testkit/testenv"
 )
 
 // batchSpanName is the span the ingest flow starts for every batch it writes.
