@@ -16,10 +16,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/uptrace/bun"
 
-	"github.com/orderflow/orders-service/migrations"
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/ordersdb"
 	"github.com/orderflow/orders-service/modules/orders/ordersgen"
+	"github.com/orderflow/orders-service/modules/testkit/dbtest"
 	"github.com/orderflow/orders-service/modules/testkit/testenv"
 	"github.com/orderflow/orders-service/pipeline/ingest"
 )
@@ -43,7 +43,7 @@ type env struct {
 	db                         *bun.DB
 }
 
-func newEnv(t *testing.T, dsn string) *env {
+func newEnv(t *testing.T, db *dbtest.DB) *env {
 	t.Helper()
 	e := &env{
 		brokers: testenv.KafkaBrokers(t),
@@ -52,17 +52,7 @@ func newEnv(t *testing.T, dsn string) *env {
 	}
 	e.group = e.topic + "-group"
 	testenv.KafkaCreateTopic(t, e.brokers, e.topic, 4)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	db, err := ordersdb.Open(ctx, dsn, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := migrations.Up(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	e.db = db
+	e.db = db.Bun
 	return e
 }
 
@@ -171,7 +161,7 @@ func header(r *kgo.Record, key string) (string, bool) {
 }
 
 func TestTenThousandOrdersAllStoredLagZero(t *testing.T) {
-	e := newEnv(t, testenv.PostgresDSN(t))
+	e := newEnv(t, dbtest.New(t))
 	recs, uids := validRecords(ordersgen.New(1), 10000)
 	testenv.KafkaProduce(t, e.brokers, e.topic, recs...)
 	in, stop := e.start(t, nil)
@@ -203,7 +193,7 @@ func TestTenThousandOrdersAllStoredLagZero(t *testing.T) {
 }
 
 func TestBadMessagesGoToDLQUnchanged(t *testing.T) {
-	e := newEnv(t, testenv.PostgresDSN(t))
+	e := newEnv(t, dbtest.New(t))
 	const maxBytes = 64 << 10
 	g := ordersgen.New(2)
 	bad := map[string][]byte{} // key -> value
@@ -307,7 +297,7 @@ func TestBadMessagesGoToDLQUnchanged(t *testing.T) {
 }
 
 func TestPoisonOrderIsolatedByBisection(t *testing.T) {
-	e := newEnv(t, testenv.PostgresDSN(t))
+	e := newEnv(t, dbtest.New(t))
 	g := ordersgen.New(3)
 	recs, uids := validRecords(g, 400)
 	// Valid for the rules, refused by PostgreSQL. The schema accepts every valid
@@ -369,7 +359,7 @@ func TestPostgresOutageLosesNothing(t *testing.T) {
 		t.Skip("fault test")
 	}
 	cluster := testenv.NewCluster(t, testenv.ClusterOptions{Durable: true})
-	e := newEnv(t, cluster.CreateDB(t))
+	e := newEnv(t, dbtest.New(t, dbtest.On(cluster)))
 	g := ordersgen.New(4)
 	first, uids := validRecords(g, 4000)
 	testenv.KafkaProduce(t, e.brokers, e.topic, first...)
@@ -410,7 +400,7 @@ func TestPostgresOutageLosesNothing(t *testing.T) {
 }
 
 func TestRebalanceBetweenTwoInstancesLosesNothing(t *testing.T) {
-	e := newEnv(t, testenv.PostgresDSN(t))
+	e := newEnv(t, dbtest.New(t))
 	g := ordersgen.New(5)
 	first, uids := validRecords(g, 3000)
 	testenv.KafkaProduce(t, e.brokers, e.topic, first...)
