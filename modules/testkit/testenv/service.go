@@ -166,6 +166,19 @@ func StartService(t testing.TB, opts ServiceOptions) *Service {
 	return s
 }
 
+// StartProcess starts the binary like StartService but does not wait for it to
+// be ready: for subcommands that are not servers (e.g. "produce"); wait on Done.
+// The process is killed in t.Cleanup if it still runs then.
+func StartProcess(t testing.TB, opts ServiceOptions) *Service {
+	t.Helper()
+	s, err := startService(t, opts)
+	if err != nil {
+		t.Fatalf("testenv: start process: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Kill() })
+	return s
+}
+
 func startService(t testing.TB, opts ServiceOptions) (*Service, error) {
 	if len(opts.Args) == 0 {
 		opts.Args = []string{"serve"}
