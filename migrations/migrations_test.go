@@ -159,10 +159,7 @@ func TestConcurrentUpAppliesOnce(t *testing.T) {
 
 func TestSchemaSeqIsStableAndPartsCascade(t *testing.T) {
 	ctx := context.Background()
-	db := dbtest.New(t, dbtest.Unmigrated()).Bun
-	if err := migrations.Up(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db := dbtest.New(t).Bun // migrated
 	upsert := `INSERT INTO orders (order_uid, track_number, entry, customer_id, date_created, source_partition, source_offset)
 		VALUES (?, 'T', 'E', 'c', now(), 0, ?)
 		ON CONFLICT (order_uid) DO UPDATE SET source_offset = EXCLUDED.source_offset

@@ -153,11 +153,7 @@ type Service struct {
 // in the message).
 func StartService(t testing.TB, opts ServiceOptions) *Service {
 	t.Helper()
-	s, err := startService(t, opts)
-	if err != nil {
-		t.Fatalf("testenv: start service: %v", err)
-	}
-	t.Cleanup(func() { _ = s.Kill() })
+	s := StartProcess(t, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), serviceReadyTimeout)
 	defer cancel()
 	if err := s.WaitReady(ctx); err != nil {
@@ -173,7 +169,7 @@ func StartProcess(t testing.TB, opts ServiceOptions) *Service {
 	t.Helper()
 	s, err := startService(t, opts)
 	if err != nil {
-		t.Fatalf("testenv: start process: %v", err)
+		t.Fatalf("testenv: start %v: %v", opts.Args, err)
 	}
 	t.Cleanup(func() { _ = s.Kill() })
 	return s
