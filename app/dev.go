@@ -19,15 +19,13 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
-	"github.com/orderflow/orders-service/modules/orders/ordersgen"
+	"github.com/orderflow/orders-service/modules/orders"
+	"github.com/orderflow/orders-service/modules/pgserver"
 	"github.com/orderflow/orders-service/pipeline/kafkaedge"
 )
 
 // devDataDir is where `app dev` keeps its PostgreSQL and Kafka data between runs.
 const devDataDir = ".data"
-
-// sampleUID is the uid of the canonical sample order that dev publishes first.
-const sampleUID = "b563feb7b2b84b6test"
 
 func cmdDev(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
 	var rate float64
@@ -92,7 +90,7 @@ func cmdDev(ctx context.Context, args, environ []string, stdout, stderr io.Write
 			"  kafka:      %s   (app produce / app dlq use it with --brokers, or by default on 9092)\n"+
 			"  traffic:    %.0f orders/s, %.0f%% bad (to the DLQ %s)\n\n"+
 			"  Ctrl-C stops everything; data stays in %s/\n\n",
-			base, base, sampleUID, base, cfg.API.Token, base, cfg.Kafka.Brokers, rate, invalid*100, cfg.Kafka.DLQTopic, devDataDir)
+			base, base, orders.SampleUID, base, cfg.API.Token, base, cfg.Kafka.Brokers, rate, invalid*100, cfg.Kafka.DLQTopic, devDataDir)
 		go devTraffic(ctx, cfg.Kafka.Brokers, cfg.Kafka.Topic, rate, invalid, cfg, log)
 	}
 	return runService(ctx, cfg, log, ready)
@@ -111,7 +109,11 @@ func devKafkaPort(cfg configs.Config) int {
 			}
 		}
 	}
-	return freePort()
+	p, err := pgserver.FreePort()
+	if err != nil {
+		return 0 // kfake then listens on any free port
+	}
+	return p
 }
 
 // startDevKafka runs an in-process Kafka-protocol broker (franz-go kfake) on port
@@ -131,7 +133,7 @@ func startDevKafka(dir string, port int, topic, dlq string, partitions int32) (s
 // devTraffic publishes the canonical sample order, then a gentle stream of test
 // orders until ctx ends.
 func devTraffic(ctx context.Context, brokers, topic string, rate, invalid float64, cfg configs.Config, log *slog.Logger) {
-	if err := kafkaedge.ProduceOne(ctx, brokers, topic, []byte(sampleUID), ordersgen.Sample()); err != nil {
+	if err := kafkaedge.ProduceOne(ctx, brokers, topic, []byte(orders.SampleUID), orders.Sample()); err != nil {
 		log.Warn("dev_sample_produce_failed", "error", err)
 	}
 	if rate <= 0 {

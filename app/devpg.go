@@ -11,14 +11,14 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/uptrace/bun/driver/pgdriver"
+
+	"github.com/orderflow/orders-service/modules/pgserver"
 
 	embeddedpostgres "github.com/fergusstrange/embedded-postgres"
 )
@@ -34,7 +34,7 @@ type devPostgres struct {
 // server binaries when installed (as the postgres user when running as root),
 // otherwise a real PostgreSQL fetched once and cached by embedded-postgres.
 func startDevPostgres(root string, log *slog.Logger) (*devPostgres, error) {
-	if bin := localPGBin(); bin != "" {
+	if bin, err := pgserver.FindBin(); err == nil {
 		return startLocalPG(bin, filepath.Join(root, "postgres"), log)
 	}
 	if os.Geteuid() == 0 {
@@ -42,7 +42,11 @@ func startDevPostgres(root string, log *slog.Logger) (*devPostgres, error) {
 			"install them (apt-get install postgresql), set ORDERS_POSTGRES_DSN, or use Docker Compose (docker compose up)")
 	}
 	log.Info("dev_postgres_embedded", "note", "no local PostgreSQL binaries: fetching a real PostgreSQL once (cached under .data/)")
-	port := uint32(freePort())
+	p, err := pgserver.FreePort()
+	if err != nil {
+		return nil, fmt.Errorf("dev: %w", err)
+	}
+	port := uint32(p)
 	pg := embeddedpostgres.NewDatabase(embeddedpostgres.DefaultConfig().
 		Version(embeddedpostgres.V15).Port(port).Database("orders").
 		Username("postgres").Password("postgres").
@@ -56,44 +60,18 @@ func startDevPostgres(root string, log *slog.Logger) (*devPostgres, error) {
 	return &devPostgres{dsn: fmt.Sprintf("postgres://postgres:postgres@127.0.0.1:%d/orders?sslmode=disable", port), stop: pg.Stop}, nil
 }
 
-// localPGBin finds the directory of the local PostgreSQL server binaries, or "".
-func localPGBin() string {
-	if p, err := exec.LookPath("pg_ctl"); err == nil {
-		if resolved, err := filepath.EvalSymlinks(p); err == nil {
-			if _, err := os.Stat(filepath.Join(filepath.Dir(resolved), "initdb")); err == nil {
-				return filepath.Dir(resolved)
-			}
-		}
-	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	sort.Slice(dirs, func(i, j int) bool { return pgMajor(dirs[i]) > pgMajor(dirs[j]) })
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
-			return d
-		}
-	}
-	return ""
-}
-
-func pgMajor(binDir string) int {
-	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
-	return n
-}
-
 func startLocalPG(bin, dir string, log *slog.Logger) (*devPostgres, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
 	}
 	data := filepath.Join(abs, "data")
-	asPG := os.Geteuid() == 0
-	pgRun := func(args ...string) ([]byte, error) {
-		var cmd *exec.Cmd
-		if asPG {
-			cmd = exec.Command("su", "postgres", "-s", "/bin/sh", "-c", shellJoin(args))
-		} else {
-			cmd = exec.Command(args[0], args[1:]...)
-		}
+	cred, err := pgserver.Credential() // the postgres user when running as root
+	if err != nil {
+		return nil, fmt.Errorf("dev: %w; run as a normal user or set ORDERS_POSTGRES_DSN", err)
+	}
+	pgRun := func(program string, args ...string) ([]byte, error) {
+		cmd := pgserver.Command(bin, cred, program, args...)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		err := cmd.Run()
@@ -102,10 +80,7 @@ func startLocalPG(bin, dir string, log *slog.Logger) (*devPostgres, error) {
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return nil, fmt.Errorf("dev: %w", err)
 	}
-	if asPG {
-		if _, err := user.Lookup("postgres"); err != nil {
-			return nil, errors.New("dev: running as root needs the postgres user to run PostgreSQL; run as a normal user or set ORDERS_POSTGRES_DSN")
-		}
+	if cred != nil {
 		// the postgres user must reach the data directory through every parent
 		for d := abs; d != "/"; d = filepath.Dir(d) {
 			if st, err := os.Stat(d); err == nil && st.Mode().Perm()&0o001 == 0 {
@@ -118,7 +93,7 @@ func startLocalPG(bin, dir string, log *slog.Logger) (*devPostgres, error) {
 	}
 	if _, err := os.Stat(filepath.Join(data, "PG_VERSION")); err != nil {
 		log.Info("dev_postgres_init", "dir", data)
-		if out, err := pgRun(filepath.Join(bin, "initdb"), "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8"); err != nil {
+		if out, err := pgRun("initdb", "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8"); err != nil {
 			return nil, fmt.Errorf("dev: initdb: %w\n%s", err, out)
 		}
 	}
@@ -126,9 +101,12 @@ func startLocalPG(bin, dir string, log *slog.Logger) (*devPostgres, error) {
 		log.Info("dev_postgres_reused", "port", port)
 		return &devPostgres{dsn: localDSN(port), stop: func() error { return nil }}, nil
 	}
-	port := freePort()
+	port, err := pgserver.FreePort()
+	if err != nil {
+		return nil, fmt.Errorf("dev: %w", err)
+	}
 	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1", port, abs)
-	if out, err := pgRun(filepath.Join(bin, "pg_ctl"), "-D", data, "-w", "-t", "60", "-l", filepath.Join(abs, "postgres.log"), "-o", opts, "start"); err != nil {
+	if out, err := pgRun("pg_ctl", "-D", data, "-w", "-t", "60", "-l", filepath.Join(abs, "postgres.log"), "-o", opts, "start"); err != nil {
 		return nil, fmt.Errorf("dev: pg_ctl start: %w\n%s", err, out)
 	}
 	dsn := localDSN(port)
@@ -136,7 +114,7 @@ func startLocalPG(bin, dir string, log *slog.Logger) (*devPostgres, error) {
 		return nil, err
 	}
 	return &devPostgres{dsn: dsn, stop: func() error {
-		out, err := pgRun(filepath.Join(bin, "pg_ctl"), "-D", data, "-m", "fast", "-w", "stop")
+		out, err := pgRun("pg_ctl", "-D", data, "-m", "fast", "-w", "stop")
 		if err != nil {
 			return fmt.Errorf("pg_ctl stop: %w %s", err, out)
 		}
@@ -168,23 +146,6 @@ func runningPGPort(data string) (int, bool) {
 	}
 	c.Close()
 	return port, true
-}
-
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 54329
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func shellJoin(args []string) string {
-	q := make([]string, len(args))
-	for i, a := range args {
-		q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-	}
-	return strings.Join(q, " ")
 }
 
 // createDB creates the database named in dsn when it does not exist yet.

@@ -23,7 +23,6 @@ import (
 	"github.com/orderflow/orders-service/modules/orders/orderscache"
 	"github.com/orderflow/orders-service/modules/orders/ordersdb"
 	"github.com/orderflow/orders-service/modules/orders/ordershttp"
-	"github.com/orderflow/orders-service/web"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -75,22 +74,23 @@ func runService(ctx context.Context, cfg configs.Config, log *slog.Logger, ready
 		return err
 	}
 
-	app := httpx.New(httpx.Config{
-		ReadTimeout: cfg.HTTP.ReadTimeout, WriteTimeout: cfg.HTTP.WriteTimeout, IdleTimeout: cfg.HTTP.IdleTimeout,
-		BodyLimit: cfg.HTTP.BodyLimit, Registerer: reg, Logger: log,
-	})
-	httpx.RegisterOps(app, httpx.Ops{
-		Ready: func(ctx context.Context) error {
-			if err := db.PingContext(ctx); err != nil {
-				return fmt.Errorf("postgres: %w", err)
-			}
-			return ingest.Ready()
+	app := ordershttp.NewApp(cached, ordershttp.AppConfig{
+		HTTP: httpx.Config{
+			ReadTimeout: cfg.HTTP.ReadTimeout, WriteTimeout: cfg.HTTP.WriteTimeout, IdleTimeout: cfg.HTTP.IdleTimeout,
+			BodyLimit: cfg.HTTP.BodyLimit, Registerer: reg, Logger: log,
 		},
-		Metrics:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
-		PipelineStats: ingest.Stats,
+		Ops: httpx.Ops{
+			Ready: func(ctx context.Context) error {
+				if err := db.PingContext(ctx); err != nil {
+					return fmt.Errorf("postgres: %w", err)
+				}
+				return ingest.Ready()
+			},
+			Metrics:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+			PipelineStats: ingest.Stats,
+		},
+		Orders: ordershttp.Options{APIToken: cfg.API.Token, MaxBodyBytes: cfg.HTTP.BodyLimit},
 	})
-	ordershttp.Register(app, cached, ordershttp.Options{APIToken: cfg.API.Token, MaxBodyBytes: cfg.HTTP.BodyLimit})
-	web.Register(app)
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
 	if err != nil {

@@ -2,7 +2,6 @@ package migrations_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"io"
 	"log/slog"
@@ -11,24 +10,17 @@ import (
 	"testing"
 
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/driver/pgdriver"
 
 	"github.com/orderflow/orders-service/migrations"
-	"github.com/orderflow/orders-service/modules/testenv"
+	"github.com/orderflow/orders-service/modules/testkit/dbtest"
+	"github.com/orderflow/orders-service/modules/testkit/testenv"
 )
 
 func TestMain(m *testing.M) {
 	// Migration progress is logged at info level; keep benchmark and test output clean.
 	slog.SetDefault(slog.New(slog.NewTextHandler(io.Discard, nil)))
 	testenv.Main(m)
-}
-
-func openDB(t *testing.T, dsn string) *bun.DB {
-	t.Helper()
-	db := bun.NewDB(sql.OpenDB(pgdriver.NewConnector(pgdriver.WithDSN(dsn))), pgdialect.New())
-	t.Cleanup(func() { _ = db.Close() })
-	return db
 }
 
 var tables = []string{"orders", "delivery", "payment", "items"}
@@ -67,7 +59,7 @@ func requireStatus(t *testing.T, db *bun.DB, applied bool) []migrations.State {
 
 func TestUpDownUp(t *testing.T) {
 	ctx := context.Background()
-	db := openDB(t, testenv.PostgresDSN(t))
+	db := dbtest.New(t, dbtest.Unmigrated()).Bun
 
 	st := requireStatus(t, db, false)
 	if st[0].ID != "20261125000001" || st[0].Name != "orders" || st[1].Name != "order_parts" {
@@ -125,11 +117,11 @@ func TestUpDownUp(t *testing.T) {
 
 func TestConcurrentUpAppliesOnce(t *testing.T) {
 	ctx := context.Background()
-	dsn := testenv.PostgresDSN(t)
+	db := dbtest.New(t, dbtest.Unmigrated())
 	const instances = 4
 	dbs := make([]*bun.DB, instances)
 	for i := range dbs {
-		dbs[i] = openDB(t, dsn)
+		dbs[i] = db.OpenPool(t, dbtest.DefaultPoolSize)
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, instances)
@@ -167,10 +159,7 @@ func TestConcurrentUpAppliesOnce(t *testing.T) {
 
 func TestSchemaSeqIsStableAndPartsCascade(t *testing.T) {
 	ctx := context.Background()
-	db := openDB(t, testenv.PostgresDSN(t))
-	if err := migrations.Up(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db := dbtest.New(t).Bun // migrated
 	upsert := `INSERT INTO orders (order_uid, track_number, entry, customer_id, date_created, source_partition, source_offset)
 		VALUES (?, 'T', 'E', 'c', now(), 0, ?)
 		ON CONFLICT (order_uid) DO UPDATE SET source_offset = EXCLUDED.source_offset

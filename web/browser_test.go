@@ -19,14 +19,13 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
-	"github.com/orderflow/orders-service/migrations"
 	"github.com/orderflow/orders-service/modules/httpx"
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/orderscache"
-	"github.com/orderflow/orders-service/modules/orders/ordersdb"
 	"github.com/orderflow/orders-service/modules/orders/ordershttp"
-	"github.com/orderflow/orders-service/modules/testenv"
-	"github.com/orderflow/orders-service/web"
+	"github.com/orderflow/orders-service/modules/testkit"
+	"github.com/orderflow/orders-service/modules/testkit/dbtest"
+	"github.com/orderflow/orders-service/modules/testkit/testenv"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -55,24 +54,9 @@ func chromium() string {
 func liveServer(t *testing.T) (string, func(any)) {
 	t.Helper()
 	ctx := context.Background()
-	db, err := ordersdb.Open(ctx, testenv.PostgresDSN(t), 4)
-	if err != nil {
-		t.Fatalf("open: %v", err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	if err := migrations.Up(ctx, db); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	store := orderscache.NewStore(ordersdb.New(db), orderscache.New(16<<20), orderscache.Options{})
+	store := orderscache.NewStore(dbtest.New(t).Store, orderscache.New(16<<20), orderscache.Options{})
 
-	raw, err := os.ReadFile("../modules/orders/testdata/model.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	canonical, err := orders.Parse(raw, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	canonical, _ := testkit.Canonical(t)
 	evil := canonical
 	evil.OrderUID, evil.Payment.Transaction = "xssorder1", "xssorder1"
 	evil.Delivery.Name = xssName
@@ -87,15 +71,15 @@ func liveServer(t *testing.T) (string, func(any)) {
 	}
 
 	var stats atomic.Pointer[any]
-	app := httpx.New(httpx.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	httpx.RegisterOps(app, httpx.Ops{PipelineStats: func() any {
-		if p := stats.Load(); p != nil {
-			return *p
-		}
-		return nil
-	}})
-	ordershttp.Register(app, store, ordershttp.Options{})
-	web.Register(app)
+	app := ordershttp.NewApp(store, ordershttp.AppConfig{
+		HTTP: httpx.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		Ops: httpx.Ops{PipelineStats: func() any {
+			if p := stats.Load(); p != nil {
+				return *p
+			}
+			return nil
+		}},
+	})
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

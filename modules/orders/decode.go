@@ -26,7 +26,7 @@ var decodeOptions = json.RejectUnknownMembers(true)
 
 var timeType = reflect.TypeFor[time.Time]()
 
-// Decode strictly decodes one order from raw, the JSON shape of data/model.json.
+// Decode strictly decodes one order from raw, the JSON shape of the canonical sample (Sample).
 // maxBytes bounds len(raw); maxBytes <= 0 means DefaultMaxMessageBytes.
 // It rejects empty input, input over the bound (checked before parsing), input
 // that is not UTF-8, malformed JSON, a top level that is not an object, unknown or

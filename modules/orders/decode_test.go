@@ -4,28 +4,17 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"os"
 	"reflect"
 	"strings"
 	"testing"
 )
-
-// canonicalRaw returns the bytes of the canonical sample order.
-func canonicalRaw(t testing.TB) []byte {
-	t.Helper()
-	raw, err := os.ReadFile("testdata/model.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
-}
 
 // mutateJSON decodes the canonical sample into generic JSON, applies fn and
 // re-encodes it, so tests can remove keys or change types.
 func mutateJSON(t testing.TB, fn func(m map[string]any)) []byte {
 	t.Helper()
 	var m map[string]any
-	if err := json.Unmarshal(canonicalRaw(t), &m); err != nil {
+	if err := json.Unmarshal(Sample(), &m); err != nil {
 		t.Fatal(err)
 	}
 	fn(m)
@@ -57,7 +46,7 @@ func asInvalid(t *testing.T, err error, class, field string) *InvalidError {
 }
 
 func TestDecodeCanonical(t *testing.T) {
-	o, err := Decode(canonicalRaw(t), DefaultMaxMessageBytes)
+	o, err := Decode(Sample(), DefaultMaxMessageBytes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,9 +59,9 @@ func TestDecodeCanonical(t *testing.T) {
 
 // TestModelRoundTrip decodes the sample, encodes it back with encoding/json (what
 // the HTTP layer serves) and compares the two documents as generic JSON, so every
-// name, type and value of data/model.json survives.
+// name, type and value of the sample survives.
 func TestModelRoundTrip(t *testing.T) {
-	raw := canonicalRaw(t)
+	raw := Sample()
 	o, err := Parse(raw, DefaultMaxMessageBytes)
 	if err != nil {
 		t.Fatalf("canonical sample must pass: %v", err)
@@ -101,7 +90,7 @@ func TestModelRoundTrip(t *testing.T) {
 }
 
 func TestDecodeErrors(t *testing.T) {
-	canonical := canonicalRaw(t)
+	canonical := Sample()
 	tests := []struct {
 		name     string
 		raw      []byte
@@ -162,7 +151,7 @@ func TestDecodeErrors(t *testing.T) {
 }
 
 func TestDecodeAccepts(t *testing.T) {
-	canonical := canonicalRaw(t)
+	canonical := Sample()
 	tests := []struct {
 		name     string
 		raw      []byte
@@ -223,5 +212,26 @@ func TestParseMissingKeys(t *testing.T) {
 				t.Fatalf("reason %q does not contain %q", ie.Reason, tt.reason)
 			}
 		})
+	}
+}
+
+// TestSampleIsCanonical checks the embedded sample: a valid order with the
+// canonical uid, plain JSON, and a fresh copy for every caller.
+func TestSampleIsCanonical(t *testing.T) {
+	o, err := Parse(Sample(), DefaultMaxMessageBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.OrderUID != SampleUID {
+		t.Fatalf("uid %q", o.OrderUID)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(Sample(), &m); err != nil {
+		t.Fatal(err)
+	}
+	a := Sample()
+	a[0] = 'x'
+	if b := Sample(); b[0] != '{' {
+		t.Fatalf("Sample shares its bytes: a caller changed it to %q", b[:1])
 	}
 }

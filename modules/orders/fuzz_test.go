@@ -15,7 +15,7 @@ const fuzzMaxBytes = 64 << 10
 // the HTTP API serves) and a second Parse unchanged. Seeds: the canonical sample
 // and one message of each bad kind; more live in testdata/fuzz/FuzzParse.
 func FuzzParse(f *testing.F) {
-	canonical := canonicalRaw(f)
+	canonical := Sample()
 	seeds := [][]byte{
 		canonical,
 		nil,

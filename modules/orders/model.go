@@ -4,7 +4,7 @@ package orders
 
 import "time"
 
-// Order is one customer order, byte-compatible with the JSON shape of data/model.json.
+// Order is one customer order, byte-compatible with the JSON shape of the canonical sample (Sample).
 type Order struct {
 	OrderUID          string    `json:"order_uid" validate:"required,uid"`
 	TrackNumber       string    `json:"track_number" validate:"required,max=128"`

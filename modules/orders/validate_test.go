@@ -12,7 +12,7 @@ import (
 // canonicalOrder returns a freshly decoded copy of the canonical sample.
 func canonicalOrder(t testing.TB) Order {
 	t.Helper()
-	o, err := Decode(canonicalRaw(t), DefaultMaxMessageBytes)
+	o, err := Decode(Sample(), DefaultMaxMessageBytes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +295,7 @@ func TestParseReturnsZeroOnValidationError(t *testing.T) {
 // TestParseConcurrent runs Parse from several goroutines on valid and invalid
 // input; with -race it checks that the shared validator is safe to share.
 func TestParseConcurrent(t *testing.T) {
-	good := canonicalRaw(t)
+	good := Sample()
 	bad := mutateJSON(t, func(m map[string]any) { obj(m, "delivery")["email"] = "nope" })
 	var wg sync.WaitGroup
 	for g := range 4 {
@@ -317,7 +317,7 @@ func TestParseConcurrent(t *testing.T) {
 }
 
 func BenchmarkParse(b *testing.B) {
-	raw := canonicalRaw(b)
+	raw := Sample()
 	b.SetBytes(int64(len(raw)))
 	b.ReportAllocs()
 	for b.Loop() {
@@ -328,7 +328,7 @@ func BenchmarkParse(b *testing.B) {
 }
 
 func BenchmarkDecode(b *testing.B) {
-	raw := canonicalRaw(b)
+	raw := Sample()
 	b.SetBytes(int64(len(raw)))
 	b.ReportAllocs()
 	for b.Loop() {

@@ -14,15 +14,14 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/uptrace/bun"
 
 	"github.com/orderflow/orders-service/configs"
-	"github.com/orderflow/orders-service/migrations"
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/orderscache"
 	"github.com/orderflow/orders-service/modules/orders/ordersdb"
 	"github.com/orderflow/orders-service/modules/orders/ordersgen"
-	"github.com/orderflow/orders-service/modules/testenv"
+	"github.com/orderflow/orders-service/modules/testkit/dbtest"
+	"github.com/orderflow/orders-service/modules/testkit/testenv"
 	"github.com/orderflow/orders-service/pipeline/ingest"
 )
 
@@ -140,27 +139,6 @@ func benchOrders(b *testing.B, g *ordersgen.Gen, n int) ([]orders.Order, []*kgo.
 	return ords, msgs
 }
 
-// migratedDB returns a pool of poolSize connections to a fresh migrated database
-// of cluster, closed when the benchmark ends, and its DSN.
-func migratedDB(b *testing.B, cluster *testenv.Cluster, poolSize int) (*bun.DB, string) {
-	b.Helper()
-	ctx := context.Background()
-	dsn := cluster.CreateDB(b)
-	// migrations.Up holds an advisory lock on one connection while it migrates
-	// on another: open with two, then shrink the pool.
-	db, err := ordersdb.Open(ctx, dsn, max(poolSize, 2))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = db.Close() })
-	if err := migrations.Up(ctx, db); err != nil {
-		b.Fatal(err)
-	}
-	db.SetMaxOpenConns(poolSize)
-	db.SetMaxIdleConns(poolSize)
-	return db, dsn
-}
-
 // flowResult is one run of the flow over a backlog.
 type flowResult struct {
 	flow    time.Duration // first fetched message → group lag 0
@@ -178,8 +156,8 @@ var benchDebug = os.Getenv("INGEST_BENCH_DEBUG") != ""
 // nothing was dead-lettered.
 func runFlow(b *testing.B, cluster *testenv.Cluster, brokers, topic string, n int) flowResult {
 	b.Helper()
-	db, _ := migratedDB(b, cluster, 4)
-	store := ordersdb.New(db)
+	tdb := dbtest.New(b, dbtest.On(cluster))
+	db, store := tdb.Bun, tdb.Store
 	cached := orderscache.NewStore(store, orderscache.New(256<<20), orderscache.Options{})
 	reg := prometheus.NewRegistry()
 	kcfg := kafkaConfig(brokers, topic, topic+"-dlq", topic+"-group")
@@ -301,8 +279,7 @@ func dbWriteTime(b *testing.B, reg *prometheus.Registry) time.Duration {
 // connection into a fresh database and returns the time taken.
 func directUpsert(b *testing.B, cluster *testenv.Cluster, ords []orders.Order) time.Duration {
 	b.Helper()
-	db, _ := migratedDB(b, cluster, 1)
-	store := ordersdb.New(db)
+	store := dbtest.New(b, dbtest.On(cluster), dbtest.Pool(1)).Store
 	recs := benchRecords(ords)
 	ctx := context.Background()
 	t0 := time.Now()
@@ -325,7 +302,7 @@ func directUpsert(b *testing.B, cluster *testenv.Cluster, ords []orders.Order) t
 func directCopy(b *testing.B, cluster *testenv.Cluster, ords []orders.Order) time.Duration {
 	b.Helper()
 	ctx := context.Background()
-	_, dsn := migratedDB(b, cluster, 1)
+	dsn := dbtest.New(b, dbtest.On(cluster), dbtest.Pool(1)).DSN
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		b.Fatal(err)

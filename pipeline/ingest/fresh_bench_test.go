@@ -22,13 +22,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/orderflow/orders-service/configs"
-	"github.com/orderflow/orders-service/modules/httpx"
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/orderscache"
-	"github.com/orderflow/orders-service/modules/orders/ordersdb"
 	"github.com/orderflow/orders-service/modules/orders/ordersgen"
 	"github.com/orderflow/orders-service/modules/orders/ordershttp"
-	"github.com/orderflow/orders-service/modules/testenv"
+	"github.com/orderflow/orders-service/modules/testkit"
+	"github.com/orderflow/orders-service/modules/testkit/dbtest"
+	"github.com/orderflow/orders-service/modules/testkit/testenv"
 	"github.com/orderflow/orders-service/pipeline/ingest"
 )
 
@@ -64,7 +64,7 @@ const freshSample = 50
 //
 //	TEST_KAFKA_BROKERS=127.0.0.1:19092 go test -run '^$' -bench Freshness -benchtime 1x ./pipeline/ingest/
 func BenchmarkFreshness(b *testing.B) {
-	seconds := envInt(b, "FRESH_BENCH_SECONDS", 15)
+	seconds := testkit.EnvInt(b, "FRESH_BENCH_SECONDS", 15, 1)
 	cfg := configs.Default().Pipeline
 	if s := os.Getenv("FRESH_BENCH_LINGER"); s != "" {
 		d, err := time.ParseDuration(s)
@@ -126,14 +126,12 @@ type freshResult struct {
 // filled, the sample is served and nothing was dead-lettered.
 func runFreshness(b *testing.B, cluster *testenv.Cluster, brokers string, cfg ingest.Config, msgs []*kgo.Record) freshResult {
 	b.Helper()
-	db, _ := migratedDB(b, cluster, 4)
-	store := ordersdb.New(db)
+	store := dbtest.New(b, dbtest.On(cluster)).Store
 	cached := orderscache.NewStore(store, orderscache.New(256<<20), orderscache.Options{})
 	clock := newFreshClock(cached, store)
 
 	// The API as app/ wires it, on a real listener.
-	app := httpx.New(httpx.Config{})
-	ordershttp.Register(app, cached, ordershttp.Options{})
+	app := ordershttp.NewApp(cached, ordershttp.AppConfig{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -503,20 +501,6 @@ func quantile(ds []time.Duration, q float64) time.Duration {
 	return ds[min(max(i, 0), len(ds)-1)]
 }
 
-// envInt returns the positive integer in the environment variable name, or def.
-func envInt(b *testing.B, name string, def int) int {
-	b.Helper()
-	s := os.Getenv(name)
-	if s == "" {
-		return def
-	}
-	v, err := strconv.Atoi(s)
-	if err != nil || v < 1 {
-		b.Fatalf("%s=%q: want a positive integer", name, s)
-	}
-	return v
-}
-
 // quietMigrations raises the default logger to WARN for the benchmark: the
 // migrations log every apply at INFO.
 func quietMigrations(b *testing.B) {
@@ -546,7 +530,7 @@ func BenchmarkBacklogRSS(b *testing.B) {
 	if os.Getenv("BACKLOG_BENCH") != "1" {
 		b.Skip("BACKLOG_BENCH=1 runs it (long: a 1,000,000-message backlog)")
 	}
-	n := envInt(b, "BACKLOG_BENCH_ORDERS", 1_000_000)
+	n := testkit.EnvInt(b, "BACKLOG_BENCH_ORDERS", 1_000_000, 1)
 	// the service's configuration: the defaults, or ORDERS_* of the environment,
 	// which the service inherits (e.g. ORDERS_CACHE_MAX_BYTES)
 	def, err := configs.Load("", os.Environ())

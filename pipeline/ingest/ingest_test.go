@@ -17,11 +17,11 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/orderflow/orders-service/configs"
-	"github.com/orderflow/orders-service/migrations"
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/ordersdb"
 	"github.com/orderflow/orders-service/modules/orders/ordersgen"
-	"github.com/orderflow/orders-service/modules/testenv"
+	"github.com/orderflow/orders-service/modules/testkit/dbtest"
+	"github.com/orderflow/orders-service/modules/testkit/testenv"
 	"github.com/orderflow/orders-service/pipeline/ingest"
 	"github.com/orderflow/orders-service/pipeline/kafkaedge"
 )
@@ -42,7 +42,7 @@ type env struct {
 	db                         *bun.DB
 }
 
-func newEnv(t *testing.T, dsn string) *env {
+func newEnv(t *testing.T, db *dbtest.DB) *env {
 	t.Helper()
 	e := &env{
 		brokers: testenv.KafkaBrokers(t),
@@ -51,17 +51,7 @@ func newEnv(t *testing.T, dsn string) *env {
 	}
 	e.group = e.topic + "-group"
 	testenv.KafkaCreateTopic(t, e.brokers, e.topic, 4)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	db, err := ordersdb.Open(ctx, dsn, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := migrations.Up(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	e.db = db
+	e.db = db.Bun
 	return e
 }
 
@@ -167,7 +157,7 @@ func header(r *kgo.Record, key string) (string, bool) {
 }
 
 func TestTenThousandOrdersAllStoredLagZero(t *testing.T) {
-	e := newEnv(t, testenv.PostgresDSN(t))
+	e := newEnv(t, dbtest.New(t))
 	recs, uids := validRecords(ordersgen.New(1), 10000)
 	testenv.KafkaProduce(t, e.brokers, e.topic, recs...)
 	in, stop := e.start(t, nil)
@@ -199,7 +189,7 @@ func TestTenThousandOrdersAllStoredLagZero(t *testing.T) {
 }
 
 func TestBadMessagesGoToDLQUnchanged(t *testing.T) {
-	e := newEnv(t, testenv.PostgresDSN(t))
+	e := newEnv(t, dbtest.New(t))
 	const maxBytes = 64 << 10
 	g := ordersgen.New(2)
 	bad := map[string][]byte{} // key -> value
@@ -303,7 +293,7 @@ func TestBadMessagesGoToDLQUnchanged(t *testing.T) {
 }
 
 func TestPoisonOrderIsolatedByBisection(t *testing.T) {
-	e := newEnv(t, testenv.PostgresDSN(t))
+	e := newEnv(t, dbtest.New(t))
 	g := ordersgen.New(3)
 	recs, uids := validRecords(g, 400)
 	// Valid for the rules, refused by PostgreSQL. The schema accepts every valid
@@ -365,7 +355,7 @@ func TestPostgresOutageLosesNothing(t *testing.T) {
 		t.Skip("fault test")
 	}
 	cluster := testenv.NewCluster(t, testenv.ClusterOptions{Durable: true})
-	e := newEnv(t, cluster.CreateDB(t))
+	e := newEnv(t, dbtest.New(t, dbtest.On(cluster)))
 	g := ordersgen.New(4)
 	first, uids := validRecords(g, 4000)
 	testenv.KafkaProduce(t, e.brokers, e.topic, first...)
@@ -406,7 +396,7 @@ func TestPostgresOutageLosesNothing(t *testing.T) {
 }
 
 func TestRebalanceBetweenTwoInstancesLosesNothing(t *testing.T) {
-	e := newEnv(t, testenv.PostgresDSN(t))
+	e := newEnv(t, dbtest.New(t))
 	g := ordersgen.New(5)
 	first, uids := validRecords(g, 3000)
 	testenv.KafkaProduce(t, e.brokers, e.topic, first...)

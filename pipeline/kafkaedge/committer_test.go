@@ -11,7 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/orderflow/orders-service/modules/testenv"
+	"github.com/orderflow/orders-service/modules/testkit/testenv"
 )
 
 // member is a real group member of the test's group, assigned partitions of topic.

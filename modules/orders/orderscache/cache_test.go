@@ -4,27 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
 	"reflect"
 	"sync"
 	"testing"
 
 	"github.com/orderflow/orders-service/modules/orders"
+	"github.com/orderflow/orders-service/modules/testkit"
 )
-
-// canonical returns the sample order of testdata/model.json and its raw bytes.
-func canonical(t testing.TB) (orders.Order, []byte) {
-	t.Helper()
-	raw, err := os.ReadFile("../testdata/model.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var o orders.Order
-	if err := json.Unmarshal(raw, &o); err != nil {
-		t.Fatal(err)
-	}
-	return o, raw
-}
 
 // totalWeight sums the weights of the entries present, independently of otter's
 // own accounting.
@@ -173,7 +159,7 @@ func TestInvalidate(t *testing.T) {
 }
 
 func TestSetOrderEncodesTheOrder(t *testing.T) {
-	o, raw := canonical(t)
+	o, raw := testkit.Canonical(t)
 	c := New(1 << 20)
 	if err := c.SetOrder(&o); err != nil {
 		t.Fatal(err)
@@ -191,7 +177,7 @@ func TestSetOrderEncodesTheOrder(t *testing.T) {
 		t.Fatalf("cached bytes are not JSON: %v", err)
 	}
 	if !reflect.DeepEqual(have, want) {
-		t.Fatalf("cached JSON differs from model.json:\n got %s\nwant %s", got, raw)
+		t.Fatalf("cached JSON differs from the sample:\n got %s\nwant %s", got, raw)
 	}
 	var back orders.Order
 	if err := json.Unmarshal(got, &back); err != nil {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"reflect"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,31 +16,17 @@ import (
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/driver/pgdriver"
 
-	"github.com/orderflow/orders-service/migrations"
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/orderscache"
 	"github.com/orderflow/orders-service/modules/orders/ordersdb"
 	"github.com/orderflow/orders-service/modules/orders/ordersgen"
-	"github.com/orderflow/orders-service/modules/orders/storetest"
-	"github.com/orderflow/orders-service/modules/testenv"
+	"github.com/orderflow/orders-service/modules/testkit"
+	"github.com/orderflow/orders-service/modules/testkit/dbtest"
+	"github.com/orderflow/orders-service/modules/testkit/storetest"
+	"github.com/orderflow/orders-service/modules/testkit/testenv"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
-
-// openDB opens a migrated fresh database on dsn, closed in t.Cleanup.
-func openDB(t testing.TB, dsn string) *bun.DB {
-	t.Helper()
-	ctx := context.Background()
-	db, err := ordersdb.Open(ctx, dsn, 8)
-	if err != nil {
-		t.Fatalf("open: %v", err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	if err := migrations.Up(ctx, db); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	return db
-}
 
 // counting wraps the real database store and counts its Get calls. When gate is
 // set, each Get reads the database and then waits for gate to close before it
@@ -70,7 +55,7 @@ func (c *counting) Get(ctx context.Context, uid string) (orders.Order, error) {
 // on a fresh database.
 func newStore(t testing.TB, opts orderscache.Options) (*orderscache.Store, *counting) {
 	t.Helper()
-	db := &counting{Store: ordersdb.New(openDB(t, testenv.PostgresDSN(t)))}
+	db := &counting{Store: dbtest.New(t, dbtest.Pool(8)).Store}
 	return orderscache.NewStore(db, orderscache.New(64<<20), opts), db
 }
 
@@ -82,14 +67,7 @@ func record(o orders.Order, off int64) orders.Record {
 // sameOrderJSON fails unless a and b encode the same order.
 func sameOrderJSON(t *testing.T, a, b []byte) {
 	t.Helper()
-	var x, y any
-	if err := json.Unmarshal(a, &x); err != nil {
-		t.Fatalf("not JSON: %v: %s", err, a)
-	}
-	if err := json.Unmarshal(b, &y); err != nil {
-		t.Fatalf("not JSON: %v: %s", err, b)
-	}
-	if !reflect.DeepEqual(x, y) {
+	if !testkit.SameJSON(t, a, b) {
 		t.Fatalf("orders differ:\n%s\n%s", a, b)
 	}
 }
@@ -106,7 +84,7 @@ func mustJSON(t *testing.T, o orders.Order) []byte {
 // TestContract runs the shared store suite against the cached store.
 func TestContract(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) orders.Store {
-		db := ordersdb.New(openDB(t, testenv.PostgresDSN(t)))
+		db := dbtest.New(t, dbtest.Pool(8)).Store
 		return orderscache.NewStore(db, orderscache.New(64<<20), orderscache.Options{})
 	})
 }
@@ -276,8 +254,7 @@ func TestInvalidUIDSkipsDatabase(t *testing.T) {
 func TestDatabaseDown(t *testing.T) {
 	ctx := context.Background()
 	cluster := testenv.NewCluster(t, testenv.ClusterOptions{})
-	dsn := cluster.CreateDB(t)
-	db := &counting{Store: ordersdb.New(openDB(t, dsn))}
+	db := &counting{Store: dbtest.New(t, dbtest.On(cluster), dbtest.Pool(8)).Store}
 	s := orderscache.NewStore(db, orderscache.New(1<<20), orderscache.Options{})
 	cached := ordersgen.New(4).Order()
 	if _, err := s.UpsertBatch(ctx, []orders.Record{record(cached, 1)}); err != nil {
@@ -476,8 +453,7 @@ func TestPutAndDelete(t *testing.T) {
 
 func TestWarmup(t *testing.T) {
 	ctx := context.Background()
-	bdb := openDB(t, testenv.PostgresDSN(t))
-	db := ordersdb.New(bdb)
+	db := dbtest.New(t, dbtest.Pool(8)).Store
 	g := ordersgen.New(8)
 	const n = 60
 	recs := make([]orders.Record, n)
@@ -539,7 +515,7 @@ func TestWarmup(t *testing.T) {
 
 func BenchmarkGetJSONHit(b *testing.B) {
 	ctx := context.Background()
-	db := ordersdb.New(openDB(b, testenv.PostgresDSN(b)))
+	db := dbtest.New(b, dbtest.Pool(8)).Store
 	s := orderscache.NewStore(db, orderscache.New(64<<20), orderscache.Options{})
 	g := ordersgen.New(9)
 	const keys = 1024

@@ -12,8 +12,9 @@ import (
 
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/ordersdb"
-	"github.com/orderflow/orders-service/modules/orders/storetest"
-	"github.com/orderflow/orders-service/modules/testenv"
+	"github.com/orderflow/orders-service/modules/testkit"
+	"github.com/orderflow/orders-service/modules/testkit/dbtest"
+	"github.com/orderflow/orders-service/modules/testkit/testenv"
 )
 
 const benchBatch = 1000
@@ -22,7 +23,7 @@ const benchBatch = 1000
 // uids never used before.
 func benchBatches(b *testing.B, n int) [][]orders.Record {
 	b.Helper()
-	canon, _ := storetest.Canonical(b)
+	canon, _ := testkit.Canonical(b)
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
 	run := hex.EncodeToString(rnd[:])
@@ -54,8 +55,7 @@ func BenchmarkUpsert(b *testing.B) {
 
 	b.Run("COPY", func(b *testing.B) {
 		ctx := context.Background()
-		dsn := cluster.CreateDB(b)
-		openMigrated(b, dsn) // schema
+		dsn := dbtest.New(b, dbtest.On(cluster)).DSN
 		conn, err := pgx.Connect(ctx, dsn)
 		if err != nil {
 			b.Fatal(err)
@@ -73,14 +73,7 @@ func BenchmarkUpsert(b *testing.B) {
 
 	b.Run("Upsert", func(b *testing.B) {
 		ctx := context.Background()
-		dsn := cluster.CreateDB(b)
-		openMigrated(b, dsn) // schema
-		db, err := ordersdb.Open(ctx, dsn, 1)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer db.Close()
-		s := ordersdb.New(db)
+		s := dbtest.New(b, dbtest.On(cluster), dbtest.Pool(1)).Store
 		batches := benchBatches(b, b.N)
 		b.ResetTimer()
 		for i := range b.N {
@@ -97,16 +90,13 @@ func BenchmarkUpsert(b *testing.B) {
 
 	b.Run("Interleaved", func(b *testing.B) {
 		ctx := context.Background()
-		copyDSN, upsertDSN := cluster.CreateDB(b), cluster.CreateDB(b)
-		openMigrated(b, copyDSN)
+		copyDSN := dbtest.New(b, dbtest.On(cluster)).DSN
 		conn, err := pgx.Connect(ctx, copyDSN)
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer conn.Close(ctx)
-		db := openMigrated(b, upsertDSN)
-		db.SetMaxOpenConns(1)
-		s := ordersdb.New(db)
+		s := dbtest.New(b, dbtest.On(cluster), dbtest.Pool(1)).Store
 		copyBatches, upsertBatches := benchBatches(b, b.N), benchBatches(b, b.N)
 		var copyTime, upsertTime time.Duration
 		b.ResetTimer()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/ordersdb"
+	"github.com/orderflow/orders-service/modules/testkit/dbtest"
 )
 
 // The column declarations of ordersdb (columns.go) must agree with the migrated
@@ -54,7 +55,7 @@ var pgTypes = map[reflect.Type]string{
 // notWritten), and every declared column exists with the type of its Go values.
 func TestColumnsMatchSchema(t *testing.T) {
 	ctx := context.Background()
-	db := newDB(t)
+	db := dbtest.New(t).Bun
 	tables := ordersdb.BatchRows([]orders.Record{filledRecord(t)})
 	if got := tableNames(tables); !slices.Equal(got, []string{"orders", "delivery", "payment", "items"}) {
 		t.Fatalf("BatchRows tables %v", got)

@@ -18,12 +18,12 @@ import (
 
 	"github.com/uptrace/bun"
 
-	"github.com/orderflow/orders-service/migrations"
 	"github.com/orderflow/orders-service/modules/dberr"
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/ordersdb"
-	"github.com/orderflow/orders-service/modules/orders/storetest"
-	"github.com/orderflow/orders-service/modules/testenv"
+	"github.com/orderflow/orders-service/modules/testkit/dbtest"
+	"github.com/orderflow/orders-service/modules/testkit/storetest"
+	"github.com/orderflow/orders-service/modules/testkit/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -32,25 +32,8 @@ func TestMain(m *testing.M) {
 	testenv.Main(m)
 }
 
-// openMigrated opens a pool on dsn and applies the migrations.
-func openMigrated(t testing.TB, dsn string) *bun.DB {
-	t.Helper()
-	ctx := context.Background()
-	db, err := ordersdb.Open(ctx, dsn, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	if err := migrations.Up(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
-
-func newDB(t testing.TB) *bun.DB { return openMigrated(t, testenv.PostgresDSN(t)) }
-
 func TestStoreContract(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) orders.Store { return ordersdb.New(newDB(t)) })
+	storetest.Run(t, func(t *testing.T) orders.Store { return dbtest.New(t).Store })
 }
 
 func countRows(t *testing.T, db *bun.DB, table, uid string) int {
@@ -65,8 +48,8 @@ func countRows(t *testing.T, db *bun.DB, table, uid string) int {
 
 func TestDeleteCascadesToParts(t *testing.T) {
 	ctx := context.Background()
-	db := newDB(t)
-	s := ordersdb.New(db)
+	d := dbtest.New(t)
+	db, s := d.Bun, d.Store
 	o := storetest.NewOrder("cascade-1", 2) // 3 items
 	keep := storetest.NewOrder("cascade-2", 2)
 	if _, err := s.UpsertBatch(ctx, []orders.Record{{Order: o}, {Order: keep}}); err != nil {
@@ -92,8 +75,8 @@ func TestDeleteCascadesToParts(t *testing.T) {
 
 func TestUpsertBatchWritesOnlyAppliedParts(t *testing.T) {
 	ctx := context.Background()
-	db := newDB(t)
-	s := ordersdb.New(db)
+	d := dbtest.New(t)
+	db, s := d.Bun, d.Store
 	newer := storetest.NewOrder("parts-1", 1) // 2 items
 	if _, err := s.UpsertBatch(ctx, []orders.Record{{Order: newer, Source: orders.Source{Offset: 10}}}); err != nil {
 		t.Fatal(err)
@@ -126,7 +109,7 @@ func TestUpsertBatchWritesOnlyAppliedParts(t *testing.T) {
 
 func TestInvalidUIDs(t *testing.T) {
 	ctx := context.Background()
-	s := ordersdb.New(newDB(t))
+	s := dbtest.New(t).Store
 	bad := "no spaces allowed"
 	if _, err := s.Get(ctx, bad); !errors.Is(err, orders.ErrInvalidUID) {
 		t.Errorf("Get: %v, want ErrInvalidUID", err)
@@ -146,8 +129,8 @@ func TestInvalidUIDs(t *testing.T) {
 
 func TestDataErrorsRollBackTheWholeBatch(t *testing.T) {
 	ctx := context.Background()
-	db := newDB(t)
-	s := ordersdb.New(db)
+	d := dbtest.New(t)
+	db, s := d.Bun, d.Store
 	good := storetest.NewOrder("good-1", 1)
 	poison := storetest.NewOrder("poison-1", 1)
 	poison.DateCreated = time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC) // timestamptz out of range: SQLSTATE 22008
@@ -170,7 +153,7 @@ func TestDataErrorsRollBackTheWholeBatch(t *testing.T) {
 
 func TestConcurrentOverlappingBatches(t *testing.T) {
 	ctx := context.Background()
-	s := ordersdb.New(newDB(t))
+	s := dbtest.New(t).Store
 	// Writers upsert the same uids with increasing offsets in different input
 	// orders; sorted writes mean no deadlock, and the highest offset ends up stored.
 	const writers, uids, rounds = 4, 50, 5
@@ -274,11 +257,7 @@ func TestClassify(t *testing.T) {
 // TestClassifyServerErrors classifies real errors raised by PostgreSQL.
 func TestClassifyServerErrors(t *testing.T) {
 	ctx := context.Background()
-	db, err := ordersdb.Open(ctx, testenv.PostgresDSN(t), 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := dbtest.New(t, dbtest.Pool(2)).Bun
 	tests := []struct {
 		sqlstate string
 		want     dberr.Class
@@ -318,7 +297,7 @@ func TestClassifyServerErrors(t *testing.T) {
 		})
 	}
 	// A real statement error, not a synthetic one.
-	_, err = db.ExecContext(ctx, "SELECT * FROM no_such_table")
+	_, err := db.ExecContext(ctx, "SELECT * FROM no_such_table")
 	if got := dberr.Classify(err); got != dberr.Fatal {
 		t.Errorf("missing table: %v classified %v, want fatal", err, got)
 	}
@@ -332,8 +311,7 @@ func TestServerCrashIsTransient(t *testing.T) {
 	}
 	ctx := context.Background()
 	c := testenv.NewCluster(t, testenv.ClusterOptions{})
-	db := openMigrated(t, c.CreateDB(t))
-	s := ordersdb.New(db)
+	s := dbtest.New(t, dbtest.On(c)).Store
 	batch := func(off int64) []orders.Record {
 		var recs []orders.Record
 		for i := range 20 {

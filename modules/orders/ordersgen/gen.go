@@ -4,7 +4,6 @@
 package ordersgen
 
 import (
-	_ "embed"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -138,9 +137,3 @@ func (g *Gen) RandomKind() string { return g.f.RandomString(Kinds) }
 
 // Float returns a random number in [0, 1).
 func (g *Gen) Float() float64 { return g.f.Float64() }
-
-//go:embed sample.json
-var sample []byte
-
-// Sample returns the canonical sample order (data/model.json) as JSON.
-func Sample() []byte { return append([]byte(nil), sample...) }

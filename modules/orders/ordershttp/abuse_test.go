@@ -2,7 +2,6 @@ package ordershttp_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -16,13 +15,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/orderflow/orders-service/migrations"
 	"github.com/orderflow/orders-service/modules/httpx"
 	"github.com/orderflow/orders-service/modules/orders/orderscache"
-	"github.com/orderflow/orders-service/modules/orders/ordersdb"
 	"github.com/orderflow/orders-service/modules/orders/ordershttp"
-	"github.com/orderflow/orders-service/modules/testenv"
-	"github.com/orderflow/orders-service/web"
+	"github.com/orderflow/orders-service/modules/testkit"
+	"github.com/orderflow/orders-service/modules/testkit/dbtest"
 )
 
 // Abuse tests: what a hostile or broken client can send to the real service
@@ -34,21 +31,10 @@ import (
 // configuration on a loopback listener and returns its address.
 func liveServer(t *testing.T, cfg httpx.Config, opts ordershttp.Options) (string, *server) {
 	t.Helper()
-	ctx := context.Background()
-	db, err := ordersdb.Open(ctx, testenv.PostgresDSN(t), 4)
-	if err != nil {
-		t.Fatalf("open: %v", err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	if err := migrations.Up(ctx, db); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	store := orderscache.NewStore(ordersdb.New(db), orderscache.New(16<<20), orderscache.Options{})
+	db := dbtest.New(t)
+	store := orderscache.NewStore(db.Store, orderscache.New(16<<20), orderscache.Options{})
 	cfg.Logger, cfg.Registerer = quiet, prometheus.NewRegistry()
-	app := httpx.New(cfg)
-	httpx.RegisterOps(app, httpx.Ops{})
-	ordershttp.Register(app, store, opts)
-	web.Register(app)
+	app := ordershttp.NewApp(store, ordershttp.AppConfig{HTTP: cfg, Orders: opts})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +42,7 @@ func liveServer(t *testing.T, cfg httpx.Config, opts ordershttp.Options) (string
 	done := make(chan struct{})
 	go func() { defer close(done); _ = app.Listener(ln) }()
 	t.Cleanup(func() { _ = app.ShutdownWithTimeout(5 * time.Second); <-done })
-	return ln.Addr().String(), &server{app: app, store: store, db: db}
+	return ln.Addr().String(), &server{app: app, store: store, db: db.Bun}
 }
 
 // rawResponse is what came back on a raw connection.
@@ -282,8 +268,8 @@ func TestSlowClients(t *testing.T) {
 // that is not an integer in 1..1000 and every cursor the service did not hand out
 // is a 400 with a JSON error, never a 500 or an unbounded page.
 func TestHugeLimitsAndBadCursors(t *testing.T) {
-	s := newServer(t, "", ordershttp.Options{})
-	_, o := canonical(t)
+	s := newServer(t, ordershttp.Options{})
+	o, _ := testkit.Canonical(t)
 	s.seed(t, o, withUID(o, "another1"))
 	b64 := base64.RawURLEncoding.EncodeToString
 	for _, q := range []string{
@@ -368,8 +354,8 @@ func TestPageRouteTraversal(t *testing.T) {
 // scheme name is case-insensitive) gets through. With no token configured, the
 // endpoints answer 403 whatever is sent.
 func TestTokens(t *testing.T) {
-	s := newServer(t, "", ordershttp.Options{APIToken: testToken})
-	disabled := newServer(t, "", ordershttp.Options{})
+	s := newServer(t, ordershttp.Options{APIToken: testToken})
+	disabled := newServer(t, ordershttp.Options{})
 	endpoints := []struct{ method, path string }{
 		{"PUT", "/api/v1/orders/" + canonicalUID},
 		{"DELETE", "/api/v1/orders/" + canonicalUID},

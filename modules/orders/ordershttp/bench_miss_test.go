@@ -15,16 +15,15 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/uptrace/bun"
 
-	"github.com/orderflow/orders-service/migrations"
 	"github.com/orderflow/orders-service/modules/httpx"
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/orderscache"
 	"github.com/orderflow/orders-service/modules/orders/ordersdb"
 	"github.com/orderflow/orders-service/modules/orders/ordershttp"
-	"github.com/orderflow/orders-service/modules/testenv"
-	"github.com/orderflow/orders-service/web"
+	"github.com/orderflow/orders-service/modules/testkit"
+	"github.com/orderflow/orders-service/modules/testkit/dbtest"
+	"github.com/orderflow/orders-service/modules/testkit/testenv"
 )
 
 // Miss benchmark settings.
@@ -49,33 +48,21 @@ const (
 //	go test -run '^$' -bench BenchmarkOrderLookupMissLoad -benchtime 1x ./modules/orders/ordershttp
 func BenchmarkOrderLookupMissLoad(b *testing.B) {
 	dur := benchDuration(b)
-	n := 50000
-	if s := os.Getenv("ORDERS_BENCH_MISS_ORDERS"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil || v < 1 {
-			b.Fatalf("ORDERS_BENCH_MISS_ORDERS=%q: want a positive integer", s)
-		}
-		n = v
-	}
+	n := testkit.EnvInt(b, "ORDERS_BENCH_MISS_ORDERS", 50000, 1)
 	const conns = 64
-	ctx := context.Background()
 	cluster := testenv.NewCluster(b, testenv.ClusterOptions{Durable: true})
-	dsn := cluster.CreateDB(b)
+	db := dbtest.New(b, dbtest.On(cluster), dbtest.Pool(missPoolSize))
 
 	// The service: the real stack over a pool of its own.
-	db := openPool(b, dsn, missPoolSize)
-	if err := migrations.Up(ctx, db); err != nil {
-		b.Fatalf("migrate: %v", err)
-	}
-	uids := seedMany(b, ordersdb.New(db), n)
-	cached := orderscache.NewStore(ordersdb.New(db), orderscache.New(missCacheBytes), orderscache.Options{})
-	svc := httpx.New(httpx.Config{Logger: quiet, Registerer: prometheus.NewRegistry()})
-	httpx.RegisterOps(svc, httpx.Ops{})
-	ordershttp.Register(svc, cached, ordershttp.Options{APIToken: testToken})
-	web.Register(svc)
+	uids := seedMany(b, db.Store, n)
+	cached := orderscache.NewStore(db.Store, orderscache.New(missCacheBytes), orderscache.Options{})
+	svc := ordershttp.NewApp(cached, ordershttp.AppConfig{
+		HTTP:   httpx.Config{Logger: quiet, Registerer: prometheus.NewRegistry()},
+		Orders: ordershttp.Options{APIToken: testToken},
+	})
 
 	// The baseline: Store.Get + encoding/json in a bare Fiber handler, own pool.
-	bare := bareDBApp(ordersdb.New(openPool(b, dsn, missPoolSize)))
+	bare := bareDBApp(ordersdb.New(db.OpenPool(b, missPoolSize)))
 
 	serviceURL, bareURL := listen(b, svc), listen(b, bare)
 	paths := make([]string, len(uids))
@@ -147,22 +134,11 @@ func benchDuration(b *testing.B) time.Duration {
 	return d
 }
 
-// openPool opens a pool of size connections to dsn, closed when the benchmark ends.
-func openPool(b *testing.B, dsn string, size int) *bun.DB {
-	b.Helper()
-	db, err := ordersdb.Open(context.Background(), dsn, size)
-	if err != nil {
-		b.Fatalf("open: %v", err)
-	}
-	b.Cleanup(func() { _ = db.Close() })
-	return db
-}
-
 // seedMany stores n canonical-shaped orders with distinct uids in 1,000-order
 // batches and returns their uids.
 func seedMany(b *testing.B, store *ordersdb.Store, n int) []string {
 	b.Helper()
-	_, o := canonical(b)
+	o, _ := testkit.Canonical(b)
 	uids := make([]string, n)
 	batch := make([]orders.Record, 0, 1000)
 	flush := func() {

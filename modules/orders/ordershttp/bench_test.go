@@ -22,6 +22,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/orderflow/orders-service/modules/orders/ordershttp"
+	"github.com/orderflow/orders-service/modules/testkit"
 )
 
 // Load benchmark of the hot path: GET /order/{uid} answered from a hot cache by
@@ -47,8 +48,8 @@ func BenchmarkOrderLookupLoad(b *testing.B) {
 	}
 	const conns = 64
 
-	s := newServer(b, "", ordershttp.Options{APIToken: testToken})
-	raw, o := canonical(b)
+	s := newServer(b, ordershttp.Options{APIToken: testToken})
+	o, raw := testkit.Canonical(b)
 	s.seed(b, o)
 	body, hit, err := s.store.GetJSON(context.Background(), canonicalUID)
 	if err != nil || !hit {
@@ -110,8 +111,8 @@ func BenchmarkOrderLookupLoad(b *testing.B) {
 // bare handler of BenchmarkOrderLookupLoad. allocs/op is what one request
 // allocates on top of fasthttp.
 func BenchmarkGetOrderHandler(b *testing.B) {
-	s := newServer(b, "", ordershttp.Options{})
-	_, o := canonical(b)
+	s := newServer(b, ordershttp.Options{})
+	o, _ := testkit.Canonical(b)
 	s.seed(b, o)
 	body, _, err := s.store.GetJSON(context.Background(), canonicalUID)
 	if err != nil {

@@ -8,22 +8,18 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"reflect"
 	"testing"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/uptrace/bun"
 
-	"github.com/orderflow/orders-service/migrations"
 	"github.com/orderflow/orders-service/modules/httpx"
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/orderscache"
-	"github.com/orderflow/orders-service/modules/orders/ordersdb"
 	"github.com/orderflow/orders-service/modules/orders/ordershttp"
-	"github.com/orderflow/orders-service/modules/testenv"
-	"github.com/orderflow/orders-service/web"
+	"github.com/orderflow/orders-service/modules/testkit/dbtest"
+	"github.com/orderflow/orders-service/modules/testkit/testenv"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -43,41 +39,17 @@ type server struct {
 	db    *bun.DB
 }
 
-// newServer builds the stack on dsn (a fresh database from testenv when empty).
-func newServer(t testing.TB, dsn string, opts ordershttp.Options) *server {
+// newServer builds the stack on a fresh database (dbOpts: e.g. dbtest.On a
+// dedicated cluster).
+func newServer(t testing.TB, opts ordershttp.Options, dbOpts ...dbtest.Option) *server {
 	t.Helper()
-	if dsn == "" {
-		dsn = testenv.PostgresDSN(t)
-	}
-	ctx := context.Background()
-	db, err := ordersdb.Open(ctx, dsn, 4)
-	if err != nil {
-		t.Fatalf("open: %v", err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	if err := migrations.Up(ctx, db); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	store := orderscache.NewStore(ordersdb.New(db), orderscache.New(64<<20), orderscache.Options{})
-	app := httpx.New(httpx.Config{Logger: quiet, Registerer: prometheus.NewRegistry()})
-	httpx.RegisterOps(app, httpx.Ops{})
-	ordershttp.Register(app, store, opts)
-	web.Register(app)
-	return &server{app: app, store: store, db: db}
-}
-
-// canonical returns the sample order of testdata/model.json, raw and decoded.
-func canonical(t testing.TB) ([]byte, orders.Order) {
-	t.Helper()
-	raw, err := os.ReadFile("../testdata/model.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := orders.Parse(raw, 0)
-	if err != nil {
-		t.Fatalf("canonical order: %v", err)
-	}
-	return raw, o
+	db := dbtest.New(t, dbOpts...)
+	store := orderscache.NewStore(db.Store, orderscache.New(64<<20), orderscache.Options{})
+	app := ordershttp.NewApp(store, ordershttp.AppConfig{
+		HTTP:   httpx.Config{Logger: quiet, Registerer: prometheus.NewRegistry()},
+		Orders: opts,
+	})
+	return &server{app: app, store: store, db: db.Bun}
 }
 
 // withUID returns o under another uid (and transaction).
@@ -132,19 +104,6 @@ func (s *server) do(t testing.TB, method, target, token string, body []byte, hdr
 		t.Fatalf("%s %s: read: %v", method, target, err)
 	}
 	return reply{status: resp.StatusCode, header: resp.Header, body: b}
-}
-
-// sameJSON reports whether a and b hold the same JSON value.
-func sameJSON(t testing.TB, a, b []byte) bool {
-	t.Helper()
-	var x, y any
-	if err := json.Unmarshal(a, &x); err != nil {
-		t.Fatalf("not JSON: %v: %.200s", err, a)
-	}
-	if err := json.Unmarshal(b, &y); err != nil {
-		t.Fatalf("not JSON: %v: %.200s", err, b)
-	}
-	return reflect.DeepEqual(x, y)
 }
 
 // wantError checks that r is status with a JSON {"error": ...} body and returns it.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/ordershttp"
+	"github.com/orderflow/orders-service/modules/testkit"
 )
 
 // fuzzMethods are the request methods FuzzRoutes picks from: the ones the routes
@@ -42,8 +43,8 @@ const (
 //     otherwise 200 with at most limit orders, or 400 for a bad cursor;
 //   - the page routes never serve anything but their embedded files.
 func FuzzRoutes(f *testing.F) {
-	s := newServer(f, "", ordershttp.Options{APIToken: testToken})
-	_, o := canonical(f)
+	s := newServer(f, ordershttp.Options{APIToken: testToken})
+	o, _ := testkit.Canonical(f)
 	s.seed(f, o, withUID(o, "second-order_2"), withUID(o, strings.Repeat("Z", 64)))
 	first := s.do(f, "GET", "/api/v1/orders?limit=1", "", nil)
 	var page struct {

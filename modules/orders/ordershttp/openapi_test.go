@@ -47,7 +47,7 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 		}
 	}
 
-	s := newServer(t, "", ordershttp.Options{APIToken: testToken})
+	s := newServer(t, ordershttp.Options{APIToken: testToken})
 	served := map[string]bool{}
 	for _, r := range s.app.GetRoutes(true) {
 		if r.Method == "HEAD" { // fiber adds HEAD for every GET

@@ -9,17 +9,19 @@ import (
 
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/ordershttp"
-	"github.com/orderflow/orders-service/modules/testenv"
+	"github.com/orderflow/orders-service/modules/testkit"
+	"github.com/orderflow/orders-service/modules/testkit/dbtest"
+	"github.com/orderflow/orders-service/modules/testkit/testenv"
 )
 
 func TestGetOrder(t *testing.T) {
-	s := newServer(t, "", ordershttp.Options{APIToken: testToken})
-	raw, o := canonical(t)
+	s := newServer(t, ordershttp.Options{APIToken: testToken})
+	o, raw := testkit.Canonical(t)
 	s.seed(t, o)
 	s.store.Cache().Invalidate(canonicalUID) // the first read must go to the database
 
 	first := s.do(t, "GET", "/order/"+canonicalUID, "", nil)
-	if first.status != 200 || !sameJSON(t, first.body, raw) {
+	if first.status != 200 || !testkit.SameJSON(t, first.body, raw) {
 		t.Fatalf("GET /order: %d %.300s", first.status, first.body)
 	}
 	if got := first.header.Get("X-Cache"); got != "miss" {
@@ -54,19 +56,19 @@ func TestGetOrder(t *testing.T) {
 		}
 	}
 	r := s.do(t, "GET", "/order/"+canonicalUID, "", nil, "If-None-Match", `"stale"`)
-	if r.status != 200 || !sameJSON(t, r.body, raw) {
+	if r.status != 200 || !testkit.SameJSON(t, r.body, raw) {
 		t.Errorf("stale If-None-Match: %d", r.status)
 	}
 
 	// a uid with escaped but valid characters is unescaped before validation
 	r = s.do(t, "GET", "/order/b563feb7b2b84b6%74est", "", nil)
-	if r.status != 200 || !sameJSON(t, r.body, raw) {
+	if r.status != 200 || !testkit.SameJSON(t, r.body, raw) {
 		t.Errorf("escaped valid uid: %d %.200s", r.status, r.body)
 	}
 }
 
 func TestGetOrderErrors(t *testing.T) {
-	s := newServer(t, "", ordershttp.Options{APIToken: testToken})
+	s := newServer(t, ordershttp.Options{APIToken: testToken})
 	for _, tc := range []struct {
 		path   string
 		status int
@@ -87,7 +89,7 @@ func TestGetOrderErrors(t *testing.T) {
 		}
 	}
 	// the 404 is remembered briefly but the order appears once written
-	_, o := canonical(t)
+	o, _ := testkit.Canonical(t)
 	s.seed(t, withUID(o, "nosuchorder123"))
 	if r := s.do(t, "GET", "/order/nosuchorder123", "", nil); r.status != 200 {
 		t.Errorf("order written after a 404: status %d", r.status)
@@ -98,15 +100,15 @@ func TestGetOrderErrors(t *testing.T) {
 // miss answers 503 with a JSON error instead of hanging or leaking the cause.
 func TestGetOrderDatabaseDown(t *testing.T) {
 	cluster := testenv.NewCluster(t, testenv.ClusterOptions{})
-	s := newServer(t, cluster.CreateDB(t), ordershttp.Options{APIToken: testToken})
-	raw, o := canonical(t)
+	s := newServer(t, ordershttp.Options{APIToken: testToken}, dbtest.On(cluster))
+	o, raw := testkit.Canonical(t)
 	s.seed(t, o)
 	if err := cluster.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cluster.Start() }) // so the database can be dropped
 
-	if r := s.do(t, "GET", "/order/"+canonicalUID, "", nil); r.status != 200 || !sameJSON(t, r.body, raw) || r.header.Get("X-Cache") != "hit" {
+	if r := s.do(t, "GET", "/order/"+canonicalUID, "", nil); r.status != 200 || !testkit.SameJSON(t, r.body, raw) || r.header.Get("X-Cache") != "hit" {
 		t.Errorf("cached order while the database is down: %d %s", r.status, r.header.Get("X-Cache"))
 	}
 	m := wantError(t, "miss while the database is down", s.do(t, "GET", "/order/notcached42", "", nil), 503)
@@ -122,14 +124,14 @@ type listPage struct {
 }
 
 func TestList(t *testing.T) {
-	s := newServer(t, "", ordershttp.Options{APIToken: testToken})
+	s := newServer(t, ordershttp.Options{APIToken: testToken})
 
 	r := s.do(t, "GET", "/api/v1/orders", "", nil)
 	if r.status != 200 || string(r.body) != `{"orders":[],"next_cursor":""}` {
 		t.Fatalf("empty listing: %d %s", r.status, r.body)
 	}
 
-	_, o := canonical(t)
+	o, _ := testkit.Canonical(t)
 	var all []orders.Order
 	for i := 0; i < 25; i++ {
 		all = append(all, withUID(o, fmt.Sprintf("list%03d", i)))
@@ -183,15 +185,15 @@ func TestList(t *testing.T) {
 }
 
 func TestPut(t *testing.T) {
-	raw, o := canonical(t)
+	o, raw := testkit.Canonical(t)
 	upd := bytes.Replace(raw, []byte("WBILMTESTTRACK"), []byte("UPDATEDTRACK"), 1)
 
-	disabled := newServer(t, "", ordershttp.Options{})
+	disabled := newServer(t, ordershttp.Options{})
 	wantError(t, "PUT with no token configured", disabled.do(t, "PUT", "/api/v1/orders/"+canonicalUID, testToken, upd), 403)
 	wantError(t, "DELETE with no token configured", disabled.do(t, "DELETE", "/api/v1/orders/"+canonicalUID, testToken, nil), 403)
 	wantError(t, "warmup with no token configured", disabled.do(t, "POST", "/api/v1/cache/warmup", testToken, nil), 403)
 
-	s := newServer(t, "", ordershttp.Options{APIToken: testToken, MaxBodyBytes: 8 << 10})
+	s := newServer(t, ordershttp.Options{APIToken: testToken, MaxBodyBytes: 8 << 10})
 	s.seed(t, o)
 	path := "/api/v1/orders/" + canonicalUID
 
@@ -220,20 +222,20 @@ func TestPut(t *testing.T) {
 	wantError(t, "PUT over MaxBodyBytes", s.do(t, "PUT", path, testToken, big), 413)
 
 	// nothing above changed the stored order
-	if r := s.do(t, "GET", "/order/"+canonicalUID, "", nil); !sameJSON(t, r.body, raw) {
+	if r := s.do(t, "GET", "/order/"+canonicalUID, "", nil); !testkit.SameJSON(t, r.body, raw) {
 		t.Fatalf("a rejected PUT changed the order: %.300s", r.body)
 	}
 
 	r = s.do(t, "PUT", path, testToken, upd)
-	if r.status != 200 || !sameJSON(t, r.body, upd) {
+	if r.status != 200 || !testkit.SameJSON(t, r.body, upd) {
 		t.Fatalf("valid PUT: %d %.300s", r.status, r.body)
 	}
 	r = s.do(t, "GET", "/order/"+canonicalUID, "", nil)
-	if r.status != 200 || !sameJSON(t, r.body, upd) {
+	if r.status != 200 || !testkit.SameJSON(t, r.body, upd) {
 		t.Fatalf("GET after PUT does not show the update: %.300s", r.body)
 	}
 	s.store.Cache().Invalidate(canonicalUID)
-	if r := s.do(t, "GET", "/order/"+canonicalUID, "", nil); r.header.Get("X-Cache") != "miss" || !sameJSON(t, r.body, upd) {
+	if r := s.do(t, "GET", "/order/"+canonicalUID, "", nil); r.header.Get("X-Cache") != "miss" || !testkit.SameJSON(t, r.body, upd) {
 		t.Fatalf("PUT not durable: %s %.300s", r.header.Get("X-Cache"), r.body)
 	}
 
@@ -242,14 +244,14 @@ func TestPut(t *testing.T) {
 	if r := s.do(t, "PUT", "/api/v1/orders/createdbyput1", testToken, created); r.status != 200 {
 		t.Fatalf("PUT of a new order: %d %.300s", r.status, r.body)
 	}
-	if r := s.do(t, "GET", "/order/createdbyput1", "", nil); r.status != 200 || !sameJSON(t, r.body, created) {
+	if r := s.do(t, "GET", "/order/createdbyput1", "", nil); r.status != 200 || !testkit.SameJSON(t, r.body, created) {
 		t.Fatalf("GET of a PUT-created order: %d", r.status)
 	}
 }
 
 func TestDelete(t *testing.T) {
-	s := newServer(t, "", ordershttp.Options{APIToken: testToken})
-	_, o := canonical(t)
+	s := newServer(t, ordershttp.Options{APIToken: testToken})
+	o, _ := testkit.Canonical(t)
 	s.seed(t, o)
 	path := "/api/v1/orders/" + canonicalUID
 
@@ -267,8 +269,8 @@ func TestDelete(t *testing.T) {
 }
 
 func TestCacheEndpoints(t *testing.T) {
-	s := newServer(t, "", ordershttp.Options{APIToken: testToken})
-	_, o := canonical(t)
+	s := newServer(t, ordershttp.Options{APIToken: testToken})
+	o, _ := testkit.Canonical(t)
 	s.seed(t, o, withUID(o, "second1"))
 	s.store.Cache().Invalidate(canonicalUID)
 	s.store.Cache().Invalidate("second1")
@@ -301,7 +303,7 @@ func TestCacheEndpoints(t *testing.T) {
 }
 
 func TestOpenAPIServed(t *testing.T) {
-	s := newServer(t, "", ordershttp.Options{})
+	s := newServer(t, ordershttp.Options{})
 	r := s.do(t, "GET", "/api/v1/openapi.yaml", "", nil)
 	if r.status != 200 || !bytes.Equal(r.body, ordershttp.OpenAPI) || !strings.Contains(r.header.Get("Content-Type"), "yaml") {
 		t.Fatalf("openapi: %d %s", r.status, r.header.Get("Content-Type"))

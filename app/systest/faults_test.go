@@ -1,4 +1,4 @@
-package faults_test
+package systest
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/orderflow/orders-service/modules/orders"
-	"github.com/orderflow/orders-service/modules/testenv"
+	"github.com/orderflow/orders-service/modules/testkit/testenv"
 )
 
 // caseLimit bounds the waits of one case (each wait has its own bound inside it).
@@ -26,7 +26,7 @@ const caseLimit = 3 * time.Minute
 // broker.
 func TestSIGKILLDuringStream(t *testing.T) {
 	brokers := requireEnv(t)
-	sigkillCase(t, newFixture(t, "sigkill", brokers, durableDB(t)), suiteSeed+1)
+	sigkillCase(t, newFixture(t, "sigkill", brokers, durableDB(t)), suiteSeed(t)+1)
 }
 
 // TestSIGKILLStaticMember is the SIGKILL case with a static group member
@@ -36,20 +36,20 @@ func TestSIGKILLStaticMember(t *testing.T) {
 	brokers := requireEnv(t)
 	f := newFixture(t, "sigkill-static", brokers, durableDB(t))
 	f.extraEnv = append(f.extraEnv, "ORDERS_KAFKA_INSTANCE_ID=faults-static-0")
-	sigkillCase(t, f, suiteSeed+11)
+	sigkillCase(t, f, suiteSeed(t)+11)
 }
 
 func sigkillCase(t *testing.T, f *fixture, seed uint64) {
 	brokers := f.brokers
-	t.Logf("seed %d (FAULTS_SEED=%d), %d messages, %d kills", seed, suiteSeed, killOrders, kills)
-	s := newStream(seed, killOrders)
+	t.Logf("seed %d (FAULTS_SEED=%d), %d messages, %d kills", seed, suiteSeed(t), killOrders(t), kills(t))
+	s := newStream(seed, killOrders(t))
 	svc := f.start()
 	wait := produceAsync(brokers, f.topic, s.recs, 0, caseLimit)
 
 	// Kill points: distinct random shares of the stream's orders already stored.
 	rng := rand.New(rand.NewPCG(seed, 7))
-	points := make([]int, 0, kills)
-	for range kills {
+	points := make([]int, 0, kills(t))
+	for range kills(t) {
 		points = append(points, int(float64(s.unique)*(0.1+0.75*rng.Float64())))
 	}
 	slices.Sort(points)
@@ -95,7 +95,7 @@ func TestSIGKILLInsideDLQTransaction(t *testing.T) {
 			}
 			base := f.extraEnv
 			f.extraEnv = append(slices.Clone(base), "FAULTINJECT_CRASH="+c.point+":3")
-			s := newStream(suiteSeed+21+uint64(i), caseOrders)
+			s := newStream(suiteSeed(t)+21+uint64(i), caseOrders(t))
 			svc := f.start()
 			wait := produceAsync(brokers, f.topic, s.recs, 0, caseLimit)
 			select {
@@ -136,7 +136,7 @@ func TestPostgresCrashMidStream(t *testing.T) {
 	brokers := requireEnv(t)
 	cluster := testenv.NewCluster(t, testenv.ClusterOptions{Durable: true})
 	f := newFixture(t, "postgres-crash", brokers, cluster.CreateDB(t))
-	s := newStream(suiteSeed+2, caseOrders)
+	s := newStream(suiteSeed(t)+2, caseOrders(t))
 	svc := f.start()
 	wait := produceAsync(brokers, f.topic, s.recs, streamRate, caseLimit)
 	f.waitStored(len(s.recs)/5, caseLimit, svc)
@@ -186,7 +186,7 @@ func TestBrokerRestartMidStream(t *testing.T) {
 	}
 	b := testenv.StartKafkaBroker(t)
 	f := newFixture(t, "broker-restart", b.Addr(), durableDB(t))
-	s := newStream(suiteSeed+3, caseOrders)
+	s := newStream(suiteSeed(t)+3, caseOrders(t))
 	svc := f.start()
 	wait := produceAsync(b.Addr(), f.topic, s.recs, streamRate, caseLimit)
 	f.waitStored(len(s.recs)/5, caseLimit, svc)
@@ -215,7 +215,7 @@ func TestBrokerRestartMidStream(t *testing.T) {
 func TestSlowDatabaseBackpressure(t *testing.T) {
 	brokers := requireEnv(t)
 	f := newFixture(t, "slow-db", brokers, durableDB(t))
-	s := newStream(suiteSeed+4, caseOrders*3)
+	s := newStream(suiteSeed(t)+4, caseOrders(t)*3)
 	svc := f.start()
 	warm := len(s.recs) / 20
 	if err := produce(context.Background(), brokers, f.topic, s.recs[:warm], 0); err != nil {
@@ -240,12 +240,12 @@ func TestSlowDatabaseBackpressure(t *testing.T) {
 	if _, err := tx.Exec(ctx, "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE"); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("orders table locked for %d s", lockSeconds)
+	t.Logf("orders table locked for %d s", lockSeconds(t))
 	wait := produceAsync(brokers, f.topic, s.recs[warm:], 0, caseLimit)
 	locked := time.Now()
 	var lockRSS int64
 	paused := false
-	for time.Since(locked) < time.Duration(lockSeconds)*time.Second {
+	for time.Since(locked) < time.Duration(lockSeconds(t))*time.Second {
 		f.alive(svc)
 		if rss, err := svc.RSS(); err == nil {
 			lockRSS = max(lockRSS, rss)
@@ -312,7 +312,7 @@ func fetchQueueFull(st map[string]any) bool {
 func TestRebalanceTwoInstances(t *testing.T) {
 	brokers := requireEnv(t)
 	f := newFixture(t, "rebalance", brokers, durableDB(t))
-	s := newStream(suiteSeed+5, caseOrders)
+	s := newStream(suiteSeed(t)+5, caseOrders(t))
 	a := f.start()
 	b := f.start()
 	wait := produceAsync(brokers, f.topic, s.recs, streamRate, caseLimit)
@@ -342,9 +342,9 @@ func TestRebalanceTwoInstances(t *testing.T) {
 func TestReplayNeverGoesBack(t *testing.T) {
 	brokers := requireEnv(t)
 	f := newFixture(t, "replay", brokers, durableDB(t))
-	s := newStream(suiteSeed+6, caseOrders)
+	s := newStream(suiteSeed(t)+6, caseOrders(t))
 	// Newer versions of the first half's orders, sent after the whole stream.
-	g := newUpdater(suiteSeed + 6)
+	g := newUpdater(suiteSeed(t) + 6)
 	var updates int
 	for _, r := range s.recs[:len(s.recs)/2] {
 		if !s.invalid[string(r.Key)] && updates%2 == 0 {

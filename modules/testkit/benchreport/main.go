@@ -1,4 +1,4 @@
-// Command bench turns the output of the benchmarks run by `go tool task bench`
+// Command benchreport turns the output of the benchmarks run by `go tool task bench`
 // into one table: each figure with the baseline measured in the same run, their
 // ratio and the target the issues set. It reads standard `go test -bench` lines
 // (custom metrics reported with testing.B.ReportMetric) from the files named as
@@ -7,7 +7,7 @@
 // the input, 2 on bad usage or unreadable input; a missed target is shown, not an
 // error (performance is reported, never asserted).
 //
-//	go run ./configs/bench -json .cache/bench/bench.json .cache/bench/bench.txt
+//	go run ./modules/testkit/benchreport -json .cache/bench/bench.json .cache/bench/bench.txt
 //
 // The figures, their baselines and targets are the table figures below: this
 // file is the benchmark's configuration as much as its formatter.

@@ -153,16 +153,25 @@ type Service struct {
 // in the message).
 func StartService(t testing.TB, opts ServiceOptions) *Service {
 	t.Helper()
-	s, err := startService(t, opts)
-	if err != nil {
-		t.Fatalf("testenv: start service: %v", err)
-	}
-	t.Cleanup(func() { _ = s.Kill() })
+	s := StartProcess(t, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), serviceReadyTimeout)
 	defer cancel()
 	if err := s.WaitReady(ctx); err != nil {
 		t.Fatalf("testenv: start service: %v\nlog tail:\n%s", err, s.LogTail(4096))
 	}
+	return s
+}
+
+// StartProcess starts the binary like StartService but does not wait for it to
+// be ready: for subcommands that are not servers (e.g. "produce"); wait on Done.
+// The process is killed in t.Cleanup if it still runs then.
+func StartProcess(t testing.TB, opts ServiceOptions) *Service {
+	t.Helper()
+	s, err := startService(t, opts)
+	if err != nil {
+		t.Fatalf("testenv: start %v: %v", opts.Args, err)
+	}
+	t.Cleanup(func() { _ = s.Kill() })
 	return s
 }
 

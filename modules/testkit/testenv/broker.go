@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/orderflow/orders-service/modules/pgserver"
 )
 
 // kafkaScriptTimeout bounds one `kafka.sh up` or `kafka.sh down`.
@@ -64,13 +66,13 @@ func StartKafkaBroker(t testing.TB) *KafkaBroker {
 			t.Fatalf("testenv: kafka broker: link jars: %v", err)
 		}
 	}
-	port, err := freePort()
+	port, err := pgserver.FreePort()
 	if err != nil {
 		t.Fatalf("testenv: kafka broker: %v", err)
 	}
-	ctrl, err := freePort()
+	ctrl, err := pgserver.FreePort()
 	for err == nil && ctrl == port {
-		ctrl, err = freePort()
+		ctrl, err = pgserver.FreePort()
 	}
 	if err != nil {
 		t.Fatalf("testenv: kafka broker: %v", err)

@@ -1,4 +1,4 @@
-package main
+package systest
 
 import (
 	"bytes"
@@ -6,20 +6,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/orderflow/orders-service/configs"
-	"github.com/orderflow/orders-service/migrations"
 	"github.com/orderflow/orders-service/modules/orders"
-	"github.com/orderflow/orders-service/modules/orders/ordersdb"
 	"github.com/orderflow/orders-service/modules/orders/ordersgen"
-	"github.com/orderflow/orders-service/modules/testenv"
+	"github.com/orderflow/orders-service/modules/testkit/dbtest"
+	"github.com/orderflow/orders-service/modules/testkit/testenv"
 )
 
 // piiOrder returns a valid order whose personal data (name, phone, email,
@@ -55,10 +53,9 @@ func piiStrings(o orders.Order) []string {
 // fields and values), poison orders whose database write fails (a CHECK
 // constraint, and a trigger whose error message quotes the name, as PostgreSQL's
 // own messages quote values), API writes (valid, invalid and failing) and
-// lookups. It captures every slog line (the service's logger and slog.Default)
-// and asserts that none holds a name, phone, email, address or city.
+// lookups. It reads every line the service binary wrote (its logger and
+// slog.Default) and asserts that none holds a name, phone, email, address or city.
 func TestNoPersonalDataInLogs(t *testing.T) {
-	dsn := testenv.PostgresDSN(t)
 	brokers := testenv.KafkaBrokers(t)
 	topic := testenv.KafkaTopicName(t, "pii")
 	dlq := topic + "-dlq"
@@ -68,14 +65,7 @@ func TestNoPersonalDataInLogs(t *testing.T) {
 
 	// Schema first, then two ways for a valid order to fail in the database.
 	ctx := context.Background()
-	db, err := ordersdb.Open(ctx, dsn, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := migrations.Up(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db := dbtest.New(t, dbtest.Pool(2))
 	for _, stmt := range []string{
 		`ALTER TABLE delivery ADD CONSTRAINT test_pii_poison CHECK (name NOT LIKE 'NamePoisonCheck%')`,
 		`CREATE FUNCTION test_pii_reject() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -87,54 +77,31 @@ func TestNoPersonalDataInLogs(t *testing.T) {
 		 END $$`,
 		`CREATE TRIGGER test_pii_reject BEFORE INSERT OR UPDATE ON delivery FOR EACH ROW EXECUTE FUNCTION test_pii_reject()`,
 	} {
-		if _, err := db.ExecContext(ctx, stmt); err != nil {
+		if _, err := db.Bun.ExecContext(ctx, stmt); err != nil {
 			t.Fatalf("%.60s: %v", stmt, err)
 		}
 	}
 
-	cfg, err := configs.Load("", []string{
-		"ORDERS_POSTGRES_DSN=" + dsn, "ORDERS_KAFKA_BROKERS=" + brokers, "ORDERS_KAFKA_TOPIC=" + topic,
-		"ORDERS_KAFKA_DLQ_TOPIC=" + dlq, "ORDERS_KAFKA_GROUP_ID=" + group, "ORDERS_HTTP_ADDR=127.0.0.1:0",
-		"ORDERS_API_TOKEN=secret", "ORDERS_LOG_LEVEL=debug", "ORDERS_PIPELINE_RETRY_MIN=10ms",
-		"ORDERS_PIPELINE_MAX_MESSAGE_BYTES=524288", // so an oversized message fits the broker
+	// The service binary: everything it logs (its logger and slog.Default, on
+	// stdout and stderr) lands in its log file.
+	svc := testenv.StartService(t, testenv.ServiceOptions{
+		Binary: testenv.BuildService(t),
+		Env: []string{
+			"ORDERS_POSTGRES_DSN=" + db.DSN, "ORDERS_KAFKA_BROKERS=" + brokers, "ORDERS_KAFKA_TOPIC=" + topic,
+			"ORDERS_KAFKA_DLQ_TOPIC=" + dlq, "ORDERS_KAFKA_GROUP_ID=" + group,
+			"ORDERS_API_TOKEN=secret", "ORDERS_LOG_LEVEL=debug", "ORDERS_PIPELINE_RETRY_MIN=10ms",
+			"ORDERS_PIPELINE_MAX_MESSAGE_BYTES=524288", // so an oversized message fits the broker
+		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &lockedBuffer{}
-	prev := slog.Default()
-	slog.SetDefault(slog.New(slog.NewJSONHandler(sink, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	t.Cleanup(func() { slog.SetDefault(prev) })
-
-	runCtx, cancel := context.WithCancel(ctx)
-	addrc := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- runService(runCtx, cfg, newLogger(cfg.Log, sink), func(a string) { addrc <- a })
-	}()
-	var base string
-	select {
-	case a := <-addrc:
-		base = "http://" + a
-	case err := <-done:
-		t.Fatalf("service stopped before listening: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("service did not listen within 60 s")
-	}
+	base := svc.URL("")
 	stopped := false
 	stop := func() {
 		if stopped {
 			return
 		}
 		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("service stopped with error: %v", err)
-			}
-		case <-time.After(40 * time.Second):
-			t.Error("service did not stop within 40 s of cancellation")
+		if err := svc.Terminate(40 * time.Second); err != nil {
+			t.Errorf("service did not stop cleanly: %v", err)
 		}
 	}
 	t.Cleanup(stop)
@@ -285,7 +252,11 @@ func TestNoPersonalDataInLogs(t *testing.T) {
 	waitStatus(t, base+"/order/piipoison1", 404, 10*time.Second)
 	stop()
 
-	out := sink.String()
+	logs, err := os.ReadFile(svc.LogPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := string(logs)
 	if !strings.Contains(out, "piipoison") && !strings.Contains(out, "dlq") {
 		t.Logf("note: the logs name neither the poison uids nor the DLQ")
 	}

@@ -9,16 +9,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"reflect"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/orderflow/orders-service/modules/orders"
+	"github.com/orderflow/orders-service/modules/testkit"
 )
 
 // Run runs the contract suite. newStore must return a store over a fresh, empty,
@@ -38,24 +36,6 @@ func Run(t *testing.T, newStore func(t *testing.T) orders.Store) {
 	t.Run("PutThenOlderReplayDoesNotUndo", func(t *testing.T) { testPutThenReplay(t, newStore(t)) })
 	t.Run("PutCreates", func(t *testing.T) { testPutCreates(t, newStore(t)) })
 	t.Run("Delete", func(t *testing.T) { testDelete(t, newStore(t)) })
-}
-
-// Canonical returns the order of modules/orders/testdata/model.json and its raw JSON.
-func Canonical(t testing.TB) (orders.Order, []byte) {
-	t.Helper()
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		t.Fatal("storetest: cannot locate the source tree")
-	}
-	raw, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "testdata", "model.json"))
-	if err != nil {
-		t.Fatalf("storetest: read model.json: %v", err)
-	}
-	var o orders.Order
-	if err := json.Unmarshal(raw, &o); err != nil {
-		t.Fatalf("storetest: decode model.json: %v", err)
-	}
-	return o, raw
 }
 
 // NewOrder returns a valid order shaped like the canonical one with the given uid;
@@ -282,21 +262,14 @@ func testReplaceItems(t *testing.T, s orders.Store) {
 }
 
 func testGetCanonical(t *testing.T, s orders.Store) {
-	o, raw := Canonical(t)
+	o, raw := testkit.Canonical(t)
 	upsert(t, s, rec(o, 0, 0))
 	got, err := json.Marshal(get(t, s, o.OrderUID))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var gotV, wantV any
-	if err := json.Unmarshal(got, &gotV); err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(raw, &wantV); err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(gotV, wantV) {
-		t.Fatalf("stored canonical order differs from model.json:\n got: %s\nwant: %s", got, raw)
+	if !testkit.SameJSON(t, got, raw) {
+		t.Fatalf("stored canonical order differs from the sample:\n got: %s\nwant: %s", got, raw)
 	}
 }
 

@@ -1,9 +1,7 @@
-package main
+package systest
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,109 +13,15 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/orderflow/orders-service/configs"
 	"github.com/orderflow/orders-service/modules/orders/ordersgen"
-	"github.com/orderflow/orders-service/modules/testenv"
+	"github.com/orderflow/orders-service/modules/testkit/testenv"
 )
-
-// testService is a running runService against the test PostgreSQL and broker.
-type testService struct {
-	base    string // http://host:port
-	cfg     configs.Config
-	brokers string
-	topic   string
-	dlq     string
-	group   string
-	logs    *lockedBuffer
-}
-
-// startTestService runs the whole service (fresh database, fresh topics) until the
-// test ends and waits until /ready answers 200. env adds ORDERS_* variables.
-func startTestService(t *testing.T, env ...string) *testService {
-	t.Helper()
-	s := &testService{brokers: testenv.KafkaBrokers(t), logs: &lockedBuffer{}}
-	dsn := testenv.PostgresDSN(t)
-	s.topic = testenv.KafkaTopicName(t, "orders")
-	s.dlq = s.topic + "-dlq"
-	s.group = s.topic + "-group"
-	testenv.KafkaCreateTopic(t, s.brokers, s.topic, 4)
-	testenv.KafkaCreateTopic(t, s.brokers, s.dlq, 1)
-	cfg, err := configs.Load("", append([]string{
-		"ORDERS_POSTGRES_DSN=" + dsn, "ORDERS_KAFKA_BROKERS=" + s.brokers, "ORDERS_KAFKA_TOPIC=" + s.topic,
-		"ORDERS_KAFKA_DLQ_TOPIC=" + s.dlq, "ORDERS_KAFKA_GROUP_ID=" + s.group, "ORDERS_HTTP_ADDR=127.0.0.1:0",
-		"ORDERS_API_TOKEN=secret", "ORDERS_LOG_LEVEL=info",
-	}, env...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.cfg = cfg
-	ctx, cancel := context.WithCancel(context.Background())
-	addrc := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- runService(ctx, cfg, newLogger(cfg.Log, s.logs), func(a string) { addrc <- a })
-	}()
-	select {
-	case a := <-addrc:
-		s.base = "http://" + a
-	case err := <-done:
-		cancel()
-		t.Fatalf("service stopped before listening: %v", err)
-	case <-time.After(60 * time.Second):
-		cancel()
-		t.Fatal("service did not listen within 60 s")
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("service stopped with error: %v", err)
-			}
-		case <-time.After(40 * time.Second):
-			t.Error("service did not stop within 40 s of cancellation")
-		}
-	})
-	waitStatus(t, s.base+"/ready", 200, 60*time.Second)
-	return s
-}
-
-// waitCommitted waits until the service's group has committed every record of its topic.
-func (s *testService) waitCommitted(t *testing.T, limit time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for lag := testenv.KafkaGroupLag(t, s.brokers, s.group, s.topic); lag != 0; lag = testenv.KafkaGroupLag(t, s.brokers, s.group, s.topic) {
-		if time.Now().After(deadline) {
-			t.Fatalf("group %s still has lag %d after %s", s.group, lag, limit)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// lockedBuffer collects the service's log output from many goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // scrape is a parsed Prometheus text exposition.
 type scrape struct {
@@ -284,7 +188,7 @@ type observedExpr struct {
 // rows' nested panels included.
 func dashboardExprs(t *testing.T) []observedExpr {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join("..", "configs", "grafana", "dashboards", "*.json"))
+	files, err := filepath.Glob(filepath.Join(moduleRoot(t), "configs", "grafana", "dashboards", "*.json"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no dashboards under configs/grafana/dashboards: %v", err)
 	}
@@ -328,7 +232,7 @@ func dashboardExprs(t *testing.T) []observedExpr {
 // ruleExprs reads every alerting and recording rule expression under configs/prometheus.
 func ruleExprs(t *testing.T) []observedExpr {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join("..", "configs", "prometheus", "*.yml"))
+	files, err := filepath.Glob(filepath.Join(moduleRoot(t), "configs", "prometheus", "*.yml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,6 +266,32 @@ func ruleExprs(t *testing.T) []observedExpr {
 	return out
 }
 
+// moduleRoot returns the repository root, where configs/ is.
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	root, err := testenv.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// startedVersion returns the version field of the service_started log line.
+func startedVersion(t *testing.T, logs string) string {
+	t.Helper()
+	for _, line := range strings.Split(logs, "\n") {
+		var ev struct {
+			Msg     string `json:"msg"`
+			Version string `json:"version"`
+		}
+		if json.Unmarshal([]byte(line), &ev) == nil && ev.Msg == "service_started" && ev.Version != "" {
+			return ev.Version
+		}
+	}
+	t.Fatal("no service_started log line with a version")
+	return ""
+}
+
 // generatedByPrometheus are series Prometheus makes itself, not the service.
 var generatedByPrometheus = map[string]bool{
 	"up": true, "ALERTS": true, "ALERTS_FOR_STATE": true,
@@ -375,7 +305,7 @@ var generatedByPrometheus = map[string]bool{
 // series.
 func TestDashboardsAndAlertsMatchExportedMetrics(t *testing.T) {
 	exprs := append(dashboardExprs(t), ruleExprs(t)...)
-	s := startTestService(t)
+	s := startService(t)
 
 	gen := ordersgen.New(42)
 	var recs []*kgo.Record
@@ -410,6 +340,9 @@ func TestDashboardsAndAlertsMatchExportedMetrics(t *testing.T) {
 	lookup("/api/v1/orders/"+uids[1], 200, "hit")
 	lookup("/order/no-such-order-"+strconv.Itoa(os.Getpid()), 404, "")
 
+	// The version the binary reports at start, which orders_build_info must carry.
+	version := startedVersion(t, s.logs(t))
+
 	// The scrape-time families (lag, committed offsets, DLQ counts) follow the
 	// broker's statistics: poll until the required series are there.
 	var sc scrape
@@ -417,7 +350,7 @@ func TestDashboardsAndAlertsMatchExportedMetrics(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		sc = parseScrape(t, string(waitStatus(t, s.base+"/metrics", 200, 10*time.Second)))
-		missing = requiredSeriesMissing(sc)
+		missing = requiredSeriesMissing(sc, version)
 		if len(missing) == 0 || time.Now().After(deadline) {
 			break
 		}
@@ -448,7 +381,7 @@ func TestDashboardsAndAlertsMatchExportedMetrics(t *testing.T) {
 
 // requiredSeriesMissing lists what the issue's acceptance needs from /metrics and
 // the scrape lacks.
-func requiredSeriesMissing(sc scrape) []string {
+func requiredSeriesMissing(sc scrape, version string) []string {
 	var missing []string
 	need := func(ok bool, format string, args ...any) {
 		if !ok {

@@ -1,4 +1,4 @@
-package main
+package systest
 
 import (
 	"bufio"
@@ -8,24 +8,20 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/orderflow/orders-service/modules/testenv"
+	"github.com/orderflow/orders-service/modules/pgserver"
+	"github.com/orderflow/orders-service/modules/testkit/testenv"
 )
 
 // Soak test: `go tool task soak` (SOAK=1). It builds the service, runs
@@ -46,85 +42,6 @@ const (
 	soakRSSSlack  = 8 << 20 // bytes of RSS growth always tolerated
 	soakGoroSlack = 5       // goroutines always tolerated
 )
-
-// soakProc is a child process that dies with the test binary.
-type soakProc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// startSoakProc starts bin with args and env, output to logPath. Pdeathsig is
-// per thread: the starting goroutine keeps its thread until the child exits.
-func startSoakProc(t *testing.T, bin string, args, env []string, logPath string) *soakProc {
-	t.Helper()
-	f, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	p := &soakProc{cmd: cmd, done: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			close(p.done)
-			return
-		}
-		started <- nil
-		_ = cmd.Wait()
-		_ = f.Close()
-		close(p.done)
-	}()
-	if err := <-started; err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	t.Cleanup(func() { p.stop(10 * time.Second) })
-	return p
-}
-
-// stop sends SIGTERM and waits up to grace, then kills.
-func (p *soakProc) stop(grace time.Duration) {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func (p *soakProc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// rssBytes reads VmRSS of pid.
-func rssBytes(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS")
-}
 
 // scrapeMetrics returns go_goroutines and the summed consumer lag from /metrics.
 func scrapeMetrics(base string) (goroutines, lag float64, err error) {
@@ -319,44 +236,29 @@ func TestSoak(t *testing.T) {
 	testenv.KafkaCreateTopic(t, brokers, topic, 4)
 	testenv.KafkaCreateTopic(t, brokers, dlq, 1)
 
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "app")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	bin := testenv.BuildService(t)
+	// The service logs at warn, so the harness cannot read its address from the
+	// service_started line: give it one.
+	port, err := pgserver.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	base := "http://" + addr
 	env := []string{
 		"ORDERS_POSTGRES_DSN=" + dsn, "ORDERS_KAFKA_BROKERS=" + brokers, "ORDERS_KAFKA_TOPIC=" + topic,
 		"ORDERS_KAFKA_DLQ_TOPIC=" + dlq, "ORDERS_KAFKA_GROUP_ID=" + topic + "-group", "ORDERS_HTTP_ADDR=" + addr,
 		"ORDERS_LOG_LEVEL=warn", "ORDERS_API_TOKEN=soak", "ORDERS_CACHE_MAX_BYTES=" + strconv.FormatInt(cacheBytes, 10),
 	}
-	svc := startSoakProc(t, bin, []string{"serve"}, env, filepath.Join(dir, "service.log"))
-	ready := false
-	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline) && !svc.exited(); time.Sleep(200 * time.Millisecond) {
-		if resp, err := http.Get(base + "/ready"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				ready = true
-				break
-			}
-		}
-	}
-	if !ready {
-		b, _ := os.ReadFile(filepath.Join(dir, "service.log"))
-		t.Fatalf("service not ready within 90 s:\n%s", tailBytes(b, 3000))
-	}
+	svc := testenv.StartService(t, testenv.ServiceOptions{Binary: bin, Env: env})
+	t.Cleanup(func() { _ = svc.Terminate(10 * time.Second) })
 
 	count := int(rate*duration.Seconds()) + 1
-	producer := startSoakProc(t, bin, []string{
+	producer := testenv.StartProcess(t, testenv.ServiceOptions{Binary: bin, Env: env, Args: []string{
 		"produce", "--count", strconv.Itoa(count), "--rate", strconv.FormatFloat(rate, 'f', -1, 64),
 		"--invalid-ratio", "0.01", "--seed", "42", "--quiet",
-	}, env, filepath.Join(dir, "produce.log"))
+	}})
+	t.Cleanup(func() { _ = producer.Terminate(10 * time.Second) })
 
 	load := &lookupLoad{base: base, client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -364,7 +266,7 @@ func TestSoak(t *testing.T) {
 	go func() { defer close(loadDone); load.run(ctx, lookupRate) }()
 
 	fmt.Printf("soak: %s, %.0f orders/s, %.0f lookups/s, cache bound %d MiB, service pid %d, sample every %s\n",
-		duration, rate, lookupRate, cacheBytes>>20, svc.cmd.Process.Pid, interval)
+		duration, rate, lookupRate, cacheBytes>>20, svc.Pid(), interval)
 	fmt.Printf("soak: %8s %10s %10s %8s %10s %8s\n", "elapsed", "rss_mib", "goroutines", "lag", "p99_ms", "lookups")
 	var samples []soakSample
 	start := time.Now()
@@ -372,10 +274,10 @@ func TestSoak(t *testing.T) {
 	for elapsed := time.Duration(0); elapsed < duration; {
 		<-tick.C
 		elapsed = time.Since(start)
-		if svc.exited() {
-			t.Fatalf("the service exited during the soak (log: %s)", filepath.Join(dir, "service.log"))
+		if svc.Exited() {
+			t.Fatalf("the service exited during the soak (log: %s)", svc.LogPath())
 		}
-		rss, err := rssBytes(svc.cmd.Process.Pid)
+		rss, err := svc.RSS()
 		if err != nil {
 			t.Fatalf("rss: %v", err)
 		}
@@ -392,8 +294,8 @@ func TestSoak(t *testing.T) {
 	tick.Stop()
 	cancel()
 	<-loadDone
-	producer.stop(30 * time.Second)
-	prodOut, _ := os.ReadFile(filepath.Join(dir, "produce.log"))
+	_ = producer.Terminate(30 * time.Second)
+	prodOut, _ := os.ReadFile(producer.LogPath())
 
 	// let the pipeline catch up, then count what it stored
 	var lag float64
@@ -403,7 +305,7 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	stored := countOrders(t, dsn)
-	svc.stop(30 * time.Second)
+	_ = svc.Terminate(30 * time.Second)
 
 	fmt.Printf("soak: producer: %s\n", strings.TrimSpace(summaryLine(prodOut)))
 	fmt.Printf("soak: stored orders %d, final lag %.0f, lookups %d (non-200/404 %d, client errors or drops %d)\n",
@@ -469,11 +371,4 @@ func summaryLine(b []byte) string {
 		}
 	}
 	return lines[len(lines)-1]
-}
-
-func tailBytes(b []byte, n int) string {
-	if len(b) > n {
-		return string(b[len(b)-n:])
-	}
-	return string(b)
 }

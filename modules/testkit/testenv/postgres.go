@@ -14,11 +14,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -30,6 +28,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/orderflow/orders-service/modules/pgserver"
 )
 
 // EnvDatabaseURL names the environment variable that points tests at an existing
@@ -43,8 +43,8 @@ const (
 )
 
 // howToProvide ends every "no PostgreSQL" failure so the reader knows the fix.
-const howToProvide = "install PostgreSQL (e.g. apt-get install postgresql: initdb and postgres under " +
-	"/usr/lib/postgresql/*/bin) or set " + EnvDatabaseURL +
+const howToProvide = "install PostgreSQL (e.g. apt-get install postgresql: initdb, postgres and pg_ctl under " +
+	"/usr/lib/postgresql/*/bin, or on PATH) or set " + EnvDatabaseURL +
 	"=postgres://user:pass@host:5432/postgres?sslmode=disable to a server whose user may CREATE DATABASE"
 
 // PostgresDSN returns the DSN of a fresh, empty database created for this test and
@@ -283,11 +283,11 @@ func (p *pgProcess) exited() bool {
 
 // startCluster creates a data directory with initdb and starts a server on it.
 func startCluster(opts ClusterOptions) (*Cluster, error) {
-	bin, err := findPostgresBin()
+	bin, err := pgserver.FindBin()
 	if err != nil {
 		return nil, err
 	}
-	cred, err := serverCredential()
+	cred, err := pgserver.Credential()
 	if err != nil {
 		return nil, err
 	}
@@ -319,9 +319,8 @@ func startCluster(opts ClusterOptions) (*Cluster, error) {
 			return nil, fmt.Errorf("chown %s: %w", dir, err)
 		}
 	}
-	initdb := exec.Command(filepath.Join(bin, "initdb"),
+	initdb := pgserver.Command(bin, cred, "initdb",
 		"-D", c.dataDir, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-locale", "--no-sync")
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	initdb.Env = serverEnv()
 	if out, err := initdb.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("initdb: %w: %s", err, bytes.TrimSpace(out))
@@ -331,7 +330,7 @@ func startCluster(opts ClusterOptions) (*Cluster, error) {
 	defer c.mu.Unlock()
 	// A free port can be taken by someone else before the server binds it: retry.
 	for attempt := 0; ; attempt++ {
-		if c.port, err = freePort(); err != nil {
+		if c.port, err = pgserver.FreePort(); err != nil {
 			return nil, err
 		}
 		if err = c.startLocked(); err == nil {
@@ -382,15 +381,12 @@ func (c *Cluster) startLocked() error {
 	}
 	defer logFile.Close() // the child keeps its own copy of the descriptor
 
-	cmd := exec.Command(filepath.Join(c.bin, "postgres"), c.serverArgs()...)
+	cmd := pgserver.Command(c.bin, c.cred, "postgres", c.serverArgs()...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.Env = serverEnv()
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Credential: c.cred,
-		Setpgid:    true, // a Ctrl-C on the terminal is for the test binary, not the server
-		Pdeathsig:  syscall.SIGQUIT,
-	}
+	cmd.SysProcAttr.Setpgid = true // a Ctrl-C on the terminal is for the test binary, not the server
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
 	p := &pgProcess{cmd: cmd, done: make(chan struct{})}
 	started := make(chan error, 1)
 	go func() {
@@ -542,74 +538,10 @@ func withDatabase(u *url.URL, db string) string {
 	return v.String()
 }
 
-// findPostgresBin returns the newest /usr/lib/postgresql/<version>/bin that holds
-// initdb and postgres, else the directory of initdb on PATH.
-func findPostgresBin() (string, error) {
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
-	for _, d := range dirs {
-		if isExecutable(filepath.Join(d, "initdb")) && isExecutable(filepath.Join(d, "postgres")) {
-			return d, nil
-		}
-	}
-	if p, err := exec.LookPath("initdb"); err == nil {
-		d := filepath.Dir(p)
-		if isExecutable(filepath.Join(d, "postgres")) {
-			return d, nil
-		}
-	}
-	return "", errors.New("PostgreSQL server binaries (initdb, postgres) not found")
-}
-
-func versionOf(binDir string) float64 {
-	v, _ := strconv.ParseFloat(filepath.Base(filepath.Dir(binDir)), 64)
-	return v
-}
-
-func isExecutable(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
-}
-
-// serverCredential returns the credential of the "postgres" OS user when running
-// as root (PostgreSQL refuses to run as root), else nil (run as ourselves).
-func serverCredential() (*syscall.Credential, error) {
-	if os.Geteuid() != 0 {
-		return nil, nil
-	}
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return nil, fmt.Errorf("running as root and PostgreSQL refuses root: need the OS user \"postgres\": %w", err)
-	}
-	uid, err := strconv.ParseUint(u.Uid, 10, 32)
-	if err != nil {
-		return nil, fmt.Errorf("uid of postgres: %w", err)
-	}
-	gid, err := strconv.ParseUint(u.Gid, 10, 32)
-	if err != nil {
-		return nil, fmt.Errorf("gid of postgres: %w", err)
-	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, nil
-}
-
 // serverEnv is a minimal environment for initdb and postgres: no PG* variables of
 // the caller leak into the server, and the C locale keeps it deterministic.
 func serverEnv() []string {
 	return []string{"PATH=/usr/bin:/bin", "LANG=C", "LC_ALL=C", "TZ=UTC"}
-}
-
-// freePort asks the kernel for a free TCP port on 127.0.0.1.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer l.Close()
-	addr, ok := l.Addr().(*net.TCPAddr)
-	if !ok {
-		return 0, fmt.Errorf("free port: unexpected address %v", l.Addr())
-	}
-	return addr.Port, nil
 }
 
 // tail returns up to n bytes from the end of the file at path.

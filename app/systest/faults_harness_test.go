@@ -1,4 +1,4 @@
-// Package faults_test is the fault suite: the real service binary (`go build ./app`,
+// The fault suite: the real service binary (`go build ./app`,
 // run as `serve`) against real PostgreSQL and a real Kafka broker, under crashes,
 // outages, a slow database, rebalances and replays. Every case checks the end state
 // by querying PostgreSQL and Kafka directly: each valid order stored exactly once at
@@ -9,7 +9,8 @@
 // skipped otherwise and with -short. Sizes: FAULTS_ORDERS (messages of the SIGKILL
 // case, default 20000), FAULTS_KILLS (default 3), FAULTS_CASE_ORDERS (messages of the
 // other cases, default 8000), FAULTS_LOCK_SECONDS (default 15), FAULTS_SEED.
-package faults_test
+
+package systest
 
 import (
 	"context"
@@ -32,7 +33,8 @@ import (
 
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/ordersgen"
-	"github.com/orderflow/orders-service/modules/testenv"
+	"github.com/orderflow/orders-service/modules/testkit"
+	"github.com/orderflow/orders-service/modules/testkit/testenv"
 )
 
 const (
@@ -47,27 +49,16 @@ const (
 	updateRatio  = 0.05
 )
 
-var (
-	killOrders  = envInt("FAULTS_ORDERS", 20000)
-	kills       = envInt("FAULTS_KILLS", 3)
-	caseOrders  = envInt("FAULTS_CASE_ORDERS", 8000)
-	lockSeconds = envInt("FAULTS_LOCK_SECONDS", 15)
-	suiteSeed   = uint64(envInt("FAULTS_SEED", int(time.Now().UnixNano()%1_000_000_007)))
-)
+// The suite's sizes and seed, from the environment (see the file comment).
+func killOrders(t testing.TB) int  { return testkit.EnvInt(t, "FAULTS_ORDERS", 20000, 0) }
+func kills(t testing.TB) int       { return testkit.EnvInt(t, "FAULTS_KILLS", 3, 0) }
+func caseOrders(t testing.TB) int  { return testkit.EnvInt(t, "FAULTS_CASE_ORDERS", 8000, 0) }
+func lockSeconds(t testing.TB) int { return testkit.EnvInt(t, "FAULTS_LOCK_SECONDS", 15, 0) }
 
-func envInt(name string, def int) int {
-	if v := strings.TrimSpace(os.Getenv(name)); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			fmt.Fprintf(os.Stderr, "faults: %s=%q is not a non-negative integer\n", name, v)
-			os.Exit(2)
-		}
-		return n
-	}
-	return def
-}
+// defaultSeed is the suite's seed when FAULTS_SEED is unset: one per test binary.
+var defaultSeed = int(time.Now().UnixNano() % 1_000_000_007)
 
-func TestMain(m *testing.M) { testenv.Main(m) }
+func suiteSeed(t testing.TB) uint64 { return uint64(testkit.EnvInt(t, "FAULTS_SEED", defaultSeed, 0)) }
 
 // requireEnv skips the case unless a real broker and PostgreSQL can be used.
 func requireEnv(t *testing.T) string {
