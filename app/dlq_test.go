@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/orderflow/orders-service/modules/testkit/testenv"
+	"github.com/orderflow/orders-service/pipeline/kafkaedge"
 )
 
 func TestDLQInspectAndReplay(t *testing.T) {
@@ -25,11 +26,11 @@ func TestDLQInspectAndReplay(t *testing.T) {
 			Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprintf("value-%d", i)),
 			Headers: []kgo.RecordHeader{
 				{Key: "traceparent", Value: []byte("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")},
-				{Key: "x-error", Value: []byte("reason " + class)},
-				{Key: "x-error-class", Value: []byte(class)},
-				{Key: "x-source-topic", Value: []byte(input)},
-				{Key: "x-source-partition", Value: []byte("0")},
-				{Key: "x-source-offset", Value: []byte(fmt.Sprint(i))},
+				{Key: kafkaedge.HeaderError, Value: []byte("reason " + class)},
+				{Key: kafkaedge.HeaderErrorClass, Value: []byte(class)},
+				{Key: kafkaedge.HeaderSourceTopic, Value: []byte(input)},
+				{Key: kafkaedge.HeaderSourcePartition, Value: []byte("0")},
+				{Key: kafkaedge.HeaderSourceOffset, Value: []byte(fmt.Sprint(i))},
 			},
 		})
 	}
@@ -37,7 +38,7 @@ func TestDLQInspectAndReplay(t *testing.T) {
 	env := []string{"ORDERS_KAFKA_BROKERS=" + brokers, "ORDERS_KAFKA_TOPIC=" + input, "ORDERS_KAFKA_DLQ_TOPIC=" + dlq}
 
 	out := runOK(t, env, "dlq", "inspect", "--limit", "2")
-	for _, want := range []string{"5 records", "decode       2", "validation   2", "data         1", "x-error: reason decode", "... 3 more"} {
+	for _, want := range []string{"5 records", "decode       2", "validation   2", "data         1", kafkaedge.HeaderError + ": reason decode", "... 3 more"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("inspect output lacks %q:\n%s", want, out)
 		}
@@ -71,7 +72,7 @@ func TestDLQInspectAndReplay(t *testing.T) {
 			names = append(names, h.Key)
 		}
 		joined := strings.Join(names, ",")
-		if strings.Contains(joined, "x-error") || !strings.Contains(joined, "traceparent") || !strings.Contains(joined, "x-replayed-from") {
+		if strings.Contains(joined, kafkaedge.HeaderError) || !strings.Contains(joined, "traceparent") || !strings.Contains(joined, kafkaedge.HeaderReplayedFrom) {
 			t.Errorf("record %d headers %s: want the original ones plus x-replayed-from, no x-error*", i, joined)
 		}
 	}

@@ -35,6 +35,7 @@ import (
 	"github.com/orderflow/orders-service/modules/orders/ordersgen"
 	"github.com/orderflow/orders-service/modules/testkit"
 	"github.com/orderflow/orders-service/modules/testkit/testenv"
+	"github.com/orderflow/orders-service/pipeline/kafkaedge"
 )
 
 const (
@@ -591,10 +592,10 @@ func (f *fixture) check(tr *truth, dl expectDLQ) outcome {
 		var p pos
 		for _, h := range r.Headers {
 			switch h.Key {
-			case "x-source-partition":
+			case kafkaedge.HeaderSourcePartition:
 				v, _ := strconv.ParseInt(string(h.Value), 10, 32)
 				p.partition = int32(v)
-			case "x-source-offset":
+			case kafkaedge.HeaderSourceOffset:
 				p.offset, _ = strconv.ParseInt(string(h.Value), 10, 64)
 			}
 		}

@@ -301,7 +301,7 @@ var generatedByPrometheus = map[string]bool{
 // TestDashboardsAndAlertsMatchExportedMetrics runs the service with real traffic
 // (valid orders, bad messages for the DLQ, HTTP lookups that hit and miss the
 // cache), scrapes /metrics, and fails if a dashboard panel or an alert rule names a
-// metric the service does not export, or if a family the issue requires has no
+// metric the service does not export, or if a family the README documents has no
 // series.
 func TestDashboardsAndAlertsMatchExportedMetrics(t *testing.T) {
 	exprs := append(dashboardExprs(t), ruleExprs(t)...)
@@ -379,7 +379,7 @@ func TestDashboardsAndAlertsMatchExportedMetrics(t *testing.T) {
 	t.Logf("checked %d metric references in %d dashboard and rule expressions against %d exported sample names", names, len(exprs), len(sc.samples))
 }
 
-// requiredSeriesMissing lists what the issue's acceptance needs from /metrics and
+// requiredSeriesMissing lists what the README's metrics table needs from /metrics and
 // the scrape lacks.
 func requiredSeriesMissing(sc scrape, version string) []string {
 	var missing []string

@@ -18,6 +18,7 @@ import (
 	"github.com/orderflow/orders-service/modules/orders/ordersgen"
 	"github.com/orderflow/orders-service/modules/testkit/dbtest"
 	"github.com/orderflow/orders-service/modules/testkit/testenv"
+	"github.com/orderflow/orders-service/pipeline/kafkaedge"
 )
 
 // piiOrder returns a valid order whose personal data (name, phone, email,
@@ -207,12 +208,12 @@ func TestNoPersonalDataInLogs(t *testing.T) {
 		}
 		switch string(d.Key) {
 		case "piibad08":
-			if hdr["x-error-class"] != "validation" || !strings.Contains(hdr["x-error"], "items") {
-				t.Errorf("1001 items: dead letter class %q, reason %q", hdr["x-error-class"], hdr["x-error"])
+			if hdr[kafkaedge.HeaderErrorClass] != "validation" || !strings.Contains(hdr[kafkaedge.HeaderError], "items") {
+				t.Errorf("1001 items: dead letter class %q, reason %q", hdr[kafkaedge.HeaderErrorClass], hdr[kafkaedge.HeaderError])
 			}
 		case "piibad07":
-			if hdr["x-error-class"] != "decode" || !strings.Contains(hdr["x-error"], "limit") {
-				t.Errorf("oversized: dead letter class %q, reason %q", hdr["x-error-class"], hdr["x-error"])
+			if hdr[kafkaedge.HeaderErrorClass] != "decode" || !strings.Contains(hdr[kafkaedge.HeaderError], "limit") {
+				t.Errorf("oversized: dead letter class %q, reason %q", hdr[kafkaedge.HeaderErrorClass], hdr[kafkaedge.HeaderError])
 			}
 		}
 	}

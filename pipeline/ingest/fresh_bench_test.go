@@ -32,7 +32,7 @@ import (
 	"github.com/orderflow/orders-service/pipeline/ingest"
 )
 
-// freshRate is the steady produce rate of BenchmarkFreshness (the figure).
+// freshRate is the steady produce rate of BenchmarkFreshness (the README's figure).
 const freshRate = 2000
 
 // freshSample is how many uids BenchmarkFreshness fetches through GET /order/{uid}.

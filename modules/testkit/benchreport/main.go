@@ -1,6 +1,6 @@
 // Command benchreport turns the output of the benchmarks run by `go tool task bench`
 // into one table: each figure with the baseline measured in the same run, their
-// ratio and the target the issues set. It reads standard `go test -bench` lines
+// ratio and the target set for it (see figures below). It reads standard `go test -bench` lines
 // (custom metrics reported with testing.B.ReportMetric) from the files named as
 // arguments, or from stdin, prints the table as Markdown and, with -json FILE,
 // writes it as JSON as well. It exits 1 when a figure's benchmark is missing from
