@@ -47,16 +47,16 @@ func SameJSON(tb testing.TB, a, b []byte) bool {
 }
 
 // EnvInt returns the integer in the environment variable name, or def when it is
-// unset or empty. It fails the test when the value is not an integer >= min.
-func EnvInt(tb testing.TB, name string, def, min int) int {
+// unset or empty. It fails the test when the value is not an integer >= least.
+func EnvInt(tb testing.TB, name string, def, least int) int {
 	tb.Helper()
 	s := os.Getenv(name)
 	if s == "" {
 		return def
 	}
 	v, err := strconv.Atoi(s)
-	if err != nil || v < min {
-		tb.Fatalf("%s=%q: want an integer >= %d", name, s, min)
+	if err != nil || v < least {
+		tb.Fatalf("%s=%q: want an integer >= %d", name, s, least)
 	}
 	return v
 }

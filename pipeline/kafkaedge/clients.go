@@ -155,10 +155,10 @@ func createTopics(ctx context.Context, brokers string, specs ...kafka.TopicSpeci
 // Producer is the idempotent producer of the produce and dlq replay tools: Send
 // hands records over asynchronously, Close waits for their acknowledgements.
 type Producer struct {
-	p              *kafka.Producer
-	acked, failed  atomic.Int64
-	firstErr       atomic.Pointer[string]
-	events, closed chan struct{}
+	p             *kafka.Producer
+	acked, failed atomic.Int64
+	firstErr      atomic.Pointer[string]
+	events        chan struct{} // closed when the delivery reports are drained
 }
 
 // NewProducer creates a producer (acks=all, idempotent, lz4; records up to MaxRecordBytes).
