@@ -128,8 +128,9 @@ func (in *Ingest) Run(ctx context.Context) error {
 	if !in.state.CompareAndSwap("new", "starting") {
 		return errors.New("ingest: run: already started")
 	}
-	err := kafkaedge.EnsureTopics(ctx, in.kafka, in.cfg.Retry(), in.log)
-	if err == nil && ctx.Err() == nil {
+	kafkaedge.EnsureTopics(ctx, in.kafka, in.cfg.Retry(), in.log)
+	var err error
+	if ctx.Err() == nil {
 		in.state.Store("running")
 		in.com.Start()
 		in.log.Info("ingest_started", "topic", in.kafka.Topic, "group", in.kafka.GroupID, "dlq", in.kafka.DLQTopic, "instance", in.kafka.InstanceID)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"sort"
@@ -44,7 +45,7 @@ func common(brokers string) kafka.ConfigMap {
 // consumerConfig is the group consumer of the Source.
 func consumerConfig(cfg SourceConfig) kafka.ConfigMap {
 	cm := common(cfg.Brokers)
-	for k, v := range map[string]kafka.ConfigValue{
+	maps.Copy(cm, kafka.ConfigMap{
 		"group.id":                      cfg.GroupID,
 		"partition.assignment.strategy": "cooperative-sticky",
 		"enable.auto.commit":            false,
@@ -60,9 +61,7 @@ func consumerConfig(cfg SourceConfig) kafka.ConfigMap {
 		"statistics.interval.ms":     int(cfg.StatsInterval / time.Millisecond),
 		// Skip the records of aborted transactions (orders may come from transactional producers).
 		"isolation.level": "read_committed",
-	} {
-		cm[k] = v
-	}
+	})
 	if cfg.InstanceID != "" {
 		cm["group.instance.id"] = cfg.InstanceID
 	}
@@ -73,7 +72,7 @@ func consumerConfig(cfg SourceConfig) kafka.ConfigMap {
 func transactionalConfig(cfg CommitterConfig) kafka.ConfigMap {
 	txnMs := int(cfg.TxnTimeout / time.Millisecond)
 	cm := common(cfg.Brokers)
-	for k, v := range map[string]kafka.ConfigValue{
+	maps.Copy(cm, kafka.ConfigMap{
 		"transactional.id":           cfg.TransactionalID,
 		"transaction.timeout.ms":     txnMs,
 		"message.timeout.ms":         txnMs,
@@ -84,19 +83,17 @@ func transactionalConfig(cfg CommitterConfig) kafka.ConfigMap {
 		"message.max.bytes":          MaxRecordBytes,
 		"go.delivery.reports":        false, // CommitTransaction fails if any dead letter was not delivered
 		"queue.buffering.max.kbytes": 65536,
-	} {
-		cm[k] = v
-	}
+	})
 	return cm
 }
 
 // EnsureTopics creates the input and DLQ topics of cfg when they do not exist
-// (existing ones are left as they are), retrying with retry's backoff while the
-// broker cannot answer. The DLQ topic allows records of MaxRecordBytes. It
-// returns nil when ctx ends first, and does nothing unless cfg.CreateTopics.
-func EnsureTopics(ctx context.Context, cfg Config, retry pipeline.Retry, log *slog.Logger) error {
+// (existing ones are left as they are), retrying with retry's backoff until the
+// broker answers or ctx ends. The DLQ topic allows records of MaxRecordBytes. It
+// does nothing unless cfg.CreateTopics.
+func EnsureTopics(ctx context.Context, cfg Config, retry pipeline.Retry, log *slog.Logger) {
 	if !cfg.CreateTopics {
-		return nil
+		return
 	}
 	b := retry.Backoff()
 	for attempt := 1; ; attempt++ {
@@ -109,12 +106,12 @@ func EnsureTopics(ctx context.Context, cfg Config, retry pipeline.Retry, log *sl
 			})
 		cancel()
 		if err == nil {
-			return nil
+			return
 		}
 		wait := b.Next()
 		log.Warn("ensure_topics_failed", "attempt", attempt, "retry_in", wait, "err", err)
 		if pipeline.Sleep(ctx, wait) != nil {
-			return nil // stopped before starting: a clean stop
+			return // stopped before starting: a clean stop
 		}
 	}
 }
@@ -164,16 +161,14 @@ type Producer struct {
 // NewProducer creates a producer (acks=all, idempotent, lz4; records up to MaxRecordBytes).
 func NewProducer(brokers, clientID string) (*Producer, error) {
 	cm := common(brokers)
-	for k, v := range map[string]kafka.ConfigValue{
+	maps.Copy(cm, kafka.ConfigMap{
 		"enable.idempotence": true,
 		"acks":               "all",
 		"linger.ms":          5,
 		"compression.type":   "lz4",
 		"message.max.bytes":  MaxRecordBytes,
 		"client.id":          clientID,
-	} {
-		cm[k] = v
-	}
+	})
 	p, err := kafka.NewProducer(&cm)
 	if err != nil {
 		return nil, fmt.Errorf("producer: %w", err)
@@ -267,13 +262,11 @@ type ReadOptions struct {
 // committed, ordered by partition and offset.
 func ReadTopic(ctx context.Context, o ReadOptions) ([]Record, error) {
 	cm := common(o.Brokers)
-	for k, v := range map[string]kafka.ConfigValue{
+	maps.Copy(cm, kafka.ConfigMap{
 		"group.id": "orders-dlq-tool", "enable.auto.commit": false,
 		"enable.partition.eof": true, "auto.offset.reset": "earliest",
 		"isolation.level": "read_committed",
-	} {
-		cm[k] = v
-	}
+	})
 	c, err := kafka.NewConsumer(&cm)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: consumer: %w", o.Topic, err)
