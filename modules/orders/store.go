@@ -3,6 +3,7 @@ package orders
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // Domain errors. One place (the HTTP error handler) maps them to statuses.
@@ -34,47 +35,53 @@ func ValidUID(uid string) bool {
 	return true
 }
 
-// Source says where a version of an order came from. Kafka versions carry their
-// partition and offset; versions written through the API carry Partition = -1.
-// The store refuses to replace a row with a version from the same partition and a
-// lower or equal offset, so replays and redeliveries never move an order back.
-type Source struct {
-	Partition int32
-	Offset    int64
-}
-
-// APISource marks a version written through the HTTP API.
-var APISource = Source{Partition: -1, Offset: -1}
-
-// Record is one version of an order to be written, with its source position.
+// Record is one version of an order to be written: the order, or a tombstone
+// (Deleted, with only Order.OrderUID set), at its version.
 type Record struct {
-	Order  Order
-	Source Source
+	Order   Order
+	Version Version
+	Deleted bool
 }
 
-// Page is one page of a newest-first listing. NextCursor is empty on the last page.
+// UID returns the uid of the order the record is a version of.
+func (r *Record) UID() string { return r.Order.OrderUID }
+
+// Stored is what a store holds for one uid after a write: the version of the
+// stored order or tombstone. The zero Version means nothing is known of the uid
+// (no order, no tombstone: never written, or a tombstone purged).
+type Stored struct {
+	UID     string
+	Version Version
+	Deleted bool // Version is a tombstone's
+	Changed bool // this call wrote it
+}
+
+// Page is one page of a newest-first listing. NextCursor is empty on the last
+// page. Versions[i] is the version of Orders[i].
 type Page struct {
 	Orders     []Order
+	Versions   []Version
 	NextCursor string
 }
 
 // Store is the persistence contract for orders. Implementations are safe for
 // concurrent use; every method honours ctx cancellation.
 type Store interface {
-	// UpsertBatch writes all records in one transaction, de-duplicated by uid (the
-	// record with the highest offset wins), skipping records older than the stored
-	// version. It returns the uids whose stored version changed. On error nothing
-	// of the batch is written.
-	UpsertBatch(ctx context.Context, recs []Record) (applied []string, err error)
-	// Get returns the order with uid, or ErrNotFound.
-	Get(ctx context.Context, uid string) (Order, error)
+	// ApplyBatch writes recs in one transaction. They are de-duplicated by uid
+	// (the newest version wins) and each is written only if it is newer than
+	// what is stored for its uid (an order or a tombstone): an order replaces the
+	// stored one, a tombstone deletes it and is kept (see PurgeTombstones) so
+	// that older versions arriving later stay refused. It returns, for each uid
+	// of recs, what is stored after the call. On error nothing of the batch is
+	// written (or, if the commit's outcome is unknown, all of it may be).
+	ApplyBatch(ctx context.Context, recs []Record) ([]Stored, error)
+	// Get returns the order with uid and its version, or ErrNotFound with the
+	// version of its tombstone (the zero Version when none is kept).
+	Get(ctx context.Context, uid string) (Order, Version, error)
 	// List returns up to limit orders, newest first (by first ingestion), starting
 	// after cursor ("" = from the newest). Bad cursor: ErrInvalidCursor.
 	List(ctx context.Context, limit int, cursor string) (Page, error)
-	// Put replaces (or creates) an order written through the API. An existing
-	// row keeps its source position, so a replay of older Kafka versions does not
-	// undo the change.
-	Put(ctx context.Context, o Order) error
-	// Delete removes the order and its delivery, payment and items, or returns ErrNotFound.
-	Delete(ctx context.Context, uid string) error
+	// PurgeTombstones forgets the tombstones of deletes applied before cutoff and
+	// returns how many it removed.
+	PurgeTombstones(ctx context.Context, cutoff time.Time) (int64, error)
 }
