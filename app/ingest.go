@@ -16,3 +16,13 @@ import (
 func newIngest(cfg configs.Config, store *ordersdb.Store, cached *orderscache.Store, reg prometheus.Registerer, log *slog.Logger) (*ingest.Ingest, error) {
 	return ingest.New(cfg.Kafka, cfg.Pipeline, ingest.Deps{Store: store, Cache: cached, Metrics: reg, Logger: log})
 }
+
+// newWriter builds the API's writes through the order log: PUT and DELETE append
+// to the orders topic and wait for the pipeline (in's, or another instance's,
+// seen in store) to apply them.
+func newWriter(cfg configs.Config, in *ingest.Ingest, store *ordersdb.Store) (*ingest.Writer, error) {
+	return in.NewWriter(ingest.WriterConfig{
+		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic,
+		AppendTimeout: cfg.API.AppendTimeout, ApplyWait: cfg.API.ApplyWait,
+	}, store)
+}

@@ -73,6 +73,12 @@ func runService(ctx context.Context, cfg configs.Config, log *slog.Logger, ready
 	if err != nil {
 		return err
 	}
+	writer, err := newWriter(cfg, ingest, store)
+	if err != nil {
+		ingest.Close()
+		return err
+	}
+	defer writer.Close() // after HTTP stopped: no request waits any more
 
 	app := ordershttp.NewApp(cached, ordershttp.AppConfig{
 		HTTP: httpx.Config{
@@ -89,7 +95,7 @@ func runService(ctx context.Context, cfg configs.Config, log *slog.Logger, ready
 			Metrics:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 			PipelineStats: ingest.Stats,
 		},
-		Orders: ordershttp.Options{APIToken: cfg.API.Token, MaxBodyBytes: cfg.HTTP.BodyLimit},
+		Orders: ordershttp.Options{APIToken: cfg.API.Token, MaxBodyBytes: cfg.HTTP.BodyLimit, Writer: writer},
 	})
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)

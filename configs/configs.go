@@ -62,6 +62,11 @@ type HTTP struct {
 // API configures access to mutating and admin endpoints.
 type API struct {
 	Token string `koanf:"token"`
+	// AppendTimeout bounds the broker's acknowledgement of a PUT or DELETE
+	// appended to the orders topic (past it: 503).
+	AppendTimeout time.Duration `koanf:"append_timeout"`
+	// ApplyWait bounds the wait for a PUT or DELETE to be applied (past it: 202).
+	ApplyWait time.Duration `koanf:"apply_wait"`
 }
 
 // Cache configures the in-memory order cache.
@@ -248,6 +253,8 @@ func (c Config) Validate() error {
 	check(c.HTTP.WriteTimeout > 0, "http.write_timeout", "want > 0")
 	check(c.HTTP.IdleTimeout > 0, "http.idle_timeout", "want > 0")
 	check(c.HTTP.BodyLimit >= 1024, "http.body_limit", "want >= 1024 bytes")
+	check(c.API.AppendTimeout > 0, "api.append_timeout", "want > 0")
+	check(c.API.ApplyWait > 0, "api.apply_wait", "want > 0")
 	check(c.Cache.MaxBytes >= 1<<20, "cache.max_bytes", fmt.Sprintf("want >= 1048576 bytes, got %d", c.Cache.MaxBytes))
 	check(c.Cache.NegativeTTL >= 0, "cache.negative_ttl", "want >= 0")
 	check(c.Cache.DBTimeout > 0, "cache.db_timeout", "want > 0")
@@ -260,6 +267,8 @@ func (c Config) Validate() error {
 	check(c.Pipeline.MaxMessageBytes >= 1024, "pipeline.max_message_bytes", "want >= 1024")
 	check(c.Pipeline.RetryMin > 0, "pipeline.retry_min", "want > 0")
 	check(c.Pipeline.RetryMax >= c.Pipeline.RetryMin, "pipeline.retry_max", "want >= pipeline.retry_min")
+	check(c.Pipeline.TombstoneRetention >= 0, "pipeline.tombstone_retention", "want >= 0 (0 keeps tombstones forever)")
+	check(c.Pipeline.TombstonePurgeInterval > 0, "pipeline.tombstone_purge_interval", "want > 0")
 	check(c.Pipeline.ShutdownTimeout > 0, "pipeline.shutdown_timeout", "want > 0")
 	check(oneOf(c.Log.Level, "debug", "info", "warn", "error"), "log.level", fmt.Sprintf("want debug, info, warn or error, got %q", c.Log.Level))
 	check(oneOf(c.Log.Format, "json", "text"), "log.format", fmt.Sprintf("want json or text, got %q", c.Log.Format))

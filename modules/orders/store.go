@@ -54,6 +54,9 @@ type Stored struct {
 	Version Version
 	Deleted bool // Version is a tombstone's
 	Changed bool // this call wrote it
+	// Previous is, when Changed, the version this call replaced if it was on
+	// another partition (zero otherwise): the same uid on two partitions.
+	Previous Version
 }
 
 // Page is one page of a newest-first listing. NextCursor is empty on the last

@@ -29,6 +29,11 @@ type Config struct {
 
 	// CommitInterval is the longest time a completed offset waits to be committed.
 	CommitInterval time.Duration `koanf:"commit_interval"`
+	// TombstoneRetention is how long a delete's tombstone is kept (so that older
+	// versions arriving later stay refused); 0 keeps them forever.
+	TombstoneRetention time.Duration `koanf:"tombstone_retention"`
+	// TombstonePurgeInterval is how often tombstones past the retention are purged.
+	TombstonePurgeInterval time.Duration `koanf:"tombstone_purge_interval"`
 	// ShutdownTimeout bounds the soft stop: drain, flush, commit.
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
 }
@@ -36,16 +41,20 @@ type Config struct {
 // Retry is the flow's retry policy (transient database and broker errors).
 func (c Config) Retry() pipeline.Retry { return pipeline.Retry{Min: c.RetryMin, Max: c.RetryMax} }
 
-// BatchWriter stores a batch of orders in one transaction (orders.Store's
-// UpsertBatch): all or nothing, returning the uids whose stored version changed.
-// Its errors are classified by dberr.Classify.
+// BatchWriter is what the flow needs of orders.Store: ApplyBatch writes a batch
+// in one transaction and reports what is stored per uid; PurgeTombstones
+// forgets old deletes. Its errors are classified by dberr.Classify.
 type BatchWriter interface {
-	UpsertBatch(ctx context.Context, recs []orders.Record) (applied []string, err error)
+	ApplyBatch(ctx context.Context, recs []orders.Record) ([]orders.Stored, error)
+	PurgeTombstones(ctx context.Context, cutoff time.Time) (int64, error)
 }
 
-// CacheFiller puts the committed versions of a batch in the cache.
+// CacheFiller is the cache the flow keeps current: Fill puts the committed
+// versions of a batch in it (never replacing a newer one), Invalidate drops
+// entries whose stored version is unknown.
 type CacheFiller interface {
-	Fill(recs []orders.Record, applied []string)
+	Fill(recs []orders.Record, stored []orders.Stored)
+	Invalidate(uids ...string)
 }
 
 // Deps are the flow's collaborators.

@@ -4,7 +4,10 @@
 //
 // Delivery is at-least-once: a message's offset is committed only when it and
 // every earlier message of its partition are durable in PostgreSQL or
-// acknowledged by the DLQ; the store's offset guard makes replays harmless.
+// acknowledged by the DLQ. Every record is a version of its order (its Origin in
+// the orders topic, see orders.Version); a tombstone (null value) deletes. The
+// store applies only versions newer than what it holds, so redeliveries and
+// replays never move an order back.
 package ingest
 
 import (
@@ -12,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,19 +30,31 @@ import (
 	"github.com/orderflow/orders-service/pipeline/kafkaedge"
 )
 
-// item is one decoded message travelling through the flow.
+// item is one decoded message travelling through the flow: a version of an
+// order, or a tombstone.
 type item struct {
-	msg   *kafkaedge.Message
-	order orders.Order
-	span  trace.SpanContext // the producer's span, from the message headers
+	msg     *kafkaedge.Message
+	order   orders.Order // a tombstone has only OrderUID
+	deleted bool         // a tombstone
+	version orders.Version
+	span    trace.SpanContext // the producer's span, from the message headers
+	// prev is the next older version of the same uid in the batch: written in
+	// this one's place if the database rejects this one.
+	prev *item
+	dead bool // dead-lettered by the upsert
 }
 
-// batch is a group of items after the upsert: recs are the records written (one
-// per uid), applied the uids whose stored version changed.
+// record is what the store writes for it.
+func (it *item) record() orders.Record {
+	return orders.Record{Order: it.order, Version: it.version, Deleted: it.deleted}
+}
+
+// batch is a group of items after the upsert: recs are the records written,
+// stored what the store holds for their uids after each write.
 type batch struct {
-	items   []*item
-	recs    []orders.Record
-	applied []string
+	items  []*item
+	recs   []orders.Record
+	stored []orders.Stored
 }
 
 // Ingest runs the flow. Create it with New, run it once with Run; Ready and Stats
@@ -59,7 +75,10 @@ type Ingest struct {
 	closeOnce  sync.Once
 	lastCommit time.Time
 
+	writes *waiters // API writes waiting for their records to be applied
+
 	batches, written, applied, retries, splits, poison atomic.Uint64
+	stale, tombstones, crossPartition, purged          atomic.Uint64
 }
 
 // New builds the flow and its Kafka clients (they connect lazily) from the kafka
@@ -73,7 +92,7 @@ func New(kafka kafkaedge.Config, cfg Config, deps Deps) (*Ingest, error) {
 		deps.Logger = slog.Default()
 	}
 	log := deps.Logger.With("component", "ingest")
-	in := &Ingest{kafka: kafka, cfg: cfg, deps: deps, log: log, store: deps.Store}
+	in := &Ingest{kafka: kafka, cfg: cfg, deps: deps, log: log, store: deps.Store, writes: newWaiters()}
 	in.state.Store("new")
 
 	var engineMetrics *pipeline.Metrics
@@ -107,8 +126,8 @@ func New(kafka kafkaedge.Config, cfg Config, deps Deps) (*Ingest, error) {
 func (in *Ingest) wire(p *pipeline.Pipeline) {
 	batchCap := pipeline.Capacity(in.cfg.BatchQueueCapacity)
 	fetched := pipeline.Source(p, "fetch", in.src.Run)
-	decoded := pipeline.Map(p, "decode", fetched, in.decode, pipeline.OnReject(deadLetter("decode", messageAck)))
-	valid := pipeline.Map(p, "validate", decoded, in.validate, pipeline.OnReject(deadLetter("validate", itemAck)))
+	decoded := pipeline.Map(p, "decode", fetched, in.decode, pipeline.OnReject(rejected(in, "decode", messageOf)))
+	valid := pipeline.Map(p, "validate", decoded, in.validate, pipeline.OnReject(rejected(in, "validate", itemMessage)))
 	batches := pipeline.Batch(p, "batch", valid, pipeline.BatchPolicy[*item]{
 		Count: in.cfg.BatchSize, Bytes: in.cfg.BatchBytes, Linger: in.cfg.BatchLinger,
 		Size: func(it *item) int { return len(it.msg.Value) },
@@ -134,7 +153,12 @@ func (in *Ingest) Run(ctx context.Context) error {
 		in.state.Store("running")
 		in.com.Start()
 		in.log.Info("ingest_started", "topic", in.kafka.Topic, "group", in.kafka.GroupID, "dlq", in.kafka.DLQTopic, "instance", in.kafka.InstanceID)
+		purgeCtx, stopPurge := context.WithCancel(ctx)
+		purged := make(chan struct{})
+		go func() { defer close(purged); in.purgeTombstones(purgeCtx) }()
 		err = in.p.Run(ctx)
+		stopPurge()
+		<-purged
 	}
 	in.release()
 	in.mu.Lock()
@@ -189,35 +213,63 @@ func (in *Ingest) Ready() error {
 	}
 }
 
-// decode parses a message strictly and within the size bound; a bad message is
-// rejected (dead-lettered with its decode error).
+// decode parses a message strictly and within the size bound, or takes it as a
+// tombstone (null value, the uid as key), and gives it its version (the
+// record's Origin). A bad message is rejected (dead-lettered with its error):
+// undecodable, a tombstone without a valid uid key, or a key other than the
+// order's uid (a record without a key is accepted).
 func (in *Ingest) decode(ctx context.Context, m *kafkaedge.Message, out *pipeline.Emitter[*item]) error {
-	o, err := orders.Decode(m.Value, in.cfg.MaxMessageBytes)
-	if err != nil {
-		return pipeline.Reject(err)
+	part, off, ts := m.Origin()
+	it := &item{msg: m, version: orders.Version{Partition: part, Offset: off, Time: ts.UnixMilli()}}
+	if m.Value == nil {
+		if !orders.ValidUID(string(m.Key)) {
+			return pipeline.Reject(&orders.InvalidError{Class: orders.ClassKey,
+				Reason: fmt.Sprintf("a tombstone (null value) must have the order uid as its key, got %s", quoteKey(m.Key))})
+		}
+		it.order.OrderUID, it.deleted = string(m.Key), true
+	} else {
+		o, err := orders.Decode(m.Value, in.cfg.MaxMessageBytes)
+		if err != nil {
+			return pipeline.Reject(err)
+		}
+		if len(m.Key) > 0 && string(m.Key) != o.OrderUID {
+			return pipeline.Reject(&orders.InvalidError{Class: orders.ClassKey, Field: "order_uid",
+				Reason: fmt.Sprintf("the record key %s is not the order_uid %q", quoteKey(m.Key), o.OrderUID)})
+		}
+		it.order = o
 	}
-	it := &item{msg: m, order: o}
 	if len(m.Headers) > 0 {
 		it.span = trace.SpanContextFromContext(otel.GetTextMapPropagator().Extract(context.Background(), headerCarrier{&m.Record}))
 	}
 	return out.Emit(ctx, it)
 }
 
+// quoteKey quotes a record key for an error message, cut at 80 bytes.
+func quoteKey(k []byte) string {
+	if len(k) > 80 {
+		return strconv.Quote(string(k[:80])) + "..."
+	}
+	return strconv.Quote(string(k))
+}
+
 // validate checks the business rules; an invalid order is rejected.
 func (in *Ingest) validate(ctx context.Context, it *item, out *pipeline.Emitter[*item]) error {
+	if it.deleted {
+		return out.Emit(ctx, it)
+	}
 	if err := orders.Validate(&it.order); err != nil {
 		return pipeline.Reject(err)
 	}
 	return out.Emit(ctx, it)
 }
 
-// messageAck and itemAck give the Ack of what a stage rejects.
-func messageAck(m *kafkaedge.Message) *kafkaedge.Ack { return m.Ack }
-func itemAck(it *item) *kafkaedge.Ack                { return it.msg.Ack }
+// messageOf and itemMessage give the message of what a stage rejects.
+func messageOf(m *kafkaedge.Message) *kafkaedge.Message { return m }
+func itemMessage(it *item) *kafkaedge.Message           { return it.msg }
 
-// deadLetter ends a message the stage rejected with a dead letter naming the
+// rejected ends a message the stage rejected with a dead letter naming the
 // error's class (decode, or the class of an *orders.InvalidError) and reason.
-func deadLetter[T any](stage string, ack func(T) *kafkaedge.Ack) func(context.Context, T, error) error {
+func rejected[T any](in *Ingest, stage string, msg func(T) *kafkaedge.Message) func(context.Context, T, error) error {
 	return func(_ context.Context, v T, err error) error {
 		class, reason := orders.ClassDecode, err.Error()
 		if cause := errors.Unwrap(err); cause != nil {
@@ -227,14 +279,21 @@ func deadLetter[T any](stage string, ack func(T) *kafkaedge.Ack) func(context.Co
 		if errors.As(err, &inv) {
 			class = inv.Class
 		}
-		ack(v).DeadLetter(kafkaedge.Failure{Class: class, Stage: stage, Reason: reason, Attempts: 1})
+		in.deadLetter(msg(v), kafkaedge.Failure{Class: class, Stage: stage, Reason: reason, Attempts: 1})
 		return nil
 	}
 }
 
-// upsert writes a batch: its records de-duplicated by uid (the latest wins),
-// transient errors retried with backoff forever, data errors bisected down to the
-// poison orders, which are dead-lettered; a fatal error stops the flow.
+// deadLetter ends m with a dead letter and answers its API write, if any.
+func (in *Ingest) deadLetter(m *kafkaedge.Message, f kafkaedge.Failure) {
+	m.Ack.DeadLetter(f)
+	in.writes.resolve(&m.Record, writeOutcome{failure: &f})
+}
+
+// upsert writes a batch: per uid its newest version (older ones in the batch
+// stand behind it in case the database rejects it), transient errors retried
+// with backoff forever, data errors bisected down to the poison records, which
+// are dead-lettered; a fatal error stops the flow.
 func (in *Ingest) upsert(ctx context.Context, items []*item, out *pipeline.Emitter[*batch]) error {
 	b := &batch{items: make([]*item, 0, len(items))}
 	for _, it := range items {
@@ -249,42 +308,60 @@ func (in *Ingest) upsert(ctx context.Context, items []*item, out *pipeline.Emitt
 		trace.WithLinks(links(b.items)...), trace.WithAttributes(attribute.Int("batch.size", len(b.items))))
 	defer span.End()
 	in.batches.Add(1)
-	if err := in.write(ctx, b, latestByUID(b.items), 0); err != nil {
+	if err := in.write(ctx, b, newestByUID(b.items), 0); err != nil {
 		span.RecordError(err)
 		return err
 	}
 	return out.Emit(ctx, b)
 }
 
-// latestByUID keeps, per order uid, the last item of the batch (the highest
-// offset of its partition), in batch order.
-func latestByUID(items []*item) []*item {
-	last := make(map[string]int, len(items))
-	for i, it := range items {
-		last[it.order.OrderUID] = i
-	}
-	out := make([]*item, 0, len(last))
-	for i, it := range items {
-		if last[it.order.OrderUID] == i {
+// newestByUID returns, per order uid, the item with the newest version (the
+// later one in the batch among equal versions), and links each one's older
+// versions behind it through prev, newest first.
+func newestByUID(items []*item) []*item {
+	head := make(map[string]*item, len(items))
+	out := make([]*item, 0, len(items))
+	for _, it := range items {
+		it.prev = nil
+		h, seen := head[it.order.OrderUID]
+		if !seen {
+			head[it.order.OrderUID] = it
 			out = append(out, it)
+			continue
 		}
+		if it.version.Compare(h.version) >= 0 {
+			it.prev = h
+			head[it.order.OrderUID] = it
+			continue
+		}
+		at := h // insert it below the first version it is not older than
+		for at.prev != nil && it.version.Compare(at.prev.version) < 0 {
+			at = at.prev
+		}
+		it.prev, at.prev = at.prev, it
+	}
+	for i, it := range out {
+		out[i] = head[it.order.OrderUID]
 	}
 	return out
 }
 
+// write stores the records of part (one per uid) in one transaction and appends
+// them and their outcome to out.
 func (in *Ingest) write(ctx context.Context, out *batch, part []*item, tries int) error {
 	recs := make([]orders.Record, len(part))
 	for i, it := range part {
-		recs[i] = orders.Record{Order: it.order, Source: orders.Source{Partition: it.msg.Partition, Offset: it.msg.Offset}}
+		recs[i] = it.record()
 	}
 	b := in.cfg.Retry().Backoff()
+	uncertain := false // a failed attempt may have committed
 	for attempt := 1; ; attempt++ {
-		applied, err := in.store.UpsertBatch(ctx, recs)
+		stored, err := in.store.ApplyBatch(ctx, recs)
 		if err == nil {
 			out.recs = append(out.recs, recs...)
-			out.applied = append(out.applied, applied...)
+			out.stored = append(out.stored, stored...)
 			in.written.Add(uint64(len(recs)))
-			in.applied.Add(uint64(len(applied)))
+			in.account(ctx, recs, stored)
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -292,6 +369,9 @@ func (in *Ingest) write(ctx context.Context, out *batch, part []*item, tries int
 		}
 		switch dberr.Classify(err) {
 		case dberr.Transient:
+			// A retry of a batch that did commit finds its versions stored and
+			// reports them unchanged but equal, so the cache still gets them.
+			uncertain = true
 			in.retries.Add(1)
 			wait := b.Next()
 			in.log.WarnContext(ctx, "upsert_retry", "orders", len(recs), "attempt", attempt, "retry_in", wait, "err", err)
@@ -302,8 +382,12 @@ func (in *Ingest) write(ctx context.Context, out *batch, part []*item, tries int
 			if len(part) == 1 {
 				it := part[0]
 				in.poison.Add(1)
-				in.log.WarnContext(ctx, "upsert_poison_order", "partition", it.msg.Partition, "offset", it.msg.Offset, "err", err)
-				it.msg.Ack.DeadLetter(kafkaedge.Failure{Class: "data", Stage: "upsert", Reason: err.Error(), Attempts: tries + attempt})
+				it.dead = true
+				in.log.WarnContext(ctx, "upsert_poison_order", "partition", it.msg.Partition, "offset", it.msg.Offset, "version", it.version.String(), "err", err)
+				in.deadLetter(it.msg, kafkaedge.Failure{Class: "data", Stage: "upsert", Reason: err.Error(), Attempts: tries + attempt})
+				if it.prev != nil { // the next older version of the uid takes its place
+					return in.write(ctx, out, []*item{it.prev}, tries+attempt)
+				}
 				return nil
 			}
 			in.splits.Add(1)
@@ -313,17 +397,104 @@ func (in *Ingest) write(ctx context.Context, out *batch, part []*item, tries int
 			}
 			return in.write(ctx, out, part[mid:], tries+attempt)
 		default:
+			if uncertain && in.deps.Cache != nil {
+				// the flow stops; whatever committed must not be hidden by older entries
+				uids := make([]string, len(recs))
+				for i := range recs {
+					uids[i] = recs[i].UID()
+				}
+				in.deps.Cache.Invalidate(uids...)
+			}
 			return fmt.Errorf("upsert: %w", err)
 		}
 	}
 }
 
-// fill puts the committed versions in the cache (after the database commit).
+// account counts what a write did and logs the versions it compared across
+// partitions (the same uid on two partitions: defined, see orders.Version, but
+// worth an operator's attention).
+func (in *Ingest) account(ctx context.Context, recs []orders.Record, stored []orders.Stored) {
+	byUID := make(map[string]*orders.Record, len(recs))
+	for i := range recs {
+		byUID[recs[i].UID()] = &recs[i]
+	}
+	var applied, stale, tombstones uint64
+	for _, s := range stored {
+		r := byUID[s.UID]
+		if r == nil {
+			continue
+		}
+		switch {
+		case s.Changed:
+			applied++
+			if r.Deleted {
+				tombstones++
+			}
+		case s.Version != r.Version:
+			stale++
+		}
+		if prev := s.Previous; prev.CrossPartition(r.Version) || (!s.Changed && s.Version.CrossPartition(r.Version)) {
+			in.crossPartition.Add(1)
+			other := s.Version
+			if s.Changed {
+				other = prev
+			}
+			in.log.WarnContext(ctx, "order_version_cross_partition", "order_uid", s.UID,
+				"version", r.Version.String(), "version_time", r.Version.Time,
+				"other", other.String(), "other_time", other.Time, "applied", s.Changed,
+				"rule", "versions on different partitions are ordered by record timestamp, then partition")
+		}
+	}
+	in.applied.Add(applied)
+	in.stale.Add(stale)
+	in.tombstones.Add(tombstones)
+}
+
+// fill puts the committed versions in the cache (after the database commit),
+// then answers the API writes of the batch.
 func (in *Ingest) fill(ctx context.Context, b *batch, out *pipeline.Emitter[*batch]) error {
-	if in.deps.Cache != nil && len(b.applied) > 0 {
-		in.deps.Cache.Fill(b.recs, b.applied)
+	if in.deps.Cache != nil && len(b.stored) > 0 {
+		in.deps.Cache.Fill(b.recs, b.stored)
+	}
+	if in.writes.waiting() {
+		stored := make(map[string]orders.Stored, len(b.stored))
+		for _, s := range b.stored {
+			if cur, ok := stored[s.UID]; !ok || s.Version.Newer(cur.Version) {
+				stored[s.UID] = s
+			}
+		}
+		for _, it := range b.items {
+			if !it.dead {
+				in.writes.resolve(&it.msg.Record, writeOutcome{version: it.version, stored: stored[it.order.OrderUID]})
+			}
+		}
 	}
 	return out.Emit(ctx, b)
+}
+
+// purgeTombstones forgets tombstones older than the retention, every
+// TombstonePurgeInterval, until ctx ends.
+func (in *Ingest) purgeTombstones(ctx context.Context) {
+	if in.cfg.TombstoneRetention <= 0 {
+		return
+	}
+	t := time.NewTicker(in.cfg.TombstonePurgeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := in.store.PurgeTombstones(ctx, time.Now().Add(-in.cfg.TombstoneRetention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			in.log.WarnContext(ctx, "tombstone_purge_failed", "err", err)
+		case n > 0:
+			in.purged.Add(uint64(n))
+			in.log.InfoContext(ctx, "tombstones_purged", "count", n, "retention", in.cfg.TombstoneRetention)
+		}
+	}
 }
 
 // commit ends the batch's messages as stored (Done is a no-op for the ones the

@@ -48,9 +48,13 @@ type timedWriter struct {
 	ok, failed prometheus.Observer
 }
 
-func (t timedWriter) UpsertBatch(ctx context.Context, recs []orders.Record) ([]string, error) {
+func (t timedWriter) PurgeTombstones(ctx context.Context, cutoff time.Time) (int64, error) {
+	return t.w.PurgeTombstones(ctx, cutoff)
+}
+
+func (t timedWriter) ApplyBatch(ctx context.Context, recs []orders.Record) ([]orders.Stored, error) {
 	t0 := time.Now()
-	applied, err := t.w.UpsertBatch(ctx, recs)
+	applied, err := t.w.ApplyBatch(ctx, recs)
 	if err != nil {
 		t.failed.Observe(time.Since(t0).Seconds())
 	} else {
@@ -64,6 +68,9 @@ var (
 	descRetries   = prometheus.NewDesc("orders_pipeline_upsert_retries_total", "Batch writes retried after a transient database error.", nil, nil)
 	descSplits    = prometheus.NewDesc("orders_pipeline_upsert_splits_total", "Batch splits made to isolate orders the database rejects.", nil, nil)
 	descWritten   = prometheus.NewDesc("orders_pipeline_orders_written_total", "Orders written to the database in committed batches.", nil, nil)
+	descVersions  = prometheus.NewDesc("orders_pipeline_versions_total", "Records by what the store did with them: applied (a newer version or a delete), stale (older than the stored version: refused).", []string{"outcome"}, nil)
+	descTombs     = prometheus.NewDesc("orders_pipeline_tombstones_total", "Tombstones by event: applied (deletes), purged (forgotten after the retention).", []string{"event"}, nil)
+	descCross     = prometheus.NewDesc("orders_pipeline_cross_partition_versions_total", "Versions of an order compared with one on another partition (ordered by record timestamp; see the README).", nil, nil)
 	descLag       = prometheus.NewDesc("orders_pipeline_consumer_lag", "Consumer lag per owned partition (high watermark minus committed offset).", []string{"partition"}, nil)
 	descCommitted = prometheus.NewDesc("orders_pipeline_committed_offset", "Last committed offset per owned partition.", []string{"partition"}, nil)
 	descDLQTxn    = prometheus.NewDesc("orders_pipeline_dlq_transactions_total", "Kafka transactions that wrote dead letters with their offsets, by outcome (committed, aborted).", []string{"outcome"}, nil)
@@ -74,7 +81,7 @@ var (
 type collector struct{ in *Ingest }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descDLQ, descRetries, descSplits, descWritten, descLag, descCommitted, descUp, descDLQTxn} {
+	for _, d := range []*prometheus.Desc{descDLQ, descRetries, descSplits, descWritten, descVersions, descTombs, descCross, descLag, descCommitted, descUp, descDLQTxn} {
 		ch <- d
 	}
 }
@@ -92,6 +99,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(in.retries.Load()))
 	ch <- prometheus.MustNewConstMetric(descSplits, prometheus.CounterValue, float64(in.splits.Load()))
 	ch <- prometheus.MustNewConstMetric(descWritten, prometheus.CounterValue, float64(in.written.Load()))
+	ch <- prometheus.MustNewConstMetric(descVersions, prometheus.CounterValue, float64(in.applied.Load()), "applied")
+	ch <- prometheus.MustNewConstMetric(descVersions, prometheus.CounterValue, float64(in.stale.Load()), "stale")
+	ch <- prometheus.MustNewConstMetric(descTombs, prometheus.CounterValue, float64(in.tombstones.Load()), "applied")
+	ch <- prometheus.MustNewConstMetric(descTombs, prometheus.CounterValue, float64(in.purged.Load()), "purged")
+	ch <- prometheus.MustNewConstMetric(descCross, prometheus.CounterValue, float64(in.crossPartition.Load()))
 	up := 0.0
 	if in.src != nil && in.p != nil && in.Ready() == nil {
 		up = 1

@@ -28,9 +28,18 @@ type UpsertStats struct {
 	Batches uint64 `json:"batches"`
 	Written uint64 `json:"orders_written"`
 	Applied uint64 `json:"orders_applied"`
-	Retries uint64 `json:"retries"`
-	Splits  uint64 `json:"splits"`
-	Poison  uint64 `json:"poison"`
+	// Stale counts records older than the stored version of their order
+	// (redeliveries, replays of old versions): refused.
+	Stale uint64 `json:"stale_versions"`
+	// Tombstones counts deletes applied.
+	Tombstones uint64 `json:"tombstones"`
+	// CrossPartition counts versions compared with one of another partition.
+	CrossPartition uint64 `json:"cross_partition_versions"`
+	// TombstonesPurged counts tombstones forgotten after the retention.
+	TombstonesPurged uint64 `json:"tombstones_purged"`
+	Retries          uint64 `json:"retries"`
+	Splits           uint64 `json:"splits"`
+	Poison           uint64 `json:"poison"`
 }
 
 // DLQStats counts dead letters: handed to the DLQ (by class; again after a
@@ -64,7 +73,9 @@ func (in *Ingest) Snapshot() Stats {
 		Stages: in.p.Stats(),
 		Upsert: UpsertStats{
 			Batches: in.batches.Load(), Written: in.written.Load(), Applied: in.applied.Load(),
-			Retries: in.retries.Load(), Splits: in.splits.Load(), Poison: in.poison.Load(),
+			Stale: in.stale.Load(), Tombstones: in.tombstones.Load(), CrossPartition: in.crossPartition.Load(),
+			TombstonesPurged: in.purged.Load(),
+			Retries:          in.retries.Load(), Splits: in.splits.Load(), Poison: in.poison.Load(),
 		},
 		DLQ: DLQStats{ByClass: in.com.DeadLetters(), Pending: in.com.HeldDeadLetters()},
 	}

@@ -158,8 +158,11 @@ type Producer struct {
 	events        chan struct{} // closed when the delivery reports are drained
 }
 
-// NewProducer creates a producer (acks=all, idempotent, lz4; records up to MaxRecordBytes).
-func NewProducer(brokers, clientID string) (*Producer, error) {
+// producerConfig is every producer of records of the orders topic: idempotent,
+// acks=all, lz4, records up to MaxRecordBytes, and keys partitioned with
+// murmur2 like the Java client, Kafka Connect and Kafka Streams, so that the
+// versions of an order share a partition whoever produces them.
+func producerConfig(brokers, clientID string) kafka.ConfigMap {
 	cm := common(brokers)
 	maps.Copy(cm, kafka.ConfigMap{
 		"enable.idempotence": true,
@@ -168,7 +171,14 @@ func NewProducer(brokers, clientID string) (*Producer, error) {
 		"compression.type":   "lz4",
 		"message.max.bytes":  MaxRecordBytes,
 		"client.id":          clientID,
+		"partitioner":        "murmur2_random",
 	})
+	return cm
+}
+
+// NewProducer creates a producer (see producerConfig).
+func NewProducer(brokers, clientID string) (*Producer, error) {
+	cm := producerConfig(brokers, clientID)
 	p, err := kafka.NewProducer(&cm)
 	if err != nil {
 		return nil, fmt.Errorf("producer: %w", err)
@@ -226,6 +236,75 @@ func (p *Producer) Close() error {
 		return fmt.Errorf("%d records failed, first: %s", p.failed.Load(), *msg)
 	}
 	return nil
+}
+
+// Appender appends single records and waits for each one's acknowledgement: the
+// API's writes to the orders topic. It is safe for concurrent use.
+type Appender struct {
+	p      *kafka.Producer
+	events chan struct{}
+}
+
+// Appended is where an appended record landed.
+type Appended struct {
+	Partition int32
+	Offset    int64
+	Timestamp time.Time
+}
+
+// ErrNotAppended wraps every failure to append: the broker did not take the
+// record (unreachable, timed out, refused).
+var ErrNotAppended = errors.New("record not appended")
+
+// NewAppender creates an Appender (see producerConfig) whose records are given
+// up, with ErrNotAppended, when not acknowledged within timeout.
+func NewAppender(brokers, clientID string, timeout time.Duration) (*Appender, error) {
+	cm := producerConfig(brokers, clientID)
+	maps.Copy(cm, kafka.ConfigMap{
+		"linger.ms":          1,
+		"message.timeout.ms": max(int(timeout/time.Millisecond), 1),
+	})
+	p, err := kafka.NewProducer(&cm)
+	if err != nil {
+		return nil, fmt.Errorf("appender: %w", err)
+	}
+	a := &Appender{p: p, events: make(chan struct{})}
+	go func() { // librdkafka's own events (errors are logged by the delivery reports)
+		defer close(a.events)
+		for range p.Events() {
+		}
+	}()
+	return a, nil
+}
+
+// Append produces one record (value nil: a tombstone) and waits for its
+// acknowledgement or ctx. A failure wraps ErrNotAppended.
+func (a *Appender) Append(ctx context.Context, topic string, key, value []byte, headers []Header) (Appended, error) {
+	m := toKafka(topic, key, value, headers)
+	done := make(chan kafka.Event, 1)
+	if err := a.p.Produce(m, done); err != nil {
+		return Appended{}, fmt.Errorf("%w: %w", ErrNotAppended, err)
+	}
+	select {
+	case <-ctx.Done():
+		return Appended{}, fmt.Errorf("%w: %w", ErrNotAppended, ctx.Err())
+	case e := <-done:
+		r, ok := e.(*kafka.Message)
+		if !ok {
+			return Appended{}, fmt.Errorf("%w: unexpected event %v", ErrNotAppended, e)
+		}
+		if r.TopicPartition.Error != nil {
+			return Appended{}, fmt.Errorf("%w: %w", ErrNotAppended, r.TopicPartition.Error)
+		}
+		return Appended{Partition: r.TopicPartition.Partition, Offset: int64(r.TopicPartition.Offset), Timestamp: r.Timestamp}, nil
+	}
+}
+
+// Close waits up to timeout for records in flight, then closes the producer.
+func (a *Appender) Close(timeout time.Duration) {
+	a.p.Flush(int(timeout / time.Millisecond))
+	a.p.Close()
+	<-a.events
 }
 
 // ProduceOne sends one record and waits (up to 30 s) for its acknowledgement.

@@ -39,8 +39,13 @@ const (
 	HeaderSourcePartition = "x-source-partition"
 	HeaderSourceOffset    = "x-source-offset"
 	HeaderAttempts        = "x-attempts"
+	// HeaderSourceTimestamp is the original record's timestamp (Unix ms).
+	HeaderSourceTimestamp = "x-source-timestamp"
 	// HeaderReplayedFrom marks a record re-published by a DLQ replay: "topic/partition@offset".
 	HeaderReplayedFrom = "x-replayed-from"
+	// HeaderWriteID marks a record appended by an API write (PUT, DELETE), so
+	// that the instance which applies it can answer the waiting request.
+	HeaderWriteID = "x-write-id"
 )
 
 // MaxRecordBytes is the largest record the service's producers send
@@ -77,6 +82,27 @@ func (r *Record) Header(name string) string {
 		}
 	}
 	return ""
+}
+
+// Origin returns the position r had when it was first consumed and its
+// timestamp: for a replayed dead letter (x-source-topic naming r's topic, with a
+// valid x-source-partition and x-source-offset), the positions in those headers
+// and x-source-timestamp (r's own timestamp when absent); for any other record,
+// its own position and timestamp.
+func (r *Record) Origin() (partition int32, offset int64, timestamp time.Time) {
+	partition, offset, timestamp = r.Partition, r.Offset, r.Timestamp
+	if len(r.Headers) == 0 || r.Header(HeaderSourceTopic) != r.Topic {
+		return partition, offset, timestamp
+	}
+	p, perr := strconv.ParseInt(r.Header(HeaderSourcePartition), 10, 32)
+	o, oerr := strconv.ParseInt(r.Header(HeaderSourceOffset), 10, 64)
+	if perr != nil || oerr != nil || p < 0 || o < 0 {
+		return partition, offset, timestamp
+	}
+	if ms, err := strconv.ParseInt(r.Header(HeaderSourceTimestamp), 10, 64); err == nil {
+		timestamp = time.UnixMilli(ms)
+	}
+	return int32(p), o, timestamp
 }
 
 // Message is one fetched record with its Ack, which travels with it through the
@@ -132,17 +158,26 @@ func toKafka(topic string, key, value []byte, headers []Header) *kafka.Message {
 }
 
 // deadLetter builds the dead letter of r: its key and value unchanged, its
-// headers plus the x-* headers describing f.
+// original headers (not the x-* ones of an earlier dead letter or replay) plus
+// the x-* headers describing f. The x-source-* headers name r's Origin: a
+// replayed letter that fails again keeps its first position, which is its
+// version.
 func deadLetter(dlqTopic string, r *Record, f Failure) *kafka.Message {
-	hdrs := make([]Header, 0, len(r.Headers)+7)
-	hdrs = append(hdrs, r.Headers...)
+	hdrs := make([]Header, 0, len(r.Headers)+8)
+	for _, h := range r.Headers {
+		if !IsServiceHeader(h.Key) {
+			hdrs = append(hdrs, h)
+		}
+	}
+	part, off, ts := r.Origin()
 	hdrs = append(hdrs,
 		Header{HeaderError, []byte(f.Reason)},
 		Header{HeaderErrorClass, []byte(f.Class)},
 		Header{HeaderStage, []byte(f.Stage)},
 		Header{HeaderSourceTopic, []byte(r.Topic)},
-		Header{HeaderSourcePartition, []byte(strconv.FormatInt(int64(r.Partition), 10))},
-		Header{HeaderSourceOffset, []byte(strconv.FormatInt(r.Offset, 10))},
+		Header{HeaderSourcePartition, []byte(strconv.FormatInt(int64(part), 10))},
+		Header{HeaderSourceOffset, []byte(strconv.FormatInt(off, 10))},
+		Header{HeaderSourceTimestamp, []byte(strconv.FormatInt(ts.UnixMilli(), 10))},
 		Header{HeaderAttempts, []byte(strconv.Itoa(max(f.Attempts, 1)))},
 	)
 	m := toKafka(dlqTopic, r.Key, r.Value, hdrs)
@@ -151,12 +186,17 @@ func deadLetter(dlqTopic string, r *Record, f Failure) *kafka.Message {
 }
 
 // Replay returns what a DLQ replay re-publishes for the dead letter r: the
-// original key and value, the original (non-x-*) headers, and HeaderReplayedFrom
-// naming r's place in the DLQ; and the topic to publish to (r's x-source-topic,
-// else fallback).
+// original key and value, the original (non-x-*) headers, the x-source-topic,
+// -partition, -offset and -timestamp headers (the record's Origin, hence its
+// version: a replayed old version never overwrites a newer one), and
+// HeaderReplayedFrom naming r's place in the DLQ; and the topic to publish to
+// (r's x-source-topic, else fallback).
 func Replay(r *Record, fallback string) (topic string, key, value []byte, headers []Header) {
 	for _, h := range r.Headers {
-		if !IsServiceHeader(h.Key) {
+		switch {
+		case !IsServiceHeader(h.Key),
+			h.Key == HeaderSourceTopic, h.Key == HeaderSourcePartition,
+			h.Key == HeaderSourceOffset, h.Key == HeaderSourceTimestamp:
 			headers = append(headers, h)
 		}
 	}

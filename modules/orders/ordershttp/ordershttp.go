@@ -6,6 +6,7 @@
 package ordershttp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/orderflow/orders-service/modules/orders"
@@ -26,17 +26,23 @@ const DefaultListLimit = 50
 // Service is what the routes need from the orders module; *orderscache.Store
 // implements it. Implementations are safe for concurrent use.
 type Service interface {
-	// GetJSON returns the encoded JSON of an order and whether it came from the
-	// cache; the bytes are shared and never modified. Unknown uid: orders.ErrNotFound.
-	GetJSON(ctx context.Context, uid string) (body []byte, hit bool, err error)
+	// GetJSON returns the cache entry of an order (its encoded JSON, version and
+	// ETag; shared, never modified) and whether it came from the cache. Unknown
+	// or deleted uid: orders.ErrNotFound.
+	GetJSON(ctx context.Context, uid string) (e *orderscache.Entry, hit bool, err error)
 	// List returns a newest-first page (see orders.Store.List).
 	List(ctx context.Context, limit int, cursor string) (orders.Page, error)
-	// Put stores a validated order written through the API.
-	Put(ctx context.Context, o orders.Order) error
-	// Delete removes an order, or returns orders.ErrNotFound.
-	Delete(ctx context.Context, uid string) error
 	// Warmup loads the newest orders into the cache and returns how many.
 	Warmup(ctx context.Context) (loaded int, err error)
+}
+
+// Writer performs the API's writes through the order log (the orders topic):
+// each returns once the pipeline applied the write, with the version it got.
+// Errors: orders.ErrLogUnavailable (503), *orders.PendingError (202),
+// *orders.RejectedError (422), orders.ErrNotFound (404, DELETE).
+type Writer interface {
+	Put(ctx context.Context, raw []byte, o orders.Order) (orders.Version, error)
+	Delete(ctx context.Context, uid string) (orders.Version, error)
 }
 
 // Options configures Register.
@@ -50,14 +56,16 @@ type Options struct {
 	// CacheStats returns the JSON body of GET /api/v1/cache/stats. Nil uses
 	// svc.Cache().Stats() when svc has that method (as *orderscache.Store does).
 	CacheStats func() any
+	// Writer performs PUT and DELETE; nil makes them answer 503 (no order log).
+	Writer Writer
 }
 
 // Register adds the order routes to r:
 //
-//	GET    /order/:uid, /api/v1/orders/:uid  the order JSON; X-Cache hit|miss; ETag, 304
+//	GET    /order/:uid, /api/v1/orders/:uid  the order JSON; X-Cache hit|miss; X-Order-Version; ETag, 304
 //	GET    /api/v1/orders?limit&cursor       {"orders":[...],"next_cursor":"..."}
-//	PUT    /api/v1/orders/:uid               token; 200 with the stored order
-//	DELETE /api/v1/orders/:uid               token; 204
+//	PUT    /api/v1/orders/:uid               token; 200 with the order once applied; 202 + Location; 503
+//	DELETE /api/v1/orders/:uid               token; 204 once applied; 202 + Location; 503
 //	GET    /api/v1/cache/stats               cache counters
 //	POST   /api/v1/cache/warmup              token; {"loaded": n}
 //	GET    /api/v1/openapi.yaml              the OpenAPI document of the service
@@ -75,7 +83,7 @@ func Register(r fiber.Router, svc Service, opts Options) {
 		}
 		stats = func() any { return cs.Cache().Stats() }
 	}
-	h := &handlers{svc: svc, maxBody: opts.MaxBodyBytes, stats: stats}
+	h := &handlers{svc: svc, maxBody: opts.MaxBodyBytes, stats: stats, writer: opts.Writer}
 	auth := requireToken(opts.APIToken)
 
 	r.Get("/order/:uid", h.get)
@@ -90,20 +98,26 @@ func Register(r fiber.Router, svc Service, opts Options) {
 
 type handlers struct {
 	svc     Service
+	writer  Writer
 	maxBody int
 	stats   func() any
 }
 
-// headerXCache names the response header saying whether the cache answered.
-const headerXCache = "X-Cache"
+// Response headers: whether the cache answered, and the version of the order
+// answered (or written), "partition.offset" in the orders topic.
+const (
+	headerXCache       = "X-Cache"
+	headerOrderVersion = "X-Order-Version"
+)
 
 // get serves one order's cached JSON bytes as they are: no decode, no encode.
+// Its ETag derives from the version.
 func (h *handlers) get(c *fiber.Ctx) error {
 	uid, err := pathUID(c)
 	if err != nil {
 		return err
 	}
-	body, hit, err := h.svc.GetJSON(c.UserContext(), uid)
+	e, hit, err := h.svc.GetJSON(c.UserContext(), uid)
 	if err != nil {
 		return err
 	}
@@ -114,15 +128,14 @@ func (h *handlers) get(c *fiber.Ctx) error {
 		resp.Header.Set(headerXCache, "miss")
 	}
 	resp.Header.Set(fiber.HeaderCacheControl, "no-cache")
-	var tag [18]byte
-	etag := appendETag(tag[:0], body)
-	resp.Header.SetBytesV(fiber.HeaderETag, etag)
-	if etagMatches(c.Request().Header.Peek(fiber.HeaderIfNoneMatch), etag) {
+	resp.Header.SetBytesV(headerOrderVersion, e.VersionText)
+	resp.Header.SetBytesV(fiber.HeaderETag, e.ETag)
+	if etagMatches(c.Request().Header.Peek(fiber.HeaderIfNoneMatch), e.ETag) {
 		resp.SetStatusCode(fiber.StatusNotModified)
 		return nil
 	}
 	resp.Header.SetContentType(fiber.MIMEApplicationJSON)
-	resp.SetBodyRaw(body)
+	resp.SetBodyRaw(e.Body)
 	return nil
 }
 
@@ -141,17 +154,6 @@ func pathUID(c *fiber.Ctx) (string, error) {
 		return "", orders.ErrInvalidUID
 	}
 	return strings.Clone(raw), nil
-}
-
-// appendETag appends a strong entity tag: the quoted 64-bit xxhash of body in hex.
-func appendETag(dst, body []byte) []byte {
-	const digits = "0123456789abcdef"
-	sum := xxhash.Sum64(body)
-	dst = append(dst, '"')
-	for shift := 60; shift >= 0; shift -= 4 {
-		dst = append(dst, digits[(sum>>uint(shift))&0xf])
-	}
-	return append(dst, '"')
 }
 
 // etagMatches reports whether an If-None-Match header value lists etag (weak
@@ -252,9 +254,14 @@ func (h *handlers) put(c *fiber.Ctx) error {
 	if err := orders.Validate(&o); err != nil {
 		return err
 	}
-	if err := h.svc.Put(c.UserContext(), o); err != nil {
-		return fmt.Errorf("put order: %w", err)
+	if h.writer == nil {
+		return errNoWriter
 	}
+	v, err := h.writer.Put(c.UserContext(), bytes.Clone(raw), o)
+	if err != nil {
+		return h.writeError(c, uid, err)
+	}
+	setVersion(c, v)
 	return c.JSON(o)
 }
 
@@ -263,13 +270,57 @@ func (h *handlers) delete(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if err := h.svc.Delete(c.UserContext(), uid); err != nil {
-		if errors.Is(err, orders.ErrNotFound) {
-			return err
-		}
-		return fmt.Errorf("delete order: %w", err)
+	if h.writer == nil {
+		return errNoWriter
 	}
+	v, err := h.writer.Delete(c.UserContext(), uid)
+	if err != nil {
+		return h.writeError(c, uid, err)
+	}
+	setVersion(c, v)
 	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// errNoWriter answers writes when the service runs without an order log.
+var errNoWriter = fiber.NewError(fiber.StatusServiceUnavailable, "writes are not available: no order log")
+
+// setVersion sets the version headers of a write's answer.
+func setVersion(c *fiber.Ctx, v orders.Version) {
+	c.Set(headerOrderVersion, v.String())
+	c.Set(fiber.HeaderETag, `"`+v.String()+`"`)
+}
+
+// writeError answers a write that did not complete: 202 with a Location for one
+// appended but not yet applied, 422 for one the pipeline rejected, 503 with
+// Retry-After when the order log did not take it; other errors go to the app's
+// error handler.
+func (h *handlers) writeError(c *fiber.Ctx, uid string, err error) error {
+	var pending *orders.PendingError
+	var rejected *orders.RejectedError
+	switch {
+	case errors.As(err, &pending):
+		setVersion(c, pending.Version)
+		c.Set(fiber.HeaderLocation, "/api/v1/orders/"+url.PathEscape(uid))
+		return c.Status(fiber.StatusAccepted).JSON(acceptedBody{
+			Status: "accepted", Version: pending.Version.String(),
+			Message: "appended to the order log, not yet applied; GET the Location until X-Order-Version reaches this version",
+		})
+	case errors.As(err, &rejected):
+		return fiber.NewError(fiber.StatusUnprocessableEntity, rejected.Error())
+	case errors.Is(err, orders.ErrLogUnavailable):
+		c.Set(fiber.HeaderRetryAfter, "1")
+		return fiber.NewError(fiber.StatusServiceUnavailable, orders.ErrLogUnavailable.Error())
+	case errors.Is(err, orders.ErrNotFound):
+		return err
+	}
+	return fmt.Errorf("%s order: %w", strings.ToLower(c.Method()), err)
+}
+
+// acceptedBody is the JSON shape of a 202 answer to a write.
+type acceptedBody struct {
+	Status  string `json:"status"`
+	Version string `json:"version"`
+	Message string `json:"message"`
 }
 
 func (h *handlers) cacheStats(c *fiber.Ctx) error {
