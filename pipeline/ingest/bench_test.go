@@ -39,7 +39,7 @@ const benchDirectBatch = 1000
 // the first fetch is reported apart as startup-s.
 //
 // Baselines, measured in the same iteration on the same cluster, each into a fresh
-// migrated database: the same orders written directly with the store's UpsertBatch
+// migrated database: the same orders written directly with the store's ApplyBatch
 // in 1,000-order batches on one connection (baseline-orders/s; ratio = flow /
 // baseline, the flow's overhead over its own database ceiling), and a raw pgx COPY
 // of the same rows into the same four tables (copy-orders/s; copy-ratio = flow /
@@ -111,7 +111,7 @@ func BenchmarkIngest(b *testing.B) {
 	b.Logf("%d orders per iteration, brokers %s", n, brokers)
 	b.Logf("flow          : %8.0f orders/s (startup %.2fs not counted), %d batches, upsert stage busy %.0f%% (%.0f orders/s while writing)",
 		rate, startup.Seconds()/float64(b.N), batches, 100*writes.Seconds()/flowTime.Seconds(), float64(written)/writes.Seconds())
-	b.Logf("UpsertBatch   : %8.0f orders/s  flow/upsert %.2f", baseline, rate/baseline)
+	b.Logf("ApplyBatch    : %8.0f orders/s  flow/upsert %.2f", baseline, rate/baseline)
 	b.Logf("COPY          : %8.0f orders/s  flow/COPY   %.2f", ceiling, rate/ceiling)
 }
 
@@ -275,7 +275,7 @@ func dbWriteTime(b *testing.B, reg *prometheus.Registry) time.Duration {
 	return 0
 }
 
-// directUpsert writes ords with the store's UpsertBatch in 1,000-order batches on one
+// directUpsert writes ords with the store's ApplyBatch in 1,000-order batches on one
 // connection into a fresh database and returns the time taken.
 func directUpsert(b *testing.B, cluster *testenv.Cluster, ords []orders.Order) time.Duration {
 	b.Helper()
@@ -285,12 +285,14 @@ func directUpsert(b *testing.B, cluster *testenv.Cluster, ords []orders.Order) t
 	t0 := time.Now()
 	for i := 0; i < len(recs); i += benchDirectBatch {
 		batch := recs[i:min(i+benchDirectBatch, len(recs))]
-		applied, err := store.UpsertBatch(ctx, batch)
+		stored, err := store.ApplyBatch(ctx, batch)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if len(applied) != len(batch) {
-			b.Fatalf("applied %d of %d", len(applied), len(batch))
+		for _, s := range stored {
+			if !s.Changed {
+				b.Fatalf("%s not applied", s.UID)
+			}
 		}
 	}
 	return time.Since(t0)
@@ -322,13 +324,13 @@ func directCopy(b *testing.B, cluster *testenv.Cluster, ords []orders.Order) tim
 func benchRecords(ords []orders.Order) []orders.Record {
 	recs := make([]orders.Record, len(ords))
 	for i := range ords {
-		recs[i] = orders.Record{Order: ords[i], Source: orders.Source{Partition: 0, Offset: int64(i)}}
+		recs[i] = orders.Record{Order: ords[i], Version: orders.Version{Partition: 0, Offset: int64(i), Time: 1}}
 	}
 	return recs
 }
 
 // copyOrders writes recs with COPY into orders, delivery, payment and items in one
-// transaction (the same columns and rows UpsertBatch writes: ordersdb.BatchRows).
+// transaction (the same columns and rows ApplyBatch writes: ordersdb.BatchRows).
 func copyOrders(ctx context.Context, conn *pgx.Conn, recs []orders.Record) error {
 	tx, err := conn.Begin(ctx)
 	if err != nil {

@@ -352,13 +352,16 @@ func newFreshClock(cache ingest.CacheFiller, store ingest.BatchWriter) *freshClo
 }
 
 // Fill fills the cache, then records the time for every applied uid.
-func (c *freshClock) Fill(recs []orders.Record, applied []string) {
-	c.cache.Fill(recs, applied)
+func (c *freshClock) Fill(recs []orders.Record, stored []orders.Stored) {
+	c.cache.Fill(recs, stored)
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, uid := range applied {
-		t := c.entry(uid)
+	for _, s := range stored {
+		if !s.Changed {
+			continue
+		}
+		t := c.entry(s.UID)
 		if t.filled.IsZero() {
 			t.filled = now
 			c.filledN++
@@ -383,22 +386,32 @@ func (c *freshClock) writer() ingest.BatchWriter { return freshWriter{c} }
 
 type freshWriter struct{ c *freshClock }
 
-// UpsertBatch writes recs with the wrapped store and records the transaction's
+// Invalidate passes through to the cache.
+func (c *freshClock) Invalidate(uids ...string) { c.cache.Invalidate(uids...) }
+
+// PurgeTombstones passes through to the store.
+func (w freshWriter) PurgeTombstones(ctx context.Context, cutoff time.Time) (int64, error) {
+	return w.c.store.PurgeTombstones(ctx, cutoff)
+}
+
+// ApplyBatch writes recs with the wrapped store and records the transaction's
 // start and end for the applied uids.
-func (w freshWriter) UpsertBatch(ctx context.Context, recs []orders.Record) ([]string, error) {
+func (w freshWriter) ApplyBatch(ctx context.Context, recs []orders.Record) ([]orders.Stored, error) {
 	start := time.Now()
-	applied, err := w.c.store.UpsertBatch(ctx, recs)
+	stored, err := w.c.store.ApplyBatch(ctx, recs)
 	end := time.Now()
 	if err == nil {
 		w.c.mu.Lock()
 		w.c.batches = append(w.c.batches, freshBatch{start, end, len(recs)})
-		for _, uid := range applied {
-			t := w.c.entry(uid)
-			t.upsertStart, t.upsertEnd = start, end
+		for _, s := range stored {
+			if s.Changed {
+				t := w.c.entry(s.UID)
+				t.upsertStart, t.upsertEnd = start, end
+			}
 		}
 		w.c.mu.Unlock()
 	}
-	return applied, err
+	return stored, err
 }
 
 func (c *freshClock) filled(uid string) bool {

@@ -216,8 +216,7 @@ func (in *Ingest) Ready() error {
 // decode parses a message strictly and within the size bound, or takes it as a
 // tombstone (null value, the uid as key), and gives it its version (the
 // record's Origin). A bad message is rejected (dead-lettered with its error):
-// undecodable, a tombstone without a valid uid key, or a key other than the
-// order's uid (a record without a key is accepted).
+// undecodable, or a tombstone without a valid uid key.
 func (in *Ingest) decode(ctx context.Context, m *kafkaedge.Message, out *pipeline.Emitter[*item]) error {
 	part, off, ts := m.Origin()
 	it := &item{msg: m, version: orders.Version{Partition: part, Offset: off, Time: ts.UnixMilli()}}
@@ -231,10 +230,6 @@ func (in *Ingest) decode(ctx context.Context, m *kafkaedge.Message, out *pipelin
 		o, err := orders.Decode(m.Value, in.cfg.MaxMessageBytes)
 		if err != nil {
 			return pipeline.Reject(err)
-		}
-		if len(m.Key) > 0 && string(m.Key) != o.OrderUID {
-			return pipeline.Reject(&orders.InvalidError{Class: orders.ClassKey, Field: "order_uid",
-				Reason: fmt.Sprintf("the record key %s is not the order_uid %q", quoteKey(m.Key), o.OrderUID)})
 		}
 		it.order = o
 	}
@@ -252,13 +247,19 @@ func quoteKey(k []byte) string {
 	return strconv.Quote(string(k))
 }
 
-// validate checks the business rules; an invalid order is rejected.
+// validate checks the business rules, then that the record's key, if it has
+// one, is the order's uid (the key decides the partition, hence the order of
+// the versions); a bad order is rejected.
 func (in *Ingest) validate(ctx context.Context, it *item, out *pipeline.Emitter[*item]) error {
 	if it.deleted {
 		return out.Emit(ctx, it)
 	}
 	if err := orders.Validate(&it.order); err != nil {
 		return pipeline.Reject(err)
+	}
+	if k := it.msg.Key; len(k) > 0 && string(k) != it.order.OrderUID {
+		return pipeline.Reject(&orders.InvalidError{Class: orders.ClassKey, Field: "order_uid",
+			Reason: fmt.Sprintf("the record key %s is not the order_uid %q", quoteKey(k), it.order.OrderUID)})
 	}
 	return out.Emit(ctx, it)
 }

@@ -126,7 +126,7 @@ func (e *env) count(t *testing.T) int {
 
 func (e *env) stored(t *testing.T, uid string) bool {
 	t.Helper()
-	_, err := ordersdb.New(e.db).Get(context.Background(), uid)
+	_, _, err := ordersdb.New(e.db).Get(context.Background(), uid)
 	if errors.Is(err, orders.ErrNotFound) {
 		return false
 	}
