@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,6 +39,41 @@ type server struct {
 	app   *fiber.App
 	store *orderscache.Store
 	db    *bun.DB
+	log   *fakeLog
+}
+
+// fakeLog is the order log of these tests: it gives each write the next version
+// of partition 0 and applies it at once through the cached store, as the
+// pipeline does after a real append (pipeline/ingest tests the real one). err,
+// when set, is returned instead.
+type fakeLog struct {
+	store *orderscache.Store
+	next  atomic.Int64
+	err   atomic.Pointer[error]
+}
+
+func (f *fakeLog) failWith(err error) { f.err.Store(&err) }
+
+func (f *fakeLog) apply(ctx context.Context, rec orders.Record) (orders.Version, error) {
+	if p := f.err.Load(); p != nil && *p != nil {
+		return orders.Version{}, *p
+	}
+	rec.Version = orders.Version{Partition: 0, Offset: f.next.Add(1), Time: time.Now().UnixMilli()}
+	if _, err := f.store.ApplyBatch(ctx, []orders.Record{rec}); err != nil {
+		return orders.Version{}, err
+	}
+	return rec.Version, nil
+}
+
+func (f *fakeLog) Put(ctx context.Context, _ []byte, o orders.Order) (orders.Version, error) {
+	return f.apply(ctx, orders.Record{Order: o})
+}
+
+func (f *fakeLog) Delete(ctx context.Context, uid string) (orders.Version, error) {
+	if _, _, err := f.store.Get(ctx, uid); err != nil {
+		return orders.Version{}, err
+	}
+	return f.apply(ctx, orders.Record{Order: orders.Order{OrderUID: uid}, Deleted: true})
 }
 
 // newServer builds the stack on a fresh database (dbOpts: e.g. dbtest.On a
@@ -45,11 +82,16 @@ func newServer(t testing.TB, opts ordershttp.Options, dbOpts ...dbtest.Option) *
 	t.Helper()
 	db := dbtest.New(t, dbOpts...)
 	store := orderscache.NewStore(db.Store, orderscache.New(64<<20), orderscache.Options{})
+	fl := &fakeLog{store: store}
+	fl.next.Store(1 << 20) // after every seeded version
+	if opts.Writer == nil {
+		opts.Writer = fl
+	}
 	app := ordershttp.NewApp(store, ordershttp.AppConfig{
 		HTTP:   httpx.Config{Logger: quiet, Registerer: prometheus.NewRegistry()},
 		Orders: opts,
 	})
-	return &server{app: app, store: store, db: db.Bun}
+	return &server{app: app, store: store, db: db.Bun, log: fl}
 }
 
 // withUID returns o under another uid (and transaction).
@@ -65,7 +107,7 @@ func withUID(o orders.Order, uid string) orders.Order {
 func (s *server) seed(t testing.TB, os ...orders.Order) {
 	t.Helper()
 	for i, o := range os {
-		if _, err := s.store.UpsertBatch(context.Background(), []orders.Record{{Order: o, Source: orders.Source{Partition: 0, Offset: int64(i + 1)}}}); err != nil {
+		if _, err := s.store.ApplyBatch(context.Background(), []orders.Record{{Order: o, Version: orders.Version{Partition: 0, Offset: int64(i + 1), Time: 1}}}); err != nil {
 			t.Fatalf("seed %s: %v", o.OrderUID, err)
 		}
 	}

@@ -230,9 +230,16 @@ func TestPut(t *testing.T) {
 	if r.status != 200 || !testkit.SameJSON(t, r.body, upd) {
 		t.Fatalf("valid PUT: %d %.300s", r.status, r.body)
 	}
+	putVersion := r.header.Get("X-Order-Version")
+	if _, err := orders.ParseVersion(putVersion); err != nil || r.header.Get("ETag") != `"`+putVersion+`"` {
+		t.Errorf("PUT answer: X-Order-Version %q, ETag %q", putVersion, r.header.Get("ETag"))
+	}
 	r = s.do(t, "GET", "/order/"+canonicalUID, "", nil)
 	if r.status != 200 || !testkit.SameJSON(t, r.body, upd) {
 		t.Fatalf("GET after PUT does not show the update: %.300s", r.body)
+	}
+	if r.header.Get("X-Order-Version") != putVersion || r.header.Get("ETag") != `"`+putVersion+`"` {
+		t.Errorf("GET after PUT: X-Order-Version %q ETag %q, want the PUT's %q", r.header.Get("X-Order-Version"), r.header.Get("ETag"), putVersion)
 	}
 	s.store.Cache().Invalidate(canonicalUID)
 	if r := s.do(t, "GET", "/order/"+canonicalUID, "", nil); r.header.Get("X-Cache") != "miss" || !testkit.SameJSON(t, r.body, upd) {
@@ -264,8 +271,44 @@ func TestDelete(t *testing.T) {
 	if r.status != 204 || len(r.body) != 0 {
 		t.Fatalf("DELETE: %d %q", r.status, r.body)
 	}
+	if _, err := orders.ParseVersion(r.header.Get("X-Order-Version")); err != nil {
+		t.Errorf("DELETE answer without a version: %q", r.header.Get("X-Order-Version"))
+	}
 	wantError(t, "GET after DELETE (cache invalidated)", s.do(t, "GET", "/order/"+canonicalUID, "", nil), 404)
 	wantError(t, "DELETE twice", s.do(t, "DELETE", path, testToken, nil), 404)
+}
+
+func TestWriteOutcomes(t *testing.T) {
+	s := newServer(t, ordershttp.Options{APIToken: testToken})
+	o, raw := testkit.Canonical(t)
+	s.seed(t, o)
+	path := "/api/v1/orders/" + canonicalUID
+
+	s.log.failWith(&orders.PendingError{UID: canonicalUID, Version: orders.Version{Partition: 2, Offset: 77}})
+	for _, m := range []string{"PUT", "DELETE"} {
+		r := s.do(t, m, path, testToken, raw)
+		if r.status != 202 || r.header.Get("Location") != path || r.header.Get("X-Order-Version") != "2.77" {
+			t.Errorf("%s not applied in time: %d Location %q version %q, want 202 %s 2.77", m, r.status, r.header.Get("Location"), r.header.Get("X-Order-Version"), path)
+		}
+	}
+	s.log.failWith(fmt.Errorf("append: %w", orders.ErrLogUnavailable))
+	for _, m := range []string{"PUT", "DELETE"} {
+		r := wantError(t, m+" with the broker down", s.do(t, m, path, testToken, raw), 503)
+		if r["error"] == "" {
+			t.Errorf("%s 503 without a reason", m)
+		}
+	}
+	if r := s.do(t, "PUT", path, testToken, raw); r.header.Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
+	}
+	s.log.failWith(&orders.RejectedError{Class: "data", Reason: "check constraint"})
+	if m := wantError(t, "PUT rejected by the pipeline", s.do(t, "PUT", path, testToken, raw), 422); !strings.Contains(m["error"], "check constraint") {
+		t.Errorf("422 without the reason: %v", m)
+	}
+	s.log.failWith(nil)
+	if r := s.do(t, "PUT", path, testToken, raw); r.status != 200 {
+		t.Errorf("PUT after the failures: %d", r.status)
+	}
 }
 
 func TestCacheEndpoints(t *testing.T) {
