@@ -214,7 +214,7 @@ func TestTombstonesDeleteAndRedeliveryDoesNotResurrect(t *testing.T) {
 	sent := produceAt(t, e.brokers,
 		orderRecord(t, e.topic, 2, x), orderRecord(t, e.topic, 2, kept),
 		tombstone(e.topic, 2, x.OrderUID), tombstone(e.topic, 2, unknown),
-		&kgo.Record{Topic: e.topic, Partition: 2},                                   // a tombstone without a key
+		&kgo.Record{Topic: e.topic, Partition: 2},                                  // a tombstone without a key
 		&kgo.Record{Topic: e.topic, Partition: 2, Key: []byte("other"), Value: mb}, // key is not the order_uid
 	)
 	f := e.startFlow(t, "", nil, nil)
