@@ -2,6 +2,7 @@ package kafkaedge
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -98,6 +99,10 @@ func TestSourceAckCommitter(t *testing.T) {
 			HeaderErrorClass: "validation", HeaderStage: "validate", HeaderSourceTopic: topic,
 			HeaderSourcePartition: "0", HeaderSourceOffset: strconv.Itoa(off), HeaderAttempts: "1",
 		}
+		if ts, err := strconv.ParseInt(h[HeaderSourceTimestamp], 10, 64); err != nil || ts <= 0 {
+			t.Errorf("dead letter %d: %s = %q, want the record's timestamp", i, HeaderSourceTimestamp, h[HeaderSourceTimestamp])
+		}
+		delete(h, HeaderSourceTimestamp)
 		if string(r.Key) != "k"+strconv.Itoa(off) || string(r.Value) != "v"+strconv.Itoa(off) || len(h) != len(want) {
 			t.Fatalf("dead letter %d: key %q value %q headers %v", i, r.Key, r.Value, h)
 		}
@@ -108,14 +113,49 @@ func TestSourceAckCommitter(t *testing.T) {
 		}
 	}
 
-	// What a replay re-publishes: the original record, marked with its DLQ place.
+	// What a replay re-publishes: the original record with its original position
+	// (its version), marked with its DLQ place.
 	rec := Record{Topic: dlqTopic, Partition: 0, Offset: 0, Key: got[0].Key, Value: got[0].Value}
 	for _, x := range got[0].Headers {
 		rec.Headers = append(rec.Headers, Header{x.Key, x.Value})
 	}
 	to, key, value, hs := Replay(&rec, "fallback")
-	if to != topic || string(key) != "k0" || string(value) != "v0" || len(hs) != 2 ||
-		hs[0].Key != "traceparent" || hs[1].Key != HeaderReplayedFrom || string(hs[1].Value) != dlqTopic+"/0@0" {
-		t.Fatalf("replay: topic %q key %q value %q headers %v", to, key, value, hs)
+	names := make([]string, len(hs))
+	for i, x := range hs {
+		names[i] = x.Key
 	}
+	wantNames := []string{"traceparent", HeaderSourceTopic, HeaderSourcePartition, HeaderSourceOffset, HeaderSourceTimestamp, HeaderReplayedFrom}
+	if to != topic || string(key) != "k0" || string(value) != "v0" || !slices.Equal(names, wantNames) ||
+		string(hs[5].Value) != dlqTopic+"/0@0" {
+		t.Fatalf("replay: topic %q key %q value %q headers %v, want headers %v", to, key, value, names, wantNames)
+	}
+	// Consumed again (at another position of the topic), the replayed record has
+	// its first position as its Origin; dead-lettered again, it keeps it.
+	again := Record{Topic: topic, Partition: 3, Offset: 900, Key: key, Value: value, Headers: hs, Timestamp: time.Now()}
+	if p, o, ts := again.Origin(); p != 0 || o != 0 || ts.UnixMilli() != mustInt(t, rec.Header(HeaderSourceTimestamp)) {
+		t.Errorf("origin of the replayed record: %d/%d at %v, want 0/0 at the original timestamp", p, o, ts)
+	}
+	letter := deadLetter(dlqTopic, &again, Failure{Class: "data", Stage: "upsert", Reason: "again"})
+	lh := map[string][]string{}
+	for _, x := range letter.Headers {
+		lh[x.Key] = append(lh[x.Key], string(x.Value))
+	}
+	if !slices.Equal(lh[HeaderSourcePartition], []string{"0"}) || !slices.Equal(lh[HeaderSourceOffset], []string{"0"}) ||
+		!slices.Equal(lh[HeaderError], []string{"again"}) || len(lh[HeaderReplayedFrom]) != 0 {
+		t.Errorf("second dead letter headers %v: want one x-source-* naming the first position, one x-error", lh)
+	}
+	// A record whose x-source-topic names another topic is versioned by its own position.
+	other := Record{Topic: "elsewhere", Partition: 1, Offset: 5, Headers: hs}
+	if p, o, _ := other.Origin(); p != 1 || o != 5 {
+		t.Errorf("origin with a foreign x-source-topic: %d/%d, want 1/5", p, o)
+	}
+}
+
+func mustInt(t *testing.T, s string) int64 {
+	t.Helper()
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
