@@ -29,6 +29,12 @@ import (
 // in real memory by much.
 const EntryOverhead = 224
 
+// clockResolution is how often the cache's clock reads the time. A cache with
+// expiration reads its clock on every lookup, and the precise time costs a hit
+// about as much as the rest of it; a coarse clock costs an atomic load. Entries
+// may expire up to about this much early or late (see Store.tombstoneTTL).
+const clockResolution = 10 * time.Millisecond
+
 // never is the lifetime of an entry that does not expire: otter saturates the
 // deadline at the largest time it can hold.
 const never = time.Duration(math.MaxInt64)
@@ -133,6 +139,7 @@ func New(maxBytes int64) *Cache {
 	c := &Cache{maxBytes: maxBytes}
 	c.c = otter.Must(&otter.Options[string, *Entry]{
 		MaximumWeight: uint64(maxBytes),
+		Clock:         otter.NewCoarseClock(clockResolution),
 		Weigher:       func(uid string, e *Entry) uint32 { return Weight(uid, e.Body) },
 		// Each entry carries its lifetime, counted from its last write. Writing
 		// calculators leave reads alone: a hit does not touch the deadline.

@@ -70,7 +70,8 @@ func NewStore(db orders.Store, c *Cache, opts Options) *Store {
 	if s.unknownTTL == 0 {
 		s.unknownTTL = DefaultNegativeTTL
 	}
-	s.tombstoneTTL = max(s.unknownTTL, 2*s.dbTimeout)
+	// plus the clock's resolution, by which an entry may expire early
+	s.tombstoneTTL = max(s.unknownTTL, 2*s.dbTimeout) + clockResolution
 	s.loader = otter.LoaderFunc[string, *Entry](s.load)
 	return s
 }
