@@ -230,7 +230,8 @@ func (c *Cache) invalidateOlder(uid string, v orders.Version) bool {
 }
 
 // Invalidate removes the entries of uids, if any: their next lookups read through
-// to the database.
+// to the database. Use Store.Invalidate when the cache has a Store: a Warmup
+// running on it does not hear of this one (see Store.Warmup).
 func (c *Cache) Invalidate(uids ...string) {
 	for _, uid := range uids {
 		c.c.Invalidate(uid)
