@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/maypok86/otter/v2"
@@ -17,141 +19,145 @@ import (
 const (
 	DefaultDBTimeout   = 2 * time.Second
 	DefaultNegativeTTL = 2 * time.Second
-	// negativeMaxEntries bounds the negative cache: 64Ki uids of at most 64 bytes.
-	negativeMaxEntries = 1 << 16
 )
 
 // Options tunes a Store. The zero value gives the defaults.
 type Options struct {
-	// DBTimeout bounds each read-through database call, so that a read answers
-	// quickly with an error while the database is down. 0 means DefaultDBTimeout.
+	// DBTimeout bounds each read-through database call and each page of Warmup, so
+	// that a read answers quickly with an error while the database is down. 0 means
+	// DefaultDBTimeout.
 	DBTimeout time.Duration
 	// NegativeTTL is how long a uid the database does not know is remembered as
 	// missing, so a flood of unknown uids does not reach the database. 0 means
-	// DefaultNegativeTTL; a negative value disables the negative cache.
+	// DefaultNegativeTTL; a negative value disables those negative entries.
+	//
+	// A deleted order's negative entry, which carries its tombstone's version,
+	// lives at least max(NegativeTTL, 2*DBTimeout), whatever NegativeTTL says:
+	// it refuses the older versions that reads started before the delete may
+	// still bring.
 	NegativeTTL time.Duration
 }
 
 // Store decorates a database orders.Store with a Cache, behind the same
 // orders.Store interface. Reads look in the cache first and read through to the
-// database on a miss; writes go to the database first and update the cache only
-// after they succeed. It is safe for concurrent use.
+// database on a miss; writes go to the database first and offer what it stored to
+// the cache after they succeed. It is safe for concurrent use.
 type Store struct {
 	db        orders.Store
 	cache     *Cache
-	neg       *otter.Cache[string, struct{}] // nil when disabled
 	dbTimeout time.Duration
-	loader    otter.Loader[string, []byte]
+	// unknownTTL is the lifetime of an unknown uid's negative entry (< 0: none is
+	// kept), tombstoneTTL that of a tombstone's.
+	unknownTTL, tombstoneTTL time.Duration
+	loader                   otter.Loader[string, *Entry]
+
+	// watching counts the running warmups; watches holds their watches, guarded by
+	// watchMu (see Warmup).
+	watching atomic.Int32
+	watchMu  sync.Mutex
+	watches  map[*watch]struct{}
 }
 
 var _ orders.Store = (*Store)(nil)
 
 // NewStore returns db decorated with c. The store does not own db or c.
 func NewStore(db orders.Store, c *Cache, opts Options) *Store {
-	s := &Store{db: db, cache: c, dbTimeout: opts.DBTimeout}
+	s := &Store{db: db, cache: c, dbTimeout: opts.DBTimeout, watches: make(map[*watch]struct{})}
 	if s.dbTimeout <= 0 {
 		s.dbTimeout = DefaultDBTimeout
 	}
-	ttl := opts.NegativeTTL
-	if ttl == 0 {
-		ttl = DefaultNegativeTTL
+	s.unknownTTL = opts.NegativeTTL
+	if s.unknownTTL == 0 {
+		s.unknownTTL = DefaultNegativeTTL
 	}
-	if ttl > 0 {
-		s.neg = otter.Must(&otter.Options[string, struct{}]{
-			MaximumSize:      negativeMaxEntries,
-			ExpiryCalculator: otter.ExpiryWriting[string, struct{}](ttl),
-		})
-	}
-	s.loader = otter.LoaderFunc[string, []byte](s.load)
+	// plus the clock's resolution, by which an entry may expire early
+	s.tombstoneTTL = max(s.unknownTTL, 2*s.dbTimeout) + clockResolution
+	s.loader = otter.LoaderFunc[string, *Entry](s.load)
 	return s
 }
 
 // Cache returns the cache the store fills.
 func (s *Store) Cache() *Cache { return s.cache }
 
-// GetJSON returns the encoded JSON of the order with uid. A cache hit returns the
-// cached bytes (hit = true; do not modify them). On a miss it reads through to the
-// database, one query per key however many callers miss it at once, and caches the
-// result. An unknown uid gives orders.ErrNotFound and is remembered as missing for
-// Options.NegativeTTL; an invalid uid gives orders.ErrInvalidUID without touching
-// the database. Any other error is a database failure (bounded by Options.DBTimeout).
-func (s *Store) GetJSON(ctx context.Context, uid string) (body []byte, hit bool, err error) {
+// GetJSON returns the cached entry of the order with uid: its JSON, version and
+// ETag. A cache hit returns the cached entry (hit = true; do not modify it). On a
+// miss it reads through to the database, one query per key however many callers
+// miss it at once, and caches the result unless the key got an entry meanwhile.
+// A deleted or unknown uid gives orders.ErrNotFound and is remembered as missing
+// (see Options.NegativeTTL); an invalid uid gives orders.ErrInvalidUID without
+// touching the database. Any other error is a database failure (bounded by
+// Options.DBTimeout).
+func (s *Store) GetJSON(ctx context.Context, uid string) (e *Entry, hit bool, err error) {
+	e, hit, err = s.entry(ctx, uid)
+	if err != nil {
+		return nil, false, err
+	}
+	if e.Deleted {
+		return nil, false, orders.ErrNotFound
+	}
+	return e, hit, nil
+}
+
+// entry returns the entry of uid, an order or a negative one, from the cache or
+// read through to the database; hit reports a cached order.
+func (s *Store) entry(ctx context.Context, uid string) (e *Entry, hit bool, err error) {
 	if !orders.ValidUID(uid) {
 		return nil, false, orders.ErrInvalidUID
 	}
-	if body, ok := s.cache.c.GetIfPresent(uid); ok {
-		s.cache.count(true)
-		return body, true, nil
-	}
-	s.cache.count(false)
-	if s.knownMissing(uid) {
-		return nil, false, orders.ErrNotFound
+	if e, ok := s.cache.Get(uid); ok {
+		return e, !e.Deleted, nil
 	}
 	// otter's loading Get is the single flight: concurrent misses of uid wait for one
-	// load, and a write or invalidation of uid during the load discards the loaded
-	// (possibly older) value instead of caching it.
-	body, err = s.cache.c.Get(ctx, uid, s.loader)
+	// load. The load's result is written only over an absent (or expired) key, and
+	// only if no write or invalidation of uid came since the load started: if one
+	// did, Get returns the entry it left (or loads again). So a load, which may have
+	// read an older version, never replaces an entry. See load.
+	e, err = s.cache.c.Get(ctx, uid, s.loader)
 	if err != nil {
 		if errors.Is(err, otter.ErrNotFound) {
-			return nil, false, orders.ErrNotFound
+			return unknown, false, nil
 		}
 		return nil, false, fmt.Errorf("get order json: %w", err)
 	}
-	return body, false, nil
+	return e, false, nil
 }
 
+// unknown is the entry of a uid the database does not know when no negative entry
+// is kept for it.
+var unknown = newNegative(orders.Version{}, 0)
+
 // load reads one order from the database for the cache; it runs once per flight.
-func (s *Store) load(ctx context.Context, uid string) ([]byte, error) {
+// An unknown uid gives a negative entry (otter.ErrNotFound, which caches nothing,
+// when they are disabled), a deleted one a negative entry at its tombstone.
+//
+// otter (v2.4.0) writes what load returns only if uid is still absent and no
+// write or invalidation of uid came from the cache's API since the load was
+// registered, before load ran: those cancel the load, and its callers get the
+// entry uid has. Every write of a newer version (offer, invalidateOlder,
+// Invalidate) is such a write, and a version written before the load registered is
+// in the database when load reads it. So an older version read here is never
+// written over, or after, a newer one.
+func (s *Store) load(ctx context.Context, uid string) (*Entry, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.dbTimeout)
 	defer cancel()
-	o, err := s.db.Get(ctx, uid)
+	o, v, err := s.db.Get(ctx, uid)
 	if errors.Is(err, orders.ErrNotFound) {
-		s.rememberMissing(uid)
-		return nil, otter.ErrNotFound
+		if !v.IsZero() {
+			return newNegative(v, s.tombstoneTTL), nil
+		}
+		if s.unknownTTL < 0 {
+			return nil, otter.ErrNotFound
+		}
+		return newNegative(v, s.unknownTTL), nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read through: %w", err)
 	}
-	return encode(&o)
-}
-
-// knownMissing reports whether uid was recently found missing.
-func (s *Store) knownMissing(uid string) bool {
-	if s.neg == nil {
-		return false
-	}
-	_, ok := s.neg.GetIfPresent(uid)
-	return ok
-}
-
-// rememberMissing records uid as missing for the negative TTL.
-func (s *Store) rememberMissing(uid string) {
-	if s.neg != nil {
-		s.neg.Set(uid, struct{}{})
-	}
-}
-
-// forgetMissing drops a negative entry once uid has a stored version.
-func (s *Store) forgetMissing(uid string) {
-	if s.neg != nil {
-		s.neg.Invalidate(uid)
-	}
-}
-
-// cacheStored puts the stored version o of an order into the cache, after its
-// database write, and drops its negative entry. If o cannot be encoded, the entry
-// is invalidated instead so that the next read goes to the database.
-func (s *Store) cacheStored(o *orders.Order) {
-	stored := storedForm(o)
-	body, err := encode(&stored)
+	body, err := encode(&o)
 	if err != nil {
-		slog.Warn("order_cache_encode_failed", "order_uid", o.OrderUID, "err", err)
-		s.cache.Invalidate(o.OrderUID)
-	} else {
-		s.cache.Set(o.OrderUID, body)
+		return nil, err
 	}
-	// after the positive entry: a read between the two finds the order
-	s.forgetMissing(o.OrderUID)
+	return newEntry(body, v), nil
 }
 
 // storedForm returns a copy of o as the database gives it back, so that a cache hit
@@ -163,110 +169,118 @@ func storedForm(o *orders.Order) orders.Order {
 	return c
 }
 
-// Warmup loads the newest orders (pages of orders.MaxListLimit) into the cache
-// until the next one would take the total weight of the loaded orders over the
-// cache's bound, or there are no more orders. It returns how many orders are
-// cached from that newest-first prefix. Orders already cached keep their entry,
-// which is at least as new; orders recently found missing are skipped.
-func (s *Store) Warmup(ctx context.Context) (loaded int, err error) {
-	var weight int64
-	cursor := ""
-	for {
-		page, err := s.db.List(ctx, orders.MaxListLimit, cursor)
-		if err != nil {
-			return loaded, fmt.Errorf("warmup: %w", err)
-		}
-		for i := range page.Orders {
-			o := &page.Orders[i]
-			body, err := encode(o)
-			if err != nil {
-				return loaded, fmt.Errorf("warmup: %w", err)
-			}
-			w := int64(Weight(o.OrderUID, body))
-			if weight+w > s.cache.maxBytes {
-				return loaded, nil
-			}
-			weight += w
-			if s.knownMissing(o.OrderUID) {
-				continue
-			}
-			s.cache.setIfAbsent(o.OrderUID, body)
-			// A Delete marks the uid missing before it invalidates the entry, so an
-			// order deleted after this page was read is either invalidated by the
-			// Delete or seen as missing here.
-			if s.knownMissing(o.OrderUID) {
-				s.cache.Invalidate(o.OrderUID)
-				continue
-			}
-			loaded++
-		}
-		if page.NextCursor == "" || len(page.Orders) == 0 {
-			return loaded, nil
-		}
-		cursor = page.NextCursor
+// storedEntry returns the entry of rec as the database stores it.
+func (s *Store) storedEntry(rec *orders.Record) (*Entry, error) {
+	if rec.Deleted {
+		return newNegative(rec.Version, s.tombstoneTTL), nil
 	}
+	stored := storedForm(&rec.Order)
+	body, err := encode(&stored)
+	if err != nil {
+		return nil, err
+	}
+	return newEntry(body, rec.Version), nil
 }
 
-// Fill caches the stored versions of a batch after its database commit: for each
-// uid in applied, the order of the record the store kept for it (the highest
-// offset in recs, the last of equals), and drops their negative entries. It is the
-// pipeline's cache stage; UpsertBatch calls it itself.
-func (s *Store) Fill(recs []orders.Record, applied []string) {
-	if len(applied) == 0 {
+// Fill offers the cache what a batch's database write stored: it is the
+// pipeline's cache stage after the commit, and ApplyBatch calls it itself. For
+// each element of stored whose version is that of a record of recs of its uid,
+// that record's order (or, for a tombstone, a negative entry) is offered: it
+// replaces the cached entry only if that is older. When stored holds a version
+// recs do not (the database kept a newer version written by another batch), the
+// cached entry is invalidated if it is older than that version, and left alone
+// otherwise. Stored elements at the zero Version say nothing and are skipped.
+//
+// Fills of a uid must come in the order of their commits, as the pipeline's
+// cache stage and ApplyBatch make them. A fill may still come after a later
+// commit of the same uid (the pipeline writes the next batch while it fills this
+// one); set-if-newer then keeps any newer entry a read loaded meanwhile, but if
+// that entry also left the cache before the fill (evicted, invalidated), the
+// fill's older version is cached until the later commit's own fill replaces it.
+func (s *Store) Fill(recs []orders.Record, stored []orders.Stored) {
+	if len(stored) == 0 {
 		return
 	}
-	want := make(map[string]int, len(applied)) // uid -> index of its record in recs, -1 none yet
-	for _, uid := range applied {
-		want[uid] = -1
+	type key struct {
+		uid       string
+		partition int32
+		offset    int64
 	}
+	byVersion := make(map[key]int, len(recs))
 	for i := range recs {
-		uid := recs[i].Order.OrderUID
-		cur, ok := want[uid]
-		if !ok {
-			continue
-		}
-		if cur < 0 || recs[i].Source.Offset >= recs[cur].Source.Offset {
-			want[uid] = i
-		}
+		v := recs[i].Version
+		byVersion[key{recs[i].UID(), v.Partition, v.Offset}] = i
 	}
-	for uid, i := range want {
-		if i < 0 {
-			// applied names an order the batch does not hold: do not guess its version
-			s.cache.Invalidate(uid)
-			s.forgetMissing(uid)
+	watched := s.watching.Load() > 0
+	for _, st := range stored {
+		if st.Version.IsZero() {
 			continue
 		}
-		s.cacheStored(&recs[i].Order)
+		if watched {
+			s.note(st.UID, st.Version, false)
+		}
+		i, ok := byVersion[key{st.UID, st.Version.Partition, st.Version.Offset}]
+		if !ok || recs[i].Deleted != st.Deleted {
+			s.cache.invalidateOlder(st.UID, st.Version)
+			continue
+		}
+		e, err := s.storedEntry(&recs[i])
+		if err != nil {
+			slog.Warn("order_cache_encode_failed", "order_uid", st.UID, "err", err)
+			s.cache.invalidateOlder(st.UID, st.Version)
+			continue
+		}
+		s.cache.offer(st.UID, e)
 	}
 }
 
-// UpsertBatch writes recs to the database and then caches the applied versions
-// (Fill). On error the cache entries of all uids in recs are invalidated, since a
-// failed commit may still have been applied. Errors are the database store's.
-func (s *Store) UpsertBatch(ctx context.Context, recs []orders.Record) ([]string, error) {
-	applied, err := s.db.UpsertBatch(ctx, recs)
+// ApplyBatch writes recs to the database and then offers what it stored to the
+// cache (Fill). On error the cache entries of all uids in recs are invalidated,
+// since a failed commit may still have been applied. Errors are the database
+// store's.
+func (s *Store) ApplyBatch(ctx context.Context, recs []orders.Record) ([]orders.Stored, error) {
+	stored, err := s.db.ApplyBatch(ctx, recs)
 	if err != nil {
+		uids := make([]string, len(recs))
 		for i := range recs {
-			s.cache.Invalidate(recs[i].Order.OrderUID)
+			uids[i] = recs[i].UID()
 		}
-		return applied, err
+		s.Invalidate(uids...)
+		return stored, err
 	}
-	s.Fill(recs, applied)
-	return applied, nil
+	s.Fill(recs, stored)
+	return stored, nil
 }
 
-// Get returns the order with uid through the cache: a hit decodes the cached
-// JSON, a miss reads through as GetJSON does. Errors are those of GetJSON.
-func (s *Store) Get(ctx context.Context, uid string) (orders.Order, error) {
-	body, _, err := s.GetJSON(ctx, uid)
+// Invalidate removes the cache entries of uids, orders and negative entries
+// alike: their next reads go to the database. For when the database may hold
+// versions the cache was not offered.
+func (s *Store) Invalidate(uids ...string) {
+	if s.watching.Load() > 0 {
+		for _, uid := range uids {
+			s.note(uid, orders.Version{}, true)
+		}
+	}
+	s.cache.Invalidate(uids...)
+}
+
+// Get returns the order with uid and its version through the cache, as GetJSON
+// reads it: a hit decodes the cached JSON. A deleted or unknown uid gives
+// orders.ErrNotFound with the version of its tombstone (zero if none is known).
+// Other errors are those of GetJSON.
+func (s *Store) Get(ctx context.Context, uid string) (orders.Order, orders.Version, error) {
+	e, _, err := s.entry(ctx, uid)
 	if err != nil {
-		return orders.Order{}, err
+		return orders.Order{}, orders.Version{}, err
+	}
+	if e.Deleted {
+		return orders.Order{}, e.Version, orders.ErrNotFound
 	}
 	var o orders.Order
-	if err := json.Unmarshal(body, &o); err != nil {
-		return orders.Order{}, fmt.Errorf("get: decode cached order: %w", err)
+	if err := json.Unmarshal(e.Body, &o); err != nil {
+		return orders.Order{}, orders.Version{}, fmt.Errorf("get: decode cached order: %w", err)
 	}
-	return o, nil
+	return o, e.Version, nil
 }
 
 // List delegates to the database store: listings are not cached.
@@ -274,28 +288,9 @@ func (s *Store) List(ctx context.Context, limit int, cursor string) (orders.Page
 	return s.db.List(ctx, limit, cursor)
 }
 
-// Put writes o to the database and then caches it. On error the entry is
-// invalidated, since a failed commit may still have been applied. Errors are the
-// database store's.
-func (s *Store) Put(ctx context.Context, o orders.Order) error {
-	if err := s.db.Put(ctx, o); err != nil {
-		s.cache.Invalidate(o.OrderUID)
-		return err
-	}
-	s.cacheStored(&o)
-	return nil
-}
-
-// Delete removes the order from the database and then from the cache; the cache
-// entry is invalidated whatever the outcome, and a deleted or unknown uid is
-// remembered as missing. Errors are the database store's (orders.ErrNotFound for
-// an unknown uid).
-func (s *Store) Delete(ctx context.Context, uid string) error {
-	err := s.db.Delete(ctx, uid)
-	// missing first, then invalidate: see Warmup
-	if (err == nil || errors.Is(err, orders.ErrNotFound)) && orders.ValidUID(uid) {
-		s.rememberMissing(uid)
-	}
-	s.cache.Invalidate(uid)
-	return err
+// PurgeTombstones delegates to the database store. Negative entries of purged
+// tombstones expire on their own; until then they still answer "not found", which
+// stays true.
+func (s *Store) PurgeTombstones(ctx context.Context, cutoff time.Time) (int64, error) {
+	return s.db.PurgeTombstones(ctx, cutoff)
 }

@@ -1,67 +1,58 @@
 package orderscache_test
 
 import (
+	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"net"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/pgdialect"
-	"github.com/uptrace/bun/driver/pgdriver"
-
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/orderscache"
-	"github.com/orderflow/orders-service/modules/orders/ordersdb"
 	"github.com/orderflow/orders-service/modules/orders/ordersgen"
 	"github.com/orderflow/orders-service/modules/testkit"
-	"github.com/orderflow/orders-service/modules/testkit/dbtest"
-	"github.com/orderflow/orders-service/modules/testkit/storetest"
-	"github.com/orderflow/orders-service/modules/testkit/testenv"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
-
-// counting wraps the real database store and counts its Get calls. When gate is
-// set, each Get reads the database and then waits for gate to close before it
-// returns, signalling entered first: a slow database answer.
-type counting struct {
-	orders.Store
-	gets    atomic.Int64
-	gate    chan struct{}
-	entered chan struct{}
-}
-
-func (c *counting) Get(ctx context.Context, uid string) (orders.Order, error) {
-	c.gets.Add(1)
-	o, err := c.Store.Get(ctx, uid)
-	if c.gate != nil {
-		select {
-		case c.entered <- struct{}{}:
-		default:
-		}
-		<-c.gate
-	}
-	return o, err
-}
-
-// newStore returns a cached store over a counting wrapper of a real ordersdb store
-// on a fresh database.
-func newStore(t testing.TB, opts orderscache.Options) (*orderscache.Store, *counting) {
+// newStore returns a cached store over a fresh fake database.
+func newStore(t testing.TB, opts orderscache.Options) (*orderscache.Store, *fakeStore) {
 	t.Helper()
-	db := &counting{Store: dbtest.New(t, dbtest.Pool(8)).Store}
+	db := newFakeStore()
 	return orderscache.NewStore(db, orderscache.New(64<<20), opts), db
 }
 
-// record wraps o as a Kafka version at offset off of partition 0.
-func record(o orders.Order, off int64) orders.Record {
-	return orders.Record{Order: o, Source: orders.Source{Partition: 0, Offset: off}}
+// at returns the version at offset off of partition 0.
+func at(off int64) orders.Version {
+	return orders.Version{Partition: 0, Offset: off, Time: 1_700_000_000_000 + off}
+}
+
+// rec is o as the version at offset off of partition 0.
+func rec(o orders.Order, off int64) orders.Record {
+	return orders.Record{Order: o, Version: at(off)}
+}
+
+// tomb is the tombstone of uid at offset off of partition 0.
+func tomb(uid string, off int64) orders.Record {
+	return orders.Record{Order: orders.Order{OrderUID: uid}, Version: at(off), Deleted: true}
+}
+
+func apply(t testing.TB, s orders.Store, recs ...orders.Record) []orders.Stored {
+	t.Helper()
+	stored, err := s.ApplyBatch(context.Background(), recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stored
+}
+
+func mustJSON(t testing.TB, o orders.Order) []byte {
+	t.Helper()
+	b, err := json.Marshal(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // sameOrderJSON fails unless a and b encode the same order.
@@ -72,170 +63,335 @@ func sameOrderJSON(t *testing.T, a, b []byte) {
 	}
 }
 
-func mustJSON(t *testing.T, o orders.Order) []byte {
+// wantEntry fails unless GetJSON(uid) answers o at version v, as a hit or not.
+func wantEntry(t *testing.T, s *orderscache.Store, o orders.Order, v orders.Version, hit bool) *orderscache.Entry {
 	t.Helper()
-	b, err := json.Marshal(o)
+	e, gotHit, err := s.GetJSON(context.Background(), o.OrderUID)
+	if err != nil {
+		t.Fatalf("GetJSON(%s): %v", o.OrderUID, err)
+	}
+	if gotHit != hit {
+		t.Fatalf("GetJSON(%s): hit=%v, want %v", o.OrderUID, gotHit, hit)
+	}
+	if e.Version != v || e.Deleted {
+		t.Fatalf("GetJSON(%s): version %+v deleted=%v, want %+v", o.OrderUID, e.Version, e.Deleted, v)
+	}
+	sameOrderJSON(t, e.Body, mustJSON(t, o))
+	if want := `"` + v.String() + `"`; string(e.ETag) != want {
+		t.Fatalf("ETag %s, want %s", e.ETag, want)
+	}
+	return e
+}
+
+// wantNotFound fails unless uid reads as not found at tombstone version v (zero:
+// unknown) through both GetJSON and Get.
+func wantNotFound(t *testing.T, s *orderscache.Store, uid string, v orders.Version) {
+	t.Helper()
+	if e, _, err := s.GetJSON(context.Background(), uid); !errors.Is(err, orders.ErrNotFound) || e != nil {
+		t.Fatalf("GetJSON(%s) = %+v, %v; want ErrNotFound", uid, e, err)
+	}
+	if _, got, err := s.Get(context.Background(), uid); !errors.Is(err, orders.ErrNotFound) || got != v {
+		t.Fatalf("Get(%s) = version %+v, %v; want ErrNotFound at %+v", uid, got, err, v)
+	}
+}
+
+// blockGets makes db's Gets of uid (all uids if "") wait, once they have read
+// the database, until the returned release is called; each Get that waits first
+// sends its uid on entered.
+func blockGets(db *fakeStore, uid string) (entered <-chan string, release func()) {
+	in := make(chan string, 64)
+	gate := make(chan struct{})
+	db.setHooks(fakeHooks{afterGet: func(ctx context.Context, u string) error {
+		if uid != "" && u != uid {
+			return nil
+		}
+		in <- u
+		select {
+		case <-gate:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}})
+	var once sync.Once
+	return in, func() { once.Do(func() { close(gate) }) }
+}
+
+func TestEntryOfAnOrder(t *testing.T) {
+	s, db := newStore(t, orderscache.Options{})
+	o := ordersgen.New(1).Order()
+	// date_created with an offset and nanoseconds: the cached JSON is the stored form
+	o.DateCreated = time.Date(2024, 3, 1, 23, 59, 58, 123456789, time.FixedZone("IDT", 3*3600))
+	v := orders.Version{Partition: 0, Offset: 1045, Time: 1_700_000_000_000}
+	stored := apply(t, s, orders.Record{Order: o, Version: v})
+	if len(stored) != 1 || stored[0].Version != v || !stored[0].Changed {
+		t.Fatalf("stored %+v", stored)
+	}
+	dbForm := o
+	dbForm.DateCreated = o.DateCreated.UTC().Truncate(time.Microsecond)
+	hit := wantEntry(t, s, dbForm, v, true)
+	if string(hit.ETag) != `"0.1045"` {
+		t.Fatalf("ETag %s", hit.ETag)
+	}
+	if db.gets.Load() != 0 {
+		t.Fatal("a hit reached the database")
+	}
+	// a read-through answers the same entry
+	s.Invalidate(o.OrderUID)
+	miss := wantEntry(t, s, dbForm, v, false)
+	if !bytes.Equal(miss.Body, hit.Body) || !bytes.Equal(miss.ETag, hit.ETag) {
+		t.Fatalf("read-through entry differs from the filled one:\n%s %s\n%s %s", miss.ETag, miss.Body, hit.ETag, hit.Body)
+	}
+	got, gotV, err := s.Get(context.Background(), o.OrderUID)
+	if err != nil || gotV != v || !got.DateCreated.Equal(o.DateCreated.Truncate(time.Microsecond)) || got.OrderUID != o.OrderUID {
+		t.Fatalf("Get = %+v, %+v, %v", got, gotV, err)
+	}
+}
+
+func TestLegacyVersionETag(t *testing.T) {
+	s, _ := newStore(t, orderscache.Options{})
+	g := ordersgen.New(2)
+	a, b := g.Order(), g.Order()
+	legacy := orders.Version{Partition: -1}
+	apply(t, s, orders.Record{Order: a, Version: legacy}, orders.Record{Order: b, Version: legacy})
+	ea, _, err := s.GetJSON(context.Background(), a.OrderUID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b
-}
-
-// TestContract runs the shared store suite against the cached store.
-func TestContract(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) orders.Store {
-		db := dbtest.New(t, dbtest.Pool(8)).Store
-		return orderscache.NewStore(db, orderscache.New(64<<20), orderscache.Options{})
-	})
+	eb, _, err := s.GetJSON(context.Background(), b.OrderUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(ea.ETag, eb.ETag) || len(ea.ETag) != 18 || bytes.IndexByte(ea.ETag, '.') >= 0 {
+		t.Fatalf("legacy ETags %s, %s: want distinct content hashes", ea.ETag, eb.ETag)
+	}
 }
 
 func TestReadThroughSingleFlight(t *testing.T) {
 	ctx := context.Background()
 	s, db := newStore(t, orderscache.Options{})
-	o := ordersgen.New(1).Order()
-	// written to the database only, so the cache misses it
-	if _, err := db.Store.UpsertBatch(ctx, []orders.Record{record(o, 1)}); err != nil {
-		t.Fatal(err)
-	}
-	db.gate, db.entered = make(chan struct{}), make(chan struct{}, 1)
+	o := ordersgen.New(3).Order()
+	apply(t, db, rec(o, 1)) // the database only: the cache misses it
+	entered, release := blockGets(db, "")
 
 	const n = 32
 	var ready, done sync.WaitGroup
-	bodies := make([][]byte, n)
+	entries := make([]*orderscache.Entry, n)
 	errs := make([]error, n)
 	ready.Add(n)
 	for i := range n {
 		done.Go(func() {
 			ready.Done()
-			bodies[i], _, errs[i] = s.GetJSON(ctx, o.OrderUID)
+			entries[i], _, errs[i] = s.GetJSON(ctx, o.OrderUID)
 		})
 	}
 	ready.Wait()
-	<-db.entered // one load is in the database; the others join it or find its result
-	close(db.gate)
+	<-entered // one load is in the database; the others join it or find its result
+	release()
 	done.Wait()
 
 	if got := db.gets.Load(); got != 1 {
 		t.Fatalf("database Get called %d times for %d concurrent misses, want 1", got, n)
 	}
-	want := mustJSON(t, o)
 	for i := range n {
 		if errs[i] != nil {
 			t.Fatalf("caller %d: %v", i, errs[i])
 		}
-		sameOrderJSON(t, bodies[i], want)
+		if entries[i] != entries[0] {
+			t.Fatalf("caller %d got another entry", i)
+		}
 	}
 	st := s.Cache().Stats()
 	if st.Hits+st.Misses != n || st.Misses == 0 {
 		t.Fatalf("stats %+v: want %d lookups, at least one miss", st, n)
 	}
-	body, hit, err := s.GetJSON(ctx, o.OrderUID)
-	if err != nil || !hit {
-		t.Fatalf("after the load: hit=%v err=%v, want a hit", hit, err)
-	}
-	sameOrderJSON(t, body, want)
+	wantEntry(t, s, o, at(1), true)
 	if db.gets.Load() != 1 {
 		t.Fatal("a hit reached the database")
 	}
 }
 
-// TestWriteDuringLoadWins: a Put that commits while a read-through holds the older
-// version must not be overwritten by that read's result.
+// TestWriteDuringLoadWins: a version filled while a read-through holds an older
+// one is what the read returns and what stays cached.
 func TestWriteDuringLoadWins(t *testing.T) {
 	ctx := context.Background()
 	s, db := newStore(t, orderscache.Options{})
-	old := ordersgen.New(2).Order()
-	if _, err := db.Store.UpsertBatch(ctx, []orders.Record{record(old, 1)}); err != nil {
-		t.Fatal(err)
-	}
-	db.gate, db.entered = make(chan struct{}), make(chan struct{}, 1)
+	old := ordersgen.New(4).Order()
+	apply(t, db, rec(old, 1))
+	entered, release := blockGets(db, old.OrderUID)
 	type result struct {
-		body []byte
-		err  error
+		e   *orderscache.Entry
+		err error
 	}
 	res := make(chan result, 1)
 	go func() {
-		body, _, err := s.GetJSON(ctx, old.OrderUID)
-		res <- result{body, err}
+		e, _, err := s.GetJSON(ctx, old.OrderUID)
+		res <- result{e, err}
 	}()
-	<-db.entered // the read-through has read the old version and waits
+	<-entered // the read-through has read version 1 and waits
 
 	updated := old
 	updated.TrackNumber = "WBUPDATEDTRACK"
-	putErr := s.Put(ctx, updated)
-	close(db.gate)
+	apply(t, s, rec(updated, 2))
+	release()
 	r := <-res
-	if putErr != nil {
-		t.Fatal(putErr)
-	}
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	want := mustJSON(t, updated)
-	sameOrderJSON(t, r.body, want)
-	body, hit, err := s.GetJSON(ctx, old.OrderUID)
-	if err != nil || !hit {
-		t.Fatalf("after the race: hit=%v err=%v", hit, err)
+	if r.e.Version != at(2) {
+		t.Fatalf("the read returned version %s, want the filled 0.2", r.e.Version)
 	}
-	sameOrderJSON(t, body, want)
+	sameOrderJSON(t, r.e.Body, mustJSON(t, updated))
+	wantEntry(t, s, updated, at(2), true)
 }
 
-func TestNegativeCache(t *testing.T) {
+// TestTombstoneRefusesOlder: a delete leaves a negative entry at its tombstone's
+// version, which older versions offered later (a late fill, a read-through that
+// read the database before the delete, a warmup page) do not replace.
+func TestTombstoneRefusesOlder(t *testing.T) {
 	ctx := context.Background()
 	s, db := newStore(t, orderscache.Options{})
+	o := ordersgen.New(5).Order()
+	uid := o.OrderUID
+
+	// a read-through reads version 1, then the delete at 2 commits and is filled
+	apply(t, db, rec(o, 1))
+	entered, release := blockGets(db, uid)
+	res := make(chan error, 1)
+	go func() {
+		_, _, err := s.GetJSON(ctx, uid)
+		res <- err
+	}()
+	<-entered
+	apply(t, s, tomb(uid, 2))
+	release()
+	if err := <-res; !errors.Is(err, orders.ErrNotFound) {
+		t.Fatalf("read-through overtaken by a delete: %v, want ErrNotFound", err)
+	}
+	db.setHooks(fakeHooks{})
+	gets := db.gets.Load()
+	wantNotFound(t, s, uid, at(2))
+	if db.gets.Load() != gets {
+		t.Fatal("a lookup of a deleted uid reached the database")
+	}
+
+	// a late fill of version 1
+	s.Fill([]orders.Record{rec(o, 1)}, []orders.Stored{{UID: uid, Version: at(1), Changed: true}})
+	wantNotFound(t, s, uid, at(2))
+
+	// a warmup page that still lists version 1
+	db.mu.Lock()
+	db.rows[uid].deleted, db.rows[uid].order, db.rows[uid].version = false, o, at(1)
+	db.mu.Unlock()
+	if loaded, err := s.Warmup(ctx); err != nil || loaded != 0 {
+		t.Fatalf("Warmup = %d, %v: want the deleted order skipped", loaded, err)
+	}
+	wantNotFound(t, s, uid, at(2))
+
+	// a newer version replaces the negative entry
+	o.TrackNumber = "WBRECREATED"
+	apply(t, s, rec(o, 3))
+	wantEntry(t, s, o, at(3), true)
+}
+
+func TestUnknownUIDNegativeEntry(t *testing.T) {
+	ctx := context.Background()
+	s, db := newStore(t, orderscache.Options{NegativeTTL: 100 * time.Millisecond})
 	const uid = "no-such-order"
 	for range 5 {
-		if _, _, err := s.GetJSON(ctx, uid); !errors.Is(err, orders.ErrNotFound) {
-			t.Fatalf("GetJSON(unknown) = %v, want ErrNotFound", err)
-		}
+		wantNotFound(t, s, uid, orders.Version{})
 	}
 	if got := db.gets.Load(); got != 1 {
-		t.Fatalf("database Get called %d times for 5 lookups of an unknown uid, want 1", got)
+		t.Fatalf("database Get called %d times for 10 lookups of an unknown uid, want 1", got)
+	}
+	st := s.Cache().Stats()
+	if st.Hits != 0 || st.Misses != 10 || st.NegativeHits != 9 {
+		t.Fatalf("stats %+v: want 10 misses, 9 of them negative hits", st)
 	}
 
-	// a committed write clears the negative entry at once
-	o := ordersgen.New(3).Order()
-	o.OrderUID, o.Payment.Transaction = uid, uid
-	if _, err := s.UpsertBatch(ctx, []orders.Record{record(o, 7)}); err != nil {
-		t.Fatal(err)
-	}
-	body, hit, err := s.GetJSON(ctx, uid)
-	if err != nil || !hit {
-		t.Fatalf("after upsert: hit=%v err=%v, want a hit", hit, err)
-	}
-	sameOrderJSON(t, body, mustJSON(t, o))
-
-	// a delete remembers the uid as missing: no database read
-	if err := s.Delete(ctx, uid); err != nil {
-		t.Fatal(err)
-	}
-	before := db.gets.Load()
+	// it expires
+	time.Sleep(150 * time.Millisecond)
 	if _, _, err := s.GetJSON(ctx, uid); !errors.Is(err, orders.ErrNotFound) {
-		t.Fatalf("after delete: %v, want ErrNotFound", err)
-	}
-	if db.gets.Load() != before {
-		t.Fatal("a lookup of a just-deleted uid reached the database")
-	}
-
-	// Put clears it too
-	if err := s.Put(ctx, o); err != nil {
 		t.Fatal(err)
 	}
-	if _, hit, err := s.GetJSON(ctx, uid); err != nil || !hit {
-		t.Fatalf("after put: hit=%v err=%v, want a hit", hit, err)
+	if got := db.gets.Load(); got != 2 {
+		t.Fatalf("database Get called %d times, want a second read after the negative TTL", got)
+	}
+
+	// any real version replaces it at once, also the first offset of a partition
+	// and a legacy one
+	g := ordersgen.New(6)
+	for _, v := range []orders.Version{{Partition: 0, Offset: 0, Time: 1}, {Partition: -1}, at(9)} {
+		o := g.Order()
+		if _, _, err := s.GetJSON(ctx, o.OrderUID); !errors.Is(err, orders.ErrNotFound) {
+			t.Fatal(err)
+		}
+		apply(t, s, orders.Record{Order: o, Version: v})
+		e, hit, err := s.GetJSON(ctx, o.OrderUID)
+		if err != nil || !hit || e.Version != v {
+			t.Fatalf("after the write at %+v: %+v hit=%v err=%v", v, e, hit, err)
+		}
 	}
 }
 
-func TestNegativeCacheDisabled(t *testing.T) {
-	ctx := context.Background()
+// TestNegativeTTLDisabled: without unknown-uid negative entries every lookup of
+// an unknown uid reads the database, but a delete's negative entry is kept.
+func TestNegativeTTLDisabled(t *testing.T) {
 	s, db := newStore(t, orderscache.Options{NegativeTTL: -1})
 	for range 3 {
-		if _, _, err := s.GetJSON(ctx, "unknown"); !errors.Is(err, orders.ErrNotFound) {
-			t.Fatalf("GetJSON(unknown) = %v, want ErrNotFound", err)
-		}
+		wantNotFound(t, s, "unknown", orders.Version{})
 	}
-	if got := db.gets.Load(); got != 3 {
-		t.Fatalf("database Get called %d times, want 3 with the negative cache disabled", got)
+	if got := db.gets.Load(); got != 6 {
+		t.Fatalf("database Get called %d times, want 6 with the negative entries disabled", got)
+	}
+	o := ordersgen.New(7).Order()
+	apply(t, s, rec(o, 1), tomb(o.OrderUID, 2))
+	// a deleted uid read through: its tombstone is kept too
+	u := ordersgen.New(8).Order()
+	apply(t, db, rec(u, 1), tomb(u.OrderUID, 3))
+	before := db.gets.Load()
+	wantNotFound(t, s, o.OrderUID, at(2))
+	wantNotFound(t, s, u.OrderUID, at(3))
+	if got := db.gets.Load() - before; got != 1 {
+		t.Fatalf("database Get called %d times for 4 lookups of 2 deleted uids, want 1", got)
+	}
+}
+
+// TestNegativeLifetimes: a tombstone's negative entry lives at least 2*DBTimeout
+// (longer than any database read that started before it), an unknown uid's its
+// NegativeTTL; both then expire.
+func TestNegativeLifetimes(t *testing.T) {
+	const dbTimeout = 150 * time.Millisecond
+	s, db := newStore(t, orderscache.Options{DBTimeout: dbTimeout, NegativeTTL: 20 * time.Millisecond})
+	o := ordersgen.New(9).Order()
+	start := time.Now()
+	apply(t, s, rec(o, 1), tomb(o.OrderUID, 2))
+	wantNotFound(t, s, "unknown", orders.Version{})
+	time.Sleep(60 * time.Millisecond)
+	gets := db.gets.Load()
+	wantNotFound(t, s, o.OrderUID, at(2))
+	if time.Since(start) < 2*dbTimeout && db.gets.Load() != gets {
+		t.Fatal("the tombstone's negative entry expired before 2*DBTimeout")
+	}
+	wantNotFound(t, s, "unknown", orders.Version{})
+	if db.gets.Load() == gets {
+		t.Fatal("the unknown uid's negative entry outlived its NegativeTTL")
+	}
+	// it expires after 2*DBTimeout
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		gets := db.gets.Load()
+		wantNotFound(t, s, o.OrderUID, at(2)) // the database keeps the tombstone
+		if db.gets.Load() != gets {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the tombstone's negative entry never expired")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if time.Since(start) < 2*dbTimeout {
+		t.Fatalf("tombstone's negative entry expired after %v, before 2*DBTimeout", time.Since(start))
 	}
 }
 
@@ -245,6 +401,9 @@ func TestInvalidUIDSkipsDatabase(t *testing.T) {
 		if _, _, err := s.GetJSON(context.Background(), uid); !errors.Is(err, orders.ErrInvalidUID) {
 			t.Errorf("GetJSON(%q) = %v, want ErrInvalidUID", uid, err)
 		}
+		if _, _, err := s.Get(context.Background(), uid); !errors.Is(err, orders.ErrInvalidUID) {
+			t.Errorf("Get(%q) = %v, want ErrInvalidUID", uid, err)
+		}
 	}
 	if db.gets.Load() != 0 {
 		t.Fatal("an invalid uid reached the database")
@@ -253,216 +412,164 @@ func TestInvalidUIDSkipsDatabase(t *testing.T) {
 
 func TestDatabaseDown(t *testing.T) {
 	ctx := context.Background()
-	cluster := testenv.NewCluster(t, testenv.ClusterOptions{})
-	db := &counting{Store: dbtest.New(t, dbtest.On(cluster), dbtest.Pool(8)).Store}
-	s := orderscache.NewStore(db, orderscache.New(1<<20), orderscache.Options{})
-	cached := ordersgen.New(4).Order()
-	if _, err := s.UpsertBatch(ctx, []orders.Record{record(cached, 1)}); err != nil {
-		t.Fatal(err)
-	}
-
-	if err := cluster.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	_, _, err := s.GetJSON(ctx, "not-cached")
-	if err == nil || errors.Is(err, orders.ErrNotFound) {
-		t.Fatalf("GetJSON with the database down = %v, want a database error", err)
-	}
-	// the cache still answers what it holds
-	body, hit, err := s.GetJSON(ctx, cached.OrderUID)
-	if err != nil || !hit {
-		t.Fatalf("cached order with the database down: hit=%v err=%v", hit, err)
-	}
-	sameOrderJSON(t, body, mustJSON(t, cached))
-	// a failed read is not remembered as missing
-	if _, _, err := s.GetJSON(ctx, "not-cached"); err == nil || errors.Is(err, orders.ErrNotFound) {
-		t.Fatalf("second GetJSON = %v, want a database error again", err)
-	}
-}
-
-// TestDatabaseHangsTimeout points the store at a server that accepts connections
-// and never answers: the read-through must give up with an error (Options.DBTimeout)
-// instead of waiting for the caller's unbounded context.
-func TestDatabaseHangsTimeout(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns sync.WaitGroup
-	var mu sync.Mutex
-	var accepted []net.Conn
-	conns.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			accepted = append(accepted, c) // held open, never answered
-			mu.Unlock()
-		}
-	})
-	t.Cleanup(func() {
-		_ = l.Close()
-		conns.Wait()
-		mu.Lock()
-		for _, c := range accepted {
-			_ = c.Close()
-		}
-		mu.Unlock()
-	})
-	dsn := fmt.Sprintf("postgres://postgres@%s/blackhole?sslmode=disable", l.Addr())
-	sqldb := sql.OpenDB(pgdriver.NewConnector(pgdriver.WithDSN(dsn)))
-	t.Cleanup(func() { _ = sqldb.Close() })
-	db := ordersdb.New(bun.NewDB(sqldb, pgdialect.New()))
-	s := orderscache.NewStore(db, orderscache.New(1<<20), orderscache.Options{DBTimeout: 200 * time.Millisecond})
-	_, _, err = s.GetJSON(context.Background(), "some-order")
-	if err == nil || errors.Is(err, orders.ErrNotFound) {
-		t.Fatalf("GetJSON against a hung database = %v, want an error", err)
-	}
-}
-
-func TestFillKeepsTheStoredVersion(t *testing.T) {
-	ctx := context.Background()
 	s, db := newStore(t, orderscache.Options{})
-	g := ordersgen.New(5)
-	a, b := g.Order(), g.Order()
-	a2 := a
-	a2.TrackNumber = "WBNEWERVERSION"
-	a0 := a
-	a0.TrackNumber = "WBOLDERVERSION"
-	// a at offsets 10 (a2, newest), 5 (a0) and 3 (a): the store keeps offset 10
-	recs := []orders.Record{record(a, 3), record(b, 4), record(a2, 10), record(a0, 5)}
-	applied, err := s.UpsertBatch(ctx, recs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(applied) != 2 {
-		t.Fatalf("applied %v, want both uids", applied)
-	}
-	for _, want := range []orders.Order{a2, b} {
-		body, hit, err := s.GetJSON(ctx, want.OrderUID)
-		if err != nil || !hit {
-			t.Fatalf("%s: hit=%v err=%v, want a hit after UpsertBatch", want.OrderUID, hit, err)
+	cached := ordersgen.New(10).Order()
+	apply(t, s, rec(cached, 1))
+	db.setHooks(fakeHooks{afterGet: func(context.Context, string) error { return errDown }})
+	for range 2 { // a failed read is not remembered as missing
+		if _, _, err := s.GetJSON(ctx, "not-cached"); !errors.Is(err, errDown) {
+			t.Fatalf("GetJSON with the database down = %v, want its error", err)
 		}
-		sameOrderJSON(t, body, mustJSON(t, want))
-		// the cached version is the one the database returns
-		stored, err := db.Store.Get(ctx, want.OrderUID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sameOrderJSON(t, body, mustJSON(t, stored))
-	}
-
-	// a replayed older version is not applied, so the cache keeps the newer one
-	applied, err = s.UpsertBatch(ctx, []orders.Record{record(a0, 5)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(applied) != 0 {
-		t.Fatalf("replay applied %v", applied)
-	}
-	body, _, err := s.GetJSON(ctx, a.OrderUID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sameOrderJSON(t, body, mustJSON(t, a2))
-}
-
-// TestCachedEqualsDatabaseForm: a hit answers the same JSON as a read-through,
-// also for a date_created with an offset and sub-microsecond digits.
-func TestCachedEqualsDatabaseForm(t *testing.T) {
-	ctx := context.Background()
-	s, db := newStore(t, orderscache.Options{})
-	g := ordersgen.New(11)
-	a, b := g.Order(), g.Order()
-	a.DateCreated = time.Date(2024, 3, 1, 23, 59, 58, 123456789, time.FixedZone("IDT", 3*3600))
-	b.DateCreated = time.Date(2024, 3, 1, 23, 59, 58, 999999999, time.FixedZone("W", -5*3600))
-	if _, err := s.UpsertBatch(ctx, []orders.Record{record(a, 1)}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Put(ctx, b); err != nil {
-		t.Fatal(err)
-	}
-	for _, o := range []orders.Order{a, b} {
-		hitBody, hit, err := s.GetJSON(ctx, o.OrderUID)
-		if err != nil || !hit {
-			t.Fatalf("hit=%v err=%v", hit, err)
-		}
-		s.Cache().Invalidate(o.OrderUID)
-		missBody, hit, err := s.GetJSON(ctx, o.OrderUID)
-		if err != nil || hit {
-			t.Fatalf("after Invalidate: hit=%v err=%v, want a read-through", hit, err)
-		}
-		sameOrderJSON(t, hitBody, missBody)
 	}
 	if db.gets.Load() != 2 {
 		t.Fatalf("database Get called %d times, want 2", db.gets.Load())
 	}
+	// the cache still answers what it holds
+	wantEntry(t, s, cached, at(1), true)
 }
 
-func TestFillForPipeline(t *testing.T) {
+// TestDatabaseHangsTimeout: a database that never answers makes the read-through
+// give up after Options.DBTimeout instead of waiting for the caller's unbounded
+// context.
+func TestDatabaseHangsTimeout(t *testing.T) {
+	s, db := newStore(t, orderscache.Options{DBTimeout: 100 * time.Millisecond})
+	db.setHooks(fakeHooks{afterGet: func(ctx context.Context, _ string) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}})
+	start := time.Now()
+	_, _, err := s.GetJSON(context.Background(), "some-order")
+	if err == nil || errors.Is(err, orders.ErrNotFound) {
+		t.Fatalf("GetJSON against a hung database = %v, want an error", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("GetJSON took %v", d)
+	}
+}
+
+// TestFillPicksTheStoredVersion: of several records of a uid, the one at the
+// stored version is cached; a replay of older versions keeps the newer entry.
+func TestFillPicksTheStoredVersion(t *testing.T) {
+	s, db := newStore(t, orderscache.Options{})
+	g := ordersgen.New(11)
+	a, b := g.Order(), g.Order()
+	a2, a0 := a, a
+	a2.TrackNumber = "WBNEWERVERSION"
+	a0.TrackNumber = "WBOLDERVERSION"
+	stored := apply(t, s, rec(a, 3), rec(b, 4), rec(a2, 10), rec(a0, 5))
+	if len(stored) != 2 {
+		t.Fatalf("stored %+v, want both uids", stored)
+	}
+	e := wantEntry(t, s, a2, at(10), true)
+	wantEntry(t, s, b, at(4), true)
+
+	// a replayed older version: the database keeps 10, which recs do not hold
+	stored = apply(t, s, rec(a0, 5))
+	if len(stored) != 1 || stored[0].Version != at(10) || stored[0].Changed {
+		t.Fatalf("replay stored %+v", stored)
+	}
+	if got := wantEntry(t, s, a2, at(10), true); got != e {
+		t.Fatal("the entry was replaced by an equal version")
+	}
+	if db.gets.Load() != 0 {
+		t.Fatal("the database was read")
+	}
+}
+
+// TestFillOfAnUnknownVersion: when the database holds a version recs do not, an
+// older cached entry is invalidated (the next read loads the stored one), a
+// cached entry at that version stays, and an absent one stays absent.
+func TestFillOfAnUnknownVersion(t *testing.T) {
+	s, db := newStore(t, orderscache.Options{})
+	g := ordersgen.New(12)
+	a := g.Order()
+	apply(t, s, rec(a, 1))
+	a3 := a
+	a3.TrackNumber = "WBTHIRD"
+	apply(t, db, rec(a3, 3)) // another writer; its fill has not come yet
+	wantEntry(t, s, a, at(1), true)
+	s.Fill([]orders.Record{rec(a, 2)}, []orders.Stored{{UID: a.OrderUID, Version: at(3)}})
+	wantEntry(t, s, a3, at(3), false) // read through
+
+	e := wantEntry(t, s, a3, at(3), true)
+	s.Fill([]orders.Record{rec(a, 2)}, []orders.Stored{{UID: a.OrderUID, Version: at(3)}})
+	if got := wantEntry(t, s, a3, at(3), true); got != e {
+		t.Fatal("an entry at the stored version was replaced")
+	}
+
+	// absent: nothing cached; a tombstone of a version recs lack
+	b := g.Order()
+	apply(t, db, tomb(b.OrderUID, 7))
+	s.Fill([]orders.Record{rec(b, 2)}, []orders.Stored{{UID: b.OrderUID, Version: at(7), Deleted: true}})
+	gets := db.gets.Load()
+	wantNotFound(t, s, b.OrderUID, at(7))
+	if db.gets.Load() != gets+1 {
+		t.Fatal("Fill cached something for an absent uid whose version it did not know")
+	}
+	// a record at the stored version but the other kind (order vs tombstone)
+	// is not taken for it
+	c := g.Order()
+	apply(t, s, rec(c, 1))
+	s.Fill([]orders.Record{rec(c, 4)}, []orders.Stored{{UID: c.OrderUID, Version: at(4), Deleted: true}})
+	if e, _ := s.Cache().Get(c.OrderUID); e != nil {
+		t.Fatalf("entry %+v cached from a record that is not the stored tombstone", e)
+	}
+}
+
+// TestApplyBatchErrorInvalidates: a failed write, which may have committed,
+// invalidates the cached entries of all its uids.
+func TestApplyBatchErrorInvalidates(t *testing.T) {
+	s, db := newStore(t, orderscache.Options{})
+	g := ordersgen.New(13)
+	a, b := g.Order(), g.Order()
+	apply(t, s, rec(a, 1))
+	wantNotFound(t, s, b.OrderUID, orders.Version{}) // a negative entry
+	errCommit := errors.New("connection reset during commit")
+	db.setHooks(fakeHooks{applyErr: errCommit, applyAnyway: true})
+	a2 := a
+	a2.TrackNumber = "WBCOMMITTED"
+	if _, err := s.ApplyBatch(context.Background(), []orders.Record{rec(a2, 2), rec(b, 3)}); !errors.Is(err, errCommit) {
+		t.Fatalf("ApplyBatch = %v", err)
+	}
+	db.setHooks(fakeHooks{})
+	wantEntry(t, s, a2, at(2), false)
+	wantEntry(t, s, b, at(3), false)
+}
+
+func TestDelegates(t *testing.T) {
 	ctx := context.Background()
 	s, db := newStore(t, orderscache.Options{})
-	o := ordersgen.New(6).Order()
-	if _, _, err := s.GetJSON(ctx, o.OrderUID); !errors.Is(err, orders.ErrNotFound) {
-		t.Fatalf("before the write: %v, want ErrNotFound", err)
+	g := ordersgen.New(14)
+	a, b := g.Order(), g.Order()
+	apply(t, s, rec(a, 1), rec(b, 2), tomb(b.OrderUID, 3))
+	page, err := s.List(ctx, 10, "")
+	if err != nil || len(page.Orders) != 1 || page.Orders[0].OrderUID != a.OrderUID || page.Versions[0] != at(1) {
+		t.Fatalf("List = %+v, %v", page, err)
 	}
-	// the pipeline writes through the database store and fills the cache after commit
-	recs := []orders.Record{record(o, 1)}
-	applied, err := db.Store.UpsertBatch(ctx, recs)
-	if err != nil {
-		t.Fatal(err)
+	if _, err := s.List(ctx, 10, "not-a-cursor"); !errors.Is(err, orders.ErrInvalidCursor) {
+		t.Fatalf("List(bad cursor) = %v", err)
 	}
-	s.Fill(recs, applied)
-	body, hit, err := s.GetJSON(ctx, o.OrderUID)
-	if err != nil || !hit {
-		t.Fatalf("after Fill: hit=%v err=%v, want a hit (negative entry cleared)", hit, err)
+	if db.lists.Load() != 2 {
+		t.Fatal("List did not reach the database")
 	}
-	sameOrderJSON(t, body, mustJSON(t, o))
-}
-
-func TestPutAndDelete(t *testing.T) {
-	ctx := context.Background()
-	s, _ := newStore(t, orderscache.Options{})
-	o := ordersgen.New(7).Order()
-	if _, err := s.UpsertBatch(ctx, []orders.Record{record(o, 1)}); err != nil {
-		t.Fatal(err)
+	n, err := s.PurgeTombstones(ctx, time.Now().Add(time.Second))
+	if err != nil || n != 1 {
+		t.Fatalf("PurgeTombstones = %d, %v", n, err)
 	}
-	o.Delivery.City = "Haifa"
-	if err := s.Put(ctx, o); err != nil {
-		t.Fatal(err)
-	}
-	got, err := s.Get(ctx, o.OrderUID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Delivery.City != "Haifa" {
-		t.Fatalf("Get after Put: city %q", got.Delivery.City)
-	}
-	if err := s.Delete(ctx, o.OrderUID); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Get(ctx, o.OrderUID); !errors.Is(err, orders.ErrNotFound) {
-		t.Fatalf("Get after Delete = %v, want ErrNotFound", err)
-	}
-	if err := s.Delete(ctx, o.OrderUID); !errors.Is(err, orders.ErrNotFound) {
-		t.Fatalf("second Delete = %v, want ErrNotFound", err)
-	}
+	// the negative entry still answers not found, which stays true
+	wantNotFound(t, s, b.OrderUID, at(3))
 }
 
 func TestWarmup(t *testing.T) {
 	ctx := context.Background()
-	db := dbtest.New(t, dbtest.Pool(8)).Store
-	g := ordersgen.New(8)
+	db := newFakeStore()
+	g := ordersgen.New(15)
 	const n = 60
 	recs := make([]orders.Record, n)
 	for i := range recs {
-		recs[i] = record(g.Order(), int64(i))
+		recs[i] = rec(g.Order(), int64(i+1))
 	}
-	if _, err := db.UpsertBatch(ctx, recs); err != nil {
-		t.Fatal(err)
-	}
+	apply(t, db, recs...)
 	page, err := db.List(ctx, n, "")
 	if err != nil || len(page.Orders) != n {
 		t.Fatalf("list: %d orders, %v", len(page.Orders), err)
@@ -495,72 +602,110 @@ func TestWarmup(t *testing.T) {
 		t.Fatalf("Warmup loaded %d, want the %d newest that fit in %d bytes", loaded, fit, bound)
 	}
 	for i, o := range page.Orders {
-		body, ok := c.Get(o.OrderUID)
+		e, ok := c.Get(o.OrderUID)
 		if i < fit {
-			if !ok {
-				t.Fatalf("newest order #%d not cached", i)
+			if !ok || e.Version != page.Versions[i] {
+				t.Fatalf("newest order #%d: %+v, %v", i, e, ok)
 			}
-			sameOrderJSON(t, body, mustJSON(t, o))
+			sameOrderJSON(t, e.Body, mustJSON(t, o))
 		} else if ok {
 			t.Fatalf("order #%d cached beyond the bound", i)
 		}
 	}
 
-	// a bound larger than everything loads everything
+	// a bound larger than everything loads everything; newer cached entries stay
 	s2 := orderscache.NewStore(db, orderscache.New(64<<20), orderscache.Options{})
+	newer := page.Orders[5]
+	newer.TrackNumber = "WBNEWER"
+	s2.Fill([]orders.Record{rec(newer, 1000)}, []orders.Stored{{UID: newer.OrderUID, Version: at(1000)}})
 	if loaded, err := s2.Warmup(ctx); err != nil || loaded != n {
 		t.Fatalf("Warmup = %d, %v, want %d", loaded, err, n)
 	}
+	e, _ := s2.Cache().Get(newer.OrderUID)
+	if e.Version != at(1000) {
+		t.Fatalf("Warmup replaced version 0.1000 with %s", e.Version)
+	}
+}
+
+// TestWarmupPageTimeout: each page read is bounded by DBTimeout.
+func TestWarmupPageTimeout(t *testing.T) {
+	s, db := newStore(t, orderscache.Options{DBTimeout: 100 * time.Millisecond})
+	apply(t, db, rec(ordersgen.New(16).Order(), 1))
+	db.setHooks(fakeHooks{afterList: func(ctx context.Context) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}})
+	start := time.Now()
+	if _, err := s.Warmup(context.Background()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Warmup over a hung listing = %v, want the page's deadline", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Warmup took %v", d)
+	}
+}
+
+// TestWarmupAfterRemoval: a page read before a write is not offered for a uid
+// that the write stored at a newer version or invalidated, even when the newer
+// entry has left the cache by the time the page is processed.
+func TestWarmupAfterRemoval(t *testing.T) {
+	ctx := context.Background()
+	s, db := newStore(t, orderscache.Options{})
+	g := ordersgen.New(17)
+	updated, deleted, invalidated, untouched := g.Order(), g.Order(), g.Order(), g.Order()
+	apply(t, db, rec(updated, 1), rec(deleted, 2), rec(invalidated, 3), rec(untouched, 4))
+
+	listed, release := make(chan struct{}), make(chan struct{})
+	db.setHooks(fakeHooks{afterList: func(ctx context.Context) error {
+		close(listed)
+		<-release
+		return nil
+	}})
+	res := make(chan error, 1)
+	go func() {
+		_, err := s.Warmup(ctx)
+		res <- err
+	}()
+	<-listed // the page holds versions 1..4
+	db.setHooks(fakeHooks{})
+	u2 := updated
+	u2.TrackNumber = "WBUPDATED"
+	apply(t, s, rec(u2, 5), tomb(deleted.OrderUID, 6))
+	s.Invalidate(updated.OrderUID, deleted.OrderUID, invalidated.OrderUID) // or evicted
+	close(release)
+	if err := <-res; err != nil {
+		t.Fatal(err)
+	}
+	for _, uid := range []string{updated.OrderUID, deleted.OrderUID, invalidated.OrderUID} {
+		if e, ok := s.Cache().Get(uid); ok {
+			t.Fatalf("%s: warmup cached version %s (deleted=%v) from a page older than a write", uid, e.Version, e.Deleted)
+		}
+	}
+	wantEntry(t, s, untouched, at(4), true)
+	wantEntry(t, s, u2, at(5), false)
+	wantNotFound(t, s, deleted.OrderUID, at(6))
+	wantEntry(t, s, invalidated, at(3), false)
 }
 
 func BenchmarkGetJSONHit(b *testing.B) {
 	ctx := context.Background()
-	db := dbtest.New(b, dbtest.Pool(8)).Store
-	s := orderscache.NewStore(db, orderscache.New(64<<20), orderscache.Options{})
+	s, _ := newStore(b, orderscache.Options{})
 	g := ordersgen.New(9)
 	const keys = 1024
 	uids := make([]string, keys)
 	recs := make([]orders.Record, keys)
 	for i := range recs {
-		recs[i] = record(g.Order(), int64(i))
+		recs[i] = rec(g.Order(), int64(i+1))
 		uids[i] = recs[i].Order.OrderUID
 	}
-	applied := make([]string, keys)
-	copy(applied, uids)
-	s.Fill(recs, applied) // cache only: hits never reach the database
+	apply(b, s, recs...) // cached: hits never reach the database
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {
-			body, hit, err := s.GetJSON(ctx, uids[i&(keys-1)])
-			if err != nil || !hit || len(body) == 0 {
+			e, hit, err := s.GetJSON(ctx, uids[i&(keys-1)])
+			if err != nil || !hit || len(e.Body) == 0 {
 				b.Fatalf("GetJSON: hit=%v err=%v", hit, err)
-			}
-			i++
-		}
-	})
-}
-
-func BenchmarkCacheGetHit(b *testing.B) {
-	c := orderscache.New(64 << 20)
-	g := ordersgen.New(10)
-	const keys = 1024
-	uids := make([]string, keys)
-	for i := range uids {
-		o := g.Order()
-		if err := c.SetOrder(&o); err != nil {
-			b.Fatal(err)
-		}
-		uids[i] = o.OrderUID
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		i := 0
-		for pb.Next() {
-			if _, ok := c.Get(uids[i&(keys-1)]); !ok {
-				b.Fatal("miss")
 			}
 			i++
 		}
