@@ -54,6 +54,8 @@ type Entry struct {
 	// 64-bit xxhash of Body in hex, so that distinct contents never share a tag.
 	// Nil for a negative entry.
 	ETag []byte
+	// VersionText is Version.String(), the X-Order-Version header of answers.
+	VersionText []byte
 	// Deleted marks a negative entry.
 	Deleted bool
 
@@ -63,7 +65,7 @@ type Entry struct {
 
 // newEntry returns the positive entry of an order encoded as body at version v.
 func newEntry(body []byte, v orders.Version) *Entry {
-	return &Entry{Body: body, Version: v, ETag: appendETag(make([]byte, 0, 24), body, v), ttl: never}
+	return &Entry{Body: body, Version: v, ETag: appendETag(make([]byte, 0, 24), body, v), VersionText: []byte(v.String()), ttl: never}
 }
 
 // newNegative returns a negative entry at version v (a tombstone's, or zero) that
