@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -139,3 +140,40 @@ func copyBatch(ctx context.Context, conn *pgx.Conn, recs []orders.Record) error 
 	return tx.Commit(ctx)
 }
 
+// BenchmarkGet measures the lookup by uid, the API's cache-miss path, on one
+// connection over 10,000 stored orders: Hit finds the order, Miss finds nothing,
+// Tombstone finds the delete of one of 1,000 deleted orders.
+//
+//	go test -run '^$' -bench Get ./modules/orders/ordersdb/
+func BenchmarkGet(b *testing.B) {
+	ctx := context.Background()
+	s := dbtest.New(b, dbtest.Pool(1)).Store
+	batches := benchBatches(b, 11)
+	for _, batch := range batches {
+		if _, err := s.ApplyBatch(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	deleted := make([]orders.Record, len(batches[0]))
+	for i, r := range batches[0] {
+		r.Version.Offset += int64(len(batches) * benchBatch)
+		r.Deleted = true
+		deleted[i] = r
+	}
+	if _, err := s.ApplyBatch(ctx, deleted); err != nil {
+		b.Fatal(err)
+	}
+	run := func(name string, uid func(i int) string, wantErr error) {
+		b.Run(name, func(b *testing.B) {
+			for i := 0; b.Loop(); i++ {
+				_, _, err := s.Get(ctx, uid(i))
+				if !errors.Is(err, wantErr) {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	run("Hit", func(i int) string { return batches[1+i%10][i/10%benchBatch].Order.OrderUID }, nil)
+	run("Miss", func(i int) string { return fmt.Sprintf("missing-%d", i) }, orders.ErrNotFound)
+	run("Tombstone", func(i int) string { return deleted[i%benchBatch].Order.OrderUID }, orders.ErrNotFound)
+}
