@@ -362,16 +362,26 @@ func newerSQL(a, b string) string {
 			AND ({a}.source_time, {a}.source_partition) > ({b}.source_time, {b}.source_partition))))`)
 }
 
+// notRefusedBySQL returns the condition "no row of table (aliased as) alias with
+// the uid of v is at least as new as v". It is a correlated scalar subquery, one
+// primary-key lookup per row of v, rather than NOT EXISTS: PostgreSQL turns NOT
+// EXISTS into an anti join, which it may plan as a hash of the whole table, built
+// for every batch (65 ms for 100,000 tombstones against 2 ms of lookups).
+func notRefusedBySQL(table, alias string) string {
+	return `(SELECT true FROM ` + table + ` ` + alias + ` WHERE ` + alias + `.order_uid = v.order_uid AND NOT ` +
+		newerSQL("v", alias) + `) IS NULL`
+}
+
 // The write statements, derived from the declarations.
 var (
 	// applyOrdersSQL inserts or replaces orders, each only when it is newer than
 	// the stored order (the ON CONFLICT guard) and than the tombstone of its uid
-	// (the NOT EXISTS; a tombstone may be older than a stored order, never newer:
+	// (the WHERE; a tombstone may be older than a stored order, never newer:
 	// applyTombstonesSQL deletes the older orders). Replays, redeliveries and
 	// retries change nothing. RETURNING lists the applied uids; inserted is false
 	// for replaced rows.
 	applyOrdersSQL = ordersTable.insertSQL(" AS o") + `
-WHERE NOT EXISTS (SELECT FROM order_tombstones t WHERE t.order_uid = v.order_uid AND NOT ` + newerSQL("v", "t") + `)
+WHERE ` + notRefusedBySQL("order_tombstones", "t") + `
 ON CONFLICT (order_uid) DO UPDATE SET
 	` + ordersTable.setSQL(data) + ",\n\tupdated_at = now(),\n\t" + ordersTable.setSQL(source) + `
 WHERE ` + newerSQL("EXCLUDED", "o") + `
@@ -387,7 +397,7 @@ RETURNING o.order_uid, (o.xmax = 0) AS inserted`
 deleted AS (DELETE FROM orders o USING v WHERE o.order_uid = v.order_uid AND ` + newerSQL("v", "o") + `)
 INSERT INTO order_tombstones AS t (` + strings.Join(tombstonesTable.names("", key, source), ", ") + `)
 SELECT * FROM v
-WHERE NOT EXISTS (SELECT FROM orders o WHERE o.order_uid = v.order_uid AND NOT ` + newerSQL("v", "o") + `)
+WHERE ` + notRefusedBySQL("orders", "o") + `
 ON CONFLICT (order_uid) DO UPDATE SET
 	` + tombstonesTable.setSQL(source) + `,
 	deleted_at = now()

@@ -3,6 +3,8 @@ package ordersdb_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/uptrace/bun/dialect/pgdialect"
@@ -133,5 +135,44 @@ func TestLegacyRows(t *testing.T) {
 	}
 	if _, _, err := s.Get(ctx, "api-2"); !errors.Is(err, orders.ErrNotFound) {
 		t.Fatalf("Get after the tombstone: %v, want ErrNotFound", err)
+	}
+}
+
+// TestOrdersStatementLooksUpTombstones checks the plan of the ingest's statement
+// with many tombstones: each new order looks its tombstone up by key. A plan that
+// reads the whole of order_tombstones (the hash anti join PostgreSQL may choose for
+// NOT EXISTS) costs every batch time in proportion to the deletes kept.
+func TestOrdersStatementLooksUpTombstones(t *testing.T) {
+	ctx := context.Background()
+	db := dbtest.New(t).Bun
+	if _, err := db.ExecContext(ctx, `INSERT INTO order_tombstones (order_uid, source_partition, source_offset, source_time)
+		SELECT 'tomb-' || g, 0, g, 1 FROM generate_series(1, 100000) g`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, "ANALYZE order_tombstones"); err != nil {
+		t.Fatal(err)
+	}
+	recs := make([]orders.Record, 1000)
+	for i := range recs {
+		recs[i] = orders.Record{Order: storetest.NewOrder(fmt.Sprintf("plan-%04d", i), i), Version: orders.Version{Offset: int64(i), Time: 1}}
+	}
+	rows, err := db.QueryContext(ctx, "EXPLAIN "+ordersdb.ApplyOrdersSQL, ordersdb.OrdersArgs(recs)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan strings.Builder
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			t.Fatal(err)
+		}
+		plan.WriteString(line + "\n")
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if p := plan.String(); strings.Contains(p, "Seq Scan on order_tombstones") || !strings.Contains(p, "order_tombstones_pkey") {
+		t.Fatalf("the orders statement does not look tombstones up by key:\n%s", p)
 	}
 }
