@@ -23,7 +23,10 @@ func TestMain(m *testing.M) {
 	testenv.Main(m)
 }
 
-var tables = []string{"orders", "delivery", "payment", "items"}
+// migrationNames are the embedded migrations, in order.
+var migrationNames = []string{"orders", "order_parts", "order_versions"}
+
+var tables = []string{"orders", "delivery", "payment", "items", "order_tombstones"}
 
 func existingTables(t *testing.T, db *bun.DB) map[string]bool {
 	t.Helper()
@@ -46,8 +49,8 @@ func requireStatus(t *testing.T, db *bun.DB, applied bool) []migrations.State {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st) != 2 {
-		t.Fatalf("Status: %d migrations, want 2:\n%s", len(st), migrations.FormatStatus(st))
+	if len(st) != len(migrationNames) {
+		t.Fatalf("Status: %d migrations, want %d:\n%s", len(st), len(migrationNames), migrations.FormatStatus(st))
 	}
 	for _, s := range st {
 		if s.Applied != applied {
@@ -62,8 +65,13 @@ func TestUpDownUp(t *testing.T) {
 	db := dbtest.New(t, dbtest.Unmigrated()).Bun
 
 	st := requireStatus(t, db, false)
-	if st[0].ID != "20261125000001" || st[0].Name != "orders" || st[1].Name != "order_parts" {
+	if st[0].ID != "20261125000001" {
 		t.Fatalf("unexpected migrations:\n%s", migrations.FormatStatus(st))
+	}
+	for i, s := range st {
+		if s.Name != migrationNames[i] {
+			t.Fatalf("migration %d is %s, want %s:\n%s", i, s.Name, migrationNames[i], migrations.FormatStatus(st))
+		}
 	}
 	if !strings.Contains(st[0].String(), "pending") {
 		t.Fatalf("pending status prints as %q", st[0])
@@ -73,8 +81,10 @@ func TestUpDownUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	st = requireStatus(t, db, true)
-	if st[0].GroupID != 1 || st[1].GroupID != 1 || !strings.Contains(st[1].String(), "applied (group 1") {
-		t.Fatalf("after Up:\n%s", migrations.FormatStatus(st))
+	for _, s := range st {
+		if s.GroupID != 1 || !strings.Contains(s.String(), "applied (group 1") {
+			t.Fatalf("after Up:\n%s", migrations.FormatStatus(st))
+		}
 	}
 	got := existingTables(t, db)
 	for _, tbl := range tables {
@@ -144,8 +154,8 @@ func TestConcurrentUpAppliesOnce(t *testing.T) {
 	if err := dbs[0].NewSelect().TableExpr("bun_migrations").ColumnExpr("count(*)").Scan(ctx, &rows); err != nil {
 		t.Fatal(err)
 	}
-	if rows != 2 {
-		t.Fatalf("bun_migrations has %d rows, want 2 (each migration applied once)", rows)
+	if rows != len(migrationNames) {
+		t.Fatalf("bun_migrations has %d rows, want %d (each migration applied once)", rows, len(migrationNames))
 	}
 	// The lock was released: the advisory lock is free for a new session.
 	var locked bool
@@ -197,5 +207,47 @@ func TestSchemaSeqIsStableAndPartsCascade(t *testing.T) {
 	var pgErr pgdriver.Error
 	if !errors.As(err, &pgErr) || pgErr.Field('C') != "23514" {
 		t.Fatalf("uid check: err = %v, want SQLSTATE 23514", err)
+	}
+}
+
+func TestSchemaVersionsAndTombstones(t *testing.T) {
+	ctx := context.Background()
+	db := dbtest.New(t).Bun // migrated
+	// A row written without source_time (as every row before the migration) gets 0.
+	if _, err := db.ExecContext(ctx, `INSERT INTO orders (order_uid, track_number, entry, customer_id, date_created, source_partition, source_offset)
+		VALUES ('a', 'T', 'E', 'c', now(), 0, 1)`); err != nil {
+		t.Fatal(err)
+	}
+	var sourceTime int64
+	if err := db.QueryRowContext(ctx, "SELECT source_time FROM orders WHERE order_uid = 'a'").Scan(&sourceTime); err != nil {
+		t.Fatal(err)
+	}
+	if sourceTime != 0 {
+		t.Fatalf("source_time of a row written without it: %d, want 0", sourceTime)
+	}
+
+	tomb := `INSERT INTO order_tombstones (order_uid, source_partition, source_offset, source_time) VALUES (?, 0, 1, 2)`
+	if _, err := db.ExecContext(ctx, tomb, "a"); err != nil {
+		t.Fatal(err)
+	}
+	var fresh bool
+	if err := db.QueryRowContext(ctx, "SELECT deleted_at > now() - interval '1 hour' FROM order_tombstones WHERE order_uid = 'a'").Scan(&fresh); err != nil {
+		t.Fatal(err)
+	}
+	if !fresh {
+		t.Fatal("deleted_at does not default to now()")
+	}
+	_, err := db.ExecContext(ctx, tomb, "bad uid!")
+	var pgErr pgdriver.Error
+	if !errors.As(err, &pgErr) || pgErr.Field('C') != "23514" {
+		t.Fatalf("tombstone uid check: err = %v, want SQLSTATE 23514", err)
+	}
+	var indexed bool
+	if err := db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_indexes
+		WHERE schemaname = current_schema() AND tablename = 'order_tombstones' AND indexdef LIKE '%(deleted_at)')`).Scan(&indexed); err != nil {
+		t.Fatal(err)
+	}
+	if !indexed {
+		t.Fatal("order_tombstones has no index on deleted_at (the purge)")
 	}
 }

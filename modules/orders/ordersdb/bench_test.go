@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -35,14 +36,16 @@ func benchBatches(b *testing.B, n int) [][]orders.Record {
 			o.OrderUID = fmt.Sprintf("%s-%05d-%04d", run, i, j)
 			o.Payment.Transaction = o.OrderUID
 			o.Items = []orders.Item{canon.Items[0]}
-			batch[j] = orders.Record{Order: o, Source: orders.Source{Partition: 0, Offset: int64(i*benchBatch + j)}}
+			off := int64(i*benchBatch + j)
+			batch[j] = orders.Record{Order: o, Version: orders.Version{Partition: 0, Offset: off, Time: 1_764_000_000_000 + off}}
 		}
 		batches[i] = batch
 	}
 	return batches
 }
 
-// BenchmarkUpsert compares the store's UpsertBatch with the practical ceiling, pgx
+// BenchmarkUpsert compares the store's ApplyBatch of new orders (the ingest's hot
+// path) with the practical ceiling, pgx
 // COPY of the same rows into the same four tables (insert only), one transaction
 // per 1,000 orders on one connection, on a cluster with default durability.
 // COPY and Upsert run one after the other; Interleaved alternates a COPY batch
@@ -77,12 +80,12 @@ func BenchmarkUpsert(b *testing.B) {
 		batches := benchBatches(b, b.N)
 		b.ResetTimer()
 		for i := range b.N {
-			applied, err := s.UpsertBatch(ctx, batches[i])
+			stored, err := s.ApplyBatch(ctx, batches[i])
 			if err != nil {
 				b.Fatal(err)
 			}
-			if len(applied) != benchBatch {
-				b.Fatalf("applied %d, want %d", len(applied), benchBatch)
+			if len(stored) != benchBatch || !stored[0].Changed || !stored[benchBatch-1].Changed {
+				b.Fatalf("stored %d, want %d, all changed", len(stored), benchBatch)
 			}
 		}
 		b.ReportMetric(float64(b.N*benchBatch)/b.Elapsed().Seconds(), "orders/s")
@@ -106,7 +109,7 @@ func BenchmarkUpsert(b *testing.B) {
 				b.Fatal(err)
 			}
 			mid := time.Now()
-			if _, err := s.UpsertBatch(ctx, upsertBatches[i]); err != nil {
+			if _, err := s.ApplyBatch(ctx, upsertBatches[i]); err != nil {
 				b.Fatal(err)
 			}
 			upsertTime += time.Since(mid)
@@ -135,4 +138,42 @@ func copyBatch(ctx context.Context, conn *pgx.Conn, recs []orders.Record) error 
 		}
 	}
 	return tx.Commit(ctx)
+}
+
+// BenchmarkGet measures the lookup by uid, the API's cache-miss path, on one
+// connection over 10,000 stored orders: Hit finds the order, Miss finds nothing,
+// Tombstone finds the delete of one of 1,000 deleted orders.
+//
+//	go test -run '^$' -bench Get ./modules/orders/ordersdb/
+func BenchmarkGet(b *testing.B) {
+	ctx := context.Background()
+	s := dbtest.New(b, dbtest.Pool(1)).Store
+	batches := benchBatches(b, 11)
+	for _, batch := range batches {
+		if _, err := s.ApplyBatch(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	deleted := make([]orders.Record, len(batches[0]))
+	for i, r := range batches[0] {
+		r.Version.Offset += int64(len(batches) * benchBatch)
+		r.Deleted = true
+		deleted[i] = r
+	}
+	if _, err := s.ApplyBatch(ctx, deleted); err != nil {
+		b.Fatal(err)
+	}
+	run := func(name string, uid func(i int) string, wantErr error) {
+		b.Run(name, func(b *testing.B) {
+			for i := 0; b.Loop(); i++ {
+				_, _, err := s.Get(ctx, uid(i))
+				if !errors.Is(err, wantErr) {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	run("Hit", func(i int) string { return batches[1+i%10][i/10%benchBatch].Order.OrderUID }, nil)
+	run("Miss", func(i int) string { return fmt.Sprintf("missing-%d", i) }, orders.ErrNotFound)
+	run("Tombstone", func(i int) string { return deleted[i%benchBatch].Order.OrderUID }, orders.ErrNotFound)
 }

@@ -27,7 +27,7 @@ var notWritten = map[string][]string{
 // notInModel lists, per table, the declared columns that are no field of the
 // model's part stored in the table; TestColumnsMatchModel checks their values apart.
 var notInModel = map[string][]string{
-	"orders":   {"source_partition", "source_offset"},
+	"orders":   {"source_partition", "source_offset", "source_time"},
 	"delivery": {"order_uid"},
 	"payment":  {"order_uid"},
 	"items":    {"order_uid", "position"},
@@ -101,6 +101,49 @@ func TestColumnsMatchSchema(t *testing.T) {
 		for col := range schema {
 			t.Errorf("%s.%s is in the migrations but not declared in ordersdb (columns.go) nor listed in notWritten", tr.Table, col)
 		}
+	}
+}
+
+// TestTombstoneColumnsMatchOrders checks order_tombstones against orders: the
+// store writes a tombstone's uid and version into the columns of the same names
+// and types as in orders (its key and source columns), plus deleted_at.
+func TestTombstoneColumnsMatchOrders(t *testing.T) {
+	ctx := context.Background()
+	db := dbtest.New(t).Bun
+	types := func(table string) map[string]string {
+		cols := map[string]string{}
+		rows, err := db.QueryContext(ctx, `SELECT column_name, data_type FROM information_schema.columns
+			WHERE table_schema = current_schema() AND table_name = ?`, table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var name, typ string
+			if err := rows.Scan(&name, &typ); err != nil {
+				t.Fatal(err)
+			}
+			cols[name] = typ
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return cols
+	}
+	ordersCols, tombCols := types("orders"), types("order_tombstones")
+	if tombCols["deleted_at"] != "timestamp with time zone" {
+		t.Errorf("order_tombstones.deleted_at is %q, want timestamptz", tombCols["deleted_at"])
+	}
+	delete(tombCols, "deleted_at")
+	want := append([]string{"order_uid"}, notInModel["orders"]...) // the key and the version
+	for _, c := range want {
+		if tombCols[c] == "" || tombCols[c] != ordersCols[c] {
+			t.Errorf("order_tombstones.%s is %q, want %q as in orders", c, tombCols[c], ordersCols[c])
+		}
+		delete(tombCols, c)
+	}
+	for c := range tombCols {
+		t.Errorf("order_tombstones.%s is neither the key nor a version column of orders", c)
 	}
 }
 
@@ -198,11 +241,14 @@ func TestColumnsMatchModel(t *testing.T) {
 			}
 		}
 	}
-	if got := value(t, byName["orders"], 0, "source_partition"); got != rec.Source.Partition {
-		t.Errorf("orders.source_partition is written as %v, want %d", got, rec.Source.Partition)
+	if got := value(t, byName["orders"], 0, "source_partition"); got != rec.Version.Partition {
+		t.Errorf("orders.source_partition is written as %v, want %d", got, rec.Version.Partition)
 	}
-	if got := value(t, byName["orders"], 0, "source_offset"); got != rec.Source.Offset {
-		t.Errorf("orders.source_offset is written as %v, want %d", got, rec.Source.Offset)
+	if got := value(t, byName["orders"], 0, "source_offset"); got != rec.Version.Offset {
+		t.Errorf("orders.source_offset is written as %v, want %d", got, rec.Version.Offset)
+	}
+	if got := value(t, byName["orders"], 0, "source_time"); got != rec.Version.Time {
+		t.Errorf("orders.source_time is written as %v, want %d", got, rec.Version.Time)
 	}
 }
 
@@ -211,7 +257,7 @@ func TestColumnsMatchModel(t *testing.T) {
 // seconds after 2021-01-01 UTC), with two items.
 func filledRecord(t *testing.T) orders.Record {
 	t.Helper()
-	rec := orders.Record{Source: orders.Source{Partition: 7001, Offset: 7002}}
+	rec := orders.Record{Version: orders.Version{Partition: 7001, Offset: 7002, Time: 7003}}
 	n := 0
 	var fill func(v reflect.Value, path string)
 	fill = func(v reflect.Value, path string) {

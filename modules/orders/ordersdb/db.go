@@ -1,7 +1,9 @@
 // Package ordersdb is the PostgreSQL implementation of orders.Store, written with
 // bun (pgdriver + pgdialect). Writes are bulk statements over array parameters
-// (INSERT ... SELECT FROM unnest(...)), one transaction per batch; reads load an
-// order with its delivery, payment and items in one round trip.
+// (INSERT ... SELECT FROM unnest(...)), one transaction per batch, each row
+// guarded by the version (orders.Version) of what is stored for its uid: an order,
+// or the tombstone a delete leaves in order_tombstones. Reads load an order with
+// its delivery, payment, items and version in one round trip.
 package ordersdb
 
 import (

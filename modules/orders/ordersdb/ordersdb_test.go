@@ -46,13 +46,18 @@ func countRows(t *testing.T, db *bun.DB, table, uid string) int {
 	return n
 }
 
-func TestDeleteCascadesToParts(t *testing.T) {
+// at returns the version at offset of partition 0.
+func at(offset int64) orders.Version {
+	return orders.Version{Offset: offset, Time: 1_764_000_000_000 + offset}
+}
+
+func TestTombstoneCascadesToParts(t *testing.T) {
 	ctx := context.Background()
 	d := dbtest.New(t)
 	db, s := d.Bun, d.Store
 	o := storetest.NewOrder("cascade-1", 2) // 3 items
 	keep := storetest.NewOrder("cascade-2", 2)
-	if _, err := s.UpsertBatch(ctx, []orders.Record{{Order: o}, {Order: keep}}); err != nil {
+	if _, err := s.ApplyBatch(ctx, []orders.Record{{Order: o, Version: at(1)}, {Order: keep, Version: at(2)}}); err != nil {
 		t.Fatal(err)
 	}
 	for table, want := range map[string]int{"orders": 1, "delivery": 1, "payment": 1, "items": 3} {
@@ -60,8 +65,11 @@ func TestDeleteCascadesToParts(t *testing.T) {
 			t.Fatalf("before delete: %s has %d rows, want %d", table, n, want)
 		}
 	}
-	if err := s.Delete(ctx, o.OrderUID); err != nil {
+	if _, err := s.ApplyBatch(ctx, []orders.Record{{Order: orders.Order{OrderUID: o.OrderUID}, Version: at(3), Deleted: true}}); err != nil {
 		t.Fatal(err)
+	}
+	if n := countRows(t, db, "order_tombstones", o.OrderUID); n != 1 {
+		t.Fatalf("after delete: %d tombstones of the order, want 1", n)
 	}
 	for _, table := range []string{"orders", "delivery", "payment", "items"} {
 		if n := countRows(t, db, table, o.OrderUID); n != 0 {
@@ -73,27 +81,31 @@ func TestDeleteCascadesToParts(t *testing.T) {
 	}
 }
 
-func TestUpsertBatchWritesOnlyAppliedParts(t *testing.T) {
+func TestApplyBatchWritesOnlyAppliedParts(t *testing.T) {
 	ctx := context.Background()
 	d := dbtest.New(t)
 	db, s := d.Bun, d.Store
 	newer := storetest.NewOrder("parts-1", 1) // 2 items
-	if _, err := s.UpsertBatch(ctx, []orders.Record{{Order: newer, Source: orders.Source{Offset: 10}}}); err != nil {
+	if _, err := s.ApplyBatch(ctx, []orders.Record{{Order: newer, Version: at(10)}}); err != nil {
 		t.Fatal(err)
 	}
 	// A stale version with 3 items and a fresh order in one batch: the stale
 	// order's items must not be touched.
 	stale := storetest.NewOrder("parts-1", 2)
 	fresh := storetest.NewOrder("parts-2", 0)
-	applied, err := s.UpsertBatch(ctx, []orders.Record{
-		{Order: stale, Source: orders.Source{Offset: 9}},
-		{Order: fresh, Source: orders.Source{Offset: 11}},
+	stored, err := s.ApplyBatch(ctx, []orders.Record{
+		{Order: stale, Version: at(9)},
+		{Order: fresh, Version: at(11)},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(applied, []string{"parts-2"}) {
-		t.Fatalf("applied %v, want [parts-2]", applied)
+	want := []orders.Stored{
+		{UID: "parts-1", Version: at(10)},
+		{UID: "parts-2", Version: at(11), Changed: true},
+	}
+	if !slices.Equal(stored, want) {
+		t.Fatalf("stored %+v, want %+v (in uid order)", stored, want)
 	}
 	if n := countRows(t, db, "items", "parts-1"); n != 2 {
 		t.Fatalf("stale version changed items: %d rows, want 2", n)
@@ -111,19 +123,19 @@ func TestInvalidUIDs(t *testing.T) {
 	ctx := context.Background()
 	s := dbtest.New(t).Store
 	bad := "no spaces allowed"
-	if _, err := s.Get(ctx, bad); !errors.Is(err, orders.ErrInvalidUID) {
+	if _, _, err := s.Get(ctx, bad); !errors.Is(err, orders.ErrInvalidUID) {
 		t.Errorf("Get: %v, want ErrInvalidUID", err)
 	}
-	if err := s.Delete(ctx, bad); !errors.Is(err, orders.ErrInvalidUID) {
-		t.Errorf("Delete: %v, want ErrInvalidUID", err)
-	}
-	if err := s.Put(ctx, storetest.NewOrder(bad, 1)); !errors.Is(err, orders.ErrInvalidUID) {
-		t.Errorf("Put: %v, want ErrInvalidUID", err)
-	}
-	// UpsertBatch trusts validated input; the schema still refuses a bad uid, as a data error.
-	_, err := s.UpsertBatch(ctx, []orders.Record{{Order: storetest.NewOrder(bad, 1)}})
-	if err == nil || dberr.Classify(err) != dberr.Data {
-		t.Errorf("UpsertBatch with a bad uid: %v (class %v), want a data error", err, dberr.Classify(err))
+	// ApplyBatch trusts validated input; the schema still refuses a bad uid, as a
+	// data error, in an order and in a tombstone.
+	for _, r := range []orders.Record{
+		{Order: storetest.NewOrder(bad, 1), Version: at(1)},
+		{Order: orders.Order{OrderUID: bad}, Version: at(1), Deleted: true},
+	} {
+		_, err := s.ApplyBatch(ctx, []orders.Record{r})
+		if err == nil || dberr.Classify(err) != dberr.Data {
+			t.Errorf("ApplyBatch with a bad uid (deleted %v): %v (class %v), want a data error", r.Deleted, err, dberr.Classify(err))
+		}
 	}
 }
 
@@ -138,7 +150,11 @@ func TestDataErrorsRollBackTheWholeBatch(t *testing.T) {
 	negative.Items[0].Price = -1 // items_money_check: SQLSTATE 23514
 
 	for _, bad := range []orders.Order{poison, negative} {
-		_, err := s.UpsertBatch(ctx, []orders.Record{{Order: good}, {Order: bad}})
+		_, err := s.ApplyBatch(ctx, []orders.Record{
+			{Order: good, Version: at(1)},
+			{Order: bad, Version: at(2)},
+			{Order: orders.Order{OrderUID: "gone-1"}, Version: at(3), Deleted: true},
+		})
 		if err == nil {
 			t.Fatalf("batch with %s: no error", bad.OrderUID)
 		}
@@ -148,14 +164,29 @@ func TestDataErrorsRollBackTheWholeBatch(t *testing.T) {
 		if n := countRows(t, db, "orders", good.OrderUID); n != 0 {
 			t.Fatalf("failed batch left %d rows of the good order", n)
 		}
+		if n := countRows(t, db, "order_tombstones", "gone-1"); n != 0 {
+			t.Fatalf("failed batch left a tombstone")
+		}
+	}
+	// A failing tombstone statement rolls back the orders of its batch too.
+	_, err := s.ApplyBatch(ctx, []orders.Record{
+		{Order: good, Version: at(1)},
+		{Order: orders.Order{OrderUID: "bad uid"}, Version: at(3), Deleted: true},
+	})
+	if c := dberr.Classify(err); err == nil || c != dberr.Data {
+		t.Fatalf("batch with a bad tombstone: %v classified %v, want data", err, c)
+	}
+	if n := countRows(t, db, "orders", good.OrderUID); n != 0 {
+		t.Fatalf("failed batch left %d rows of the good order", n)
 	}
 }
 
 func TestConcurrentOverlappingBatches(t *testing.T) {
 	ctx := context.Background()
 	s := dbtest.New(t).Store
-	// Writers upsert the same uids with increasing offsets in different input
-	// orders; sorted writes mean no deadlock, and the highest offset ends up stored.
+	// Writers write the same uids with increasing offsets in different input
+	// orders, orders for the first half of the uids and tombstones for the other;
+	// sorted writes mean no deadlock, and the highest offset ends up stored.
 	const writers, uids, rounds = 4, 50, 5
 	var wg sync.WaitGroup
 	errs := make(chan error, writers*rounds)
@@ -170,11 +201,12 @@ func TestConcurrentOverlappingBatches(t *testing.T) {
 					}
 					off := int64(r*writers + w)
 					batch = append(batch, orders.Record{
-						Order:  storetest.NewOrder(fmt.Sprintf("race-%02d", u), int(off)),
-						Source: orders.Source{Offset: off},
+						Order:   storetest.NewOrder(fmt.Sprintf("race-%02d", u), int(off)),
+						Version: at(off),
+						Deleted: u >= uids/2,
 					})
 				}
-				if _, err := s.UpsertBatch(ctx, batch); err != nil {
+				if _, err := s.ApplyBatch(ctx, batch); err != nil {
 					errs <- err
 				}
 			}
@@ -188,9 +220,18 @@ func TestConcurrentOverlappingBatches(t *testing.T) {
 	top := int64((rounds-1)*writers + writers - 1)
 	for i := range uids {
 		uid := fmt.Sprintf("race-%02d", i)
-		got, err := s.Get(ctx, uid)
+		got, v, err := s.Get(ctx, uid)
+		if i >= uids/2 {
+			if !errors.Is(err, orders.ErrNotFound) || v != at(top) {
+				t.Fatalf("Get(%s) = %v, version %+v; want ErrNotFound at %+v", uid, err, v, at(top))
+			}
+			continue
+		}
 		if err != nil {
 			t.Fatal(err)
+		}
+		if v != at(top) {
+			t.Fatalf("Get(%s) version %+v, want %+v", uid, v, at(top))
 		}
 		storetest.RequireEqual(t, got, storetest.NewOrder(uid, int(top)))
 	}
@@ -234,7 +275,7 @@ func TestClassify(t *testing.T) {
 	}{
 		{"nil", nil, dberr.Fatal},
 		{"deadline", context.DeadlineExceeded, dberr.Transient},
-		{"canceled wrapped", fmt.Errorf("upsert batch: %w", context.Canceled), dberr.Transient},
+		{"canceled wrapped", fmt.Errorf("apply batch: %w", context.Canceled), dberr.Transient},
 		{"bad conn", driver.ErrBadConn, dberr.Transient},
 		{"conn done", sql.ErrConnDone, dberr.Transient},
 		{"eof", io.EOF, dberr.Transient},
@@ -315,44 +356,49 @@ func TestServerCrashIsTransient(t *testing.T) {
 	batch := func(off int64) []orders.Record {
 		var recs []orders.Record
 		for i := range 20 {
-			recs = append(recs, orders.Record{Order: storetest.NewOrder(fmt.Sprintf("crash-%02d", i), i), Source: orders.Source{Offset: off}})
+			recs = append(recs, orders.Record{Order: storetest.NewOrder(fmt.Sprintf("crash-%02d", i), i), Version: at(off)})
 		}
 		return recs
 	}
-	if _, err := s.UpsertBatch(ctx, batch(1)); err != nil {
+	if _, err := s.ApplyBatch(ctx, batch(1)); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	_, err := s.UpsertBatch(ctx, batch(2))
+	_, err := s.ApplyBatch(ctx, batch(2))
 	if err == nil {
-		t.Fatal("upsert on a killed server: no error")
+		t.Fatal("apply on a killed server: no error")
 	}
 	if got := dberr.Classify(err); got != dberr.Transient {
-		t.Fatalf("upsert on a killed server: %v classified %v, want transient", err, got)
+		t.Fatalf("apply on a killed server: %v classified %v, want transient", err, got)
 	}
-	if _, err := s.Get(ctx, "crash-00"); dberr.Classify(err) != dberr.Transient {
+	if _, _, err := s.Get(ctx, "crash-00"); dberr.Classify(err) != dberr.Transient {
 		t.Fatalf("get on a killed server: %v, want a transient error", err)
 	}
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
 	// The pool may hold dead connections: the retry (as the pipeline does) succeeds.
-	var applied []string
+	var stored []orders.Stored
 	for attempt := 0; ; attempt++ {
-		applied, err = s.UpsertBatch(ctx, batch(2))
+		stored, err = s.ApplyBatch(ctx, batch(2))
 		if err == nil {
 			break
 		}
 		if dberr.Classify(err) != dberr.Transient || attempt == 5 {
-			t.Fatalf("upsert after restart: %v (class %v)", err, dberr.Classify(err))
+			t.Fatalf("apply after restart: %v (class %v)", err, dberr.Classify(err))
 		}
 	}
-	if len(applied) != 20 {
-		t.Fatalf("after restart applied %d, want 20", len(applied))
+	for _, st := range stored {
+		if st.Version != at(2) {
+			t.Fatalf("after restart %+v, want every order at %+v", st, at(2))
+		}
 	}
-	got, err := s.Get(ctx, "crash-07")
+	if len(stored) != 20 {
+		t.Fatalf("after restart %d results, want 20", len(stored))
+	}
+	got, _, err := s.Get(ctx, "crash-07")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
@@ -31,49 +32,101 @@ func New(db *bun.DB) *Store {
 	return &Store{db: db}
 }
 
-// UpsertBatch implements orders.Store. Records are de-duplicated by uid (highest
-// offset wins, the later one on a tie) and written in one transaction with one
-// statement per table: the orders upsert is guarded by the source position, and
-// only the orders it applied get their delivery, payment and items replaced.
-// Rows are written in uid order so concurrent batches lock them in the same order.
-func (s *Store) UpsertBatch(ctx context.Context, recs []orders.Record) ([]string, error) {
+// ApplyBatch implements orders.Store. Records are de-duplicated by uid (the newest
+// version wins, the later record on a tie) and written in one transaction with one
+// statement per table: the orders upsert is guarded by the versions of the stored
+// orders and tombstones, and only the orders it applied get their delivery,
+// payment and items replaced; the tombstones, when the batch has any, take one
+// more statement. Rows are written in uid order so concurrent batches lock them in
+// the same order. The result is in uid order; the stored versions of the uids the
+// call did not change take one more query, only when there are such uids.
+//
+// A record with the zero Version is older than everything, so it is never written.
+func (s *Store) ApplyBatch(ctx context.Context, recs []orders.Record) ([]orders.Stored, error) {
 	if len(recs) == 0 {
 		return nil, nil
 	}
 	recs = dedupe(recs)
-	var applied []string
+	var stored []orders.Stored
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		var err error
-		applied, err = writeOrders(ctx, tx, recs, upsertOrdersSQL)
+		stored, err = applyBatch(ctx, tx, recs)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("upsert batch: %w", redact(err))
+		return nil, fmt.Errorf("apply batch: %w", redact(err))
 	}
-	return applied, nil
+	return stored, nil
 }
 
-// Put implements orders.Store: it writes o with orders.APISource when it is new,
-// and otherwise replaces its data but keeps the stored source position.
-func (s *Store) Put(ctx context.Context, o orders.Order) error {
-	if !orders.ValidUID(o.OrderUID) {
-		return fmt.Errorf("put: %w", orders.ErrInvalidUID)
+// applyBatch writes recs, de-duplicated and sorted by uid, in tx and returns what
+// is stored for each of them.
+func applyBatch(ctx context.Context, tx bun.Tx, recs []orders.Record) ([]orders.Stored, error) {
+	ords := recs // the ingest's batches: all orders
+	var tombs []orders.Record
+	if slices.ContainsFunc(recs, func(r orders.Record) bool { return r.Deleted || r.Version.IsZero() }) {
+		ords = make([]orders.Record, 0, len(recs))
+		for _, r := range recs {
+			switch {
+			case r.Version.IsZero(): // never newer than what is stored
+			case r.Deleted:
+				tombs = append(tombs, r)
+			default:
+				ords = append(ords, r)
+			}
+		}
 	}
-	recs := []orders.Record{{Order: o, Source: orders.APISource}}
-	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		_, err := writeOrders(ctx, tx, recs, putOrderSQL)
-		return err
-	})
+	var applied []string
+	if len(ords) > 0 {
+		var err error
+		if applied, err = writeOrders(ctx, tx, ords); err != nil {
+			return nil, err
+		}
+	}
+	if len(tombs) > 0 {
+		deleted, err := writeTombstones(ctx, tx, tombs)
+		if err != nil {
+			return nil, err
+		}
+		applied = append(applied, deleted...)
+	}
+
+	out := make([]orders.Stored, len(recs))
+	if len(applied) == len(recs) { // the hot path: everything written
+		for i := range recs {
+			out[i] = orders.Stored{UID: recs[i].UID(), Version: recs[i].Version, Deleted: recs[i].Deleted, Changed: true}
+		}
+		return out, nil
+	}
+	changed := make(map[string]struct{}, len(applied))
+	for _, uid := range applied {
+		changed[uid] = struct{}{}
+	}
+	var unchanged []string
+	for i := range recs {
+		if _, ok := changed[recs[i].UID()]; ok {
+			out[i] = orders.Stored{UID: recs[i].UID(), Version: recs[i].Version, Deleted: recs[i].Deleted, Changed: true}
+		} else {
+			unchanged = append(unchanged, recs[i].UID())
+		}
+	}
+	current, err := readStored(ctx, tx, unchanged)
 	if err != nil {
-		return fmt.Errorf("put: %w", redact(err))
+		return nil, err
 	}
-	return nil
+	for i := range recs {
+		if !out[i].Changed {
+			out[i] = current[recs[i].UID()]
+			out[i].UID = recs[i].UID()
+		}
+	}
+	return out, nil
 }
 
-// writeOrders runs the orders statement ordersSQL for recs and then replaces the
-// delivery, payment and items of the orders it applied. It returns those uids.
-func writeOrders(ctx context.Context, tx bun.Tx, recs []orders.Record, ordersSQL string) ([]string, error) {
-	rows, err := tx.QueryContext(ctx, ordersSQL, ordersTable.args(recs)...)
+// writeOrders runs applyOrdersSQL for recs and then replaces the delivery, payment
+// and items of the orders it applied. It returns those uids.
+func writeOrders(ctx context.Context, tx bun.Tx, recs []orders.Record) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, applyOrdersSQL, ordersTable.args(recs)...)
 	if err != nil {
 		return nil, fmt.Errorf("orders: %w", err)
 	}
@@ -133,8 +186,44 @@ func writeOrders(ctx context.Context, tx bun.Tx, recs []orders.Record, ordersSQL
 	return applied, nil
 }
 
-// dedupe keeps one record per uid: the one with the highest offset, the later one
-// on a tie. The result is sorted by uid and does not alias recs.
+// writeTombstones runs applyTombstonesSQL for recs and returns the uids whose
+// tombstone it stored.
+func writeTombstones(ctx context.Context, tx bun.Tx, recs []orders.Record) ([]string, error) {
+	var applied []string
+	if err := tx.NewRaw(applyTombstonesSQL, tombstonesTable.args(recs)...).Scan(ctx, &applied); err != nil {
+		return nil, fmt.Errorf("tombstones: %w", err)
+	}
+	return applied, nil
+}
+
+// readStored returns what is stored for uids: the version of the order, else of
+// the tombstone (Deleted); uids with neither are absent.
+func readStored(ctx context.Context, tx bun.Tx, uids []string) (map[string]orders.Stored, error) {
+	rows, err := tx.QueryContext(ctx, storedSQL, pgdialect.Array(uids), pgdialect.Array(uids))
+	if err != nil {
+		return nil, fmt.Errorf("stored versions: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[string]orders.Stored, len(uids))
+	for rows.Next() {
+		var st orders.Stored
+		v := &st.Version
+		if err := rows.Scan(&st.UID, &v.Partition, &v.Offset, &v.Time, &st.Deleted); err != nil {
+			return nil, fmt.Errorf("stored versions: scan: %w", err)
+		}
+		if prev, ok := out[st.UID]; ok && !prev.Deleted {
+			continue // an order and a tombstone left behind by its re-creation: the order is stored
+		}
+		out[st.UID] = st
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("stored versions: %w", err)
+	}
+	return out, nil
+}
+
+// dedupe keeps one record per uid: the newest (orders.Version.Compare), the later
+// one on a tie. The result is sorted by uid and does not alias recs.
 func dedupe(recs []orders.Record) []orders.Record {
 	out := make([]orders.Record, 0, len(recs))
 	at := make(map[string]int, len(recs))
@@ -145,7 +234,7 @@ func dedupe(recs []orders.Record) []orders.Record {
 			out = append(out, r)
 			continue
 		}
-		if r.Source.Offset >= out[i].Source.Offset {
+		if r.Version.Compare(out[i].Version) >= 0 {
 			out[i] = r
 		}
 	}
@@ -153,28 +242,32 @@ func dedupe(recs []orders.Record) []orders.Record {
 	return out
 }
 
-// Get implements orders.Store in one round trip. A malformed uid gives
-// orders.ErrInvalidUID.
-func (s *Store) Get(ctx context.Context, uid string) (orders.Order, error) {
+// Get implements orders.Store in one round trip, which also reads the tombstone
+// (getSQL). A malformed uid gives orders.ErrInvalidUID.
+func (s *Store) Get(ctx context.Context, uid string) (orders.Order, orders.Version, error) {
 	if !orders.ValidUID(uid) {
-		return orders.Order{}, fmt.Errorf("get: %w", orders.ErrInvalidUID)
+		return orders.Order{}, orders.Version{}, fmt.Errorf("get: %w", orders.ErrInvalidUID)
 	}
 	stmt, err := s.getStatement(ctx)
 	if err != nil {
-		return orders.Order{}, fmt.Errorf("get: %w", err)
+		return orders.Order{}, orders.Version{}, fmt.Errorf("get: %w", err)
 	}
 	rows, err := stmt.QueryContext(ctx, uid)
 	if err != nil {
-		return orders.Order{}, fmt.Errorf("get: %w", err)
+		return orders.Order{}, orders.Version{}, fmt.Errorf("get: %w", err)
 	}
-	list, _, err := scanOrders(rows)
+	list, seqs, err := scanOrders(rows)
 	if err != nil {
-		return orders.Order{}, fmt.Errorf("get: %w", err)
+		return orders.Order{}, orders.Version{}, fmt.Errorf("get: %w", err)
 	}
-	if len(list) == 0 {
-		return orders.Order{}, orders.ErrNotFound
+	var tombstone orders.Version
+	for i := range list {
+		if seqs[i] != 0 { // the order; a tombstone next to it is older
+			return list[i].Order, list[i].Version, nil
+		}
+		tombstone = list[i].Version
 	}
-	return list[0], nil
+	return orders.Order{}, tombstone, orders.ErrNotFound
 }
 
 // getStatement returns the prepared lookup by uid, preparing it on first use: the
@@ -189,7 +282,7 @@ func (s *Store) getStatement(ctx context.Context) (*sql.Stmt, error) {
 	if stmt := s.getStmt.Load(); stmt != nil {
 		return stmt, nil
 	}
-	stmt, err := s.db.DB.PrepareContext(ctx, selectOrderSQL+"WHERE o.order_uid = $1")
+	stmt, err := s.db.DB.PrepareContext(ctx, getSQL)
 	if err != nil {
 		return nil, fmt.Errorf("prepare: %w", err)
 	}
@@ -200,7 +293,8 @@ func (s *Store) getStatement(ctx context.Context) (*sql.Stmt, error) {
 // List implements orders.Store with keyset pagination on the insertion sequence,
 // in one round trip per page. The page's last order is never repeated on the next
 // page, and orders inserted while paging are newer than every cursor, so a walk
-// visits each order that existed when it started exactly once (unless deleted).
+// visits each order that existed when it started exactly once (unless deleted; an
+// order re-created after a delete is listed as new).
 func (s *Store) List(ctx context.Context, limit int, cursor string) (orders.Page, error) {
 	if limit < 1 || limit > orders.MaxListLimit {
 		return orders.Page{}, fmt.Errorf("list: %w", orders.ErrInvalidLimit)
@@ -225,42 +319,42 @@ func (s *Store) List(ctx context.Context, limit int, cursor string) (orders.Page
 	if err != nil {
 		return orders.Page{}, fmt.Errorf("list: %w", err)
 	}
-	page := orders.Page{Orders: list}
+	var page orders.Page
 	if len(list) > limit {
-		page.Orders = list[:limit]
+		list = list[:limit]
 		page.NextCursor = encodeCursor(seqs[limit-1])
+	}
+	page.Orders = make([]orders.Order, len(list))
+	page.Versions = make([]orders.Version, len(list))
+	for i := range list {
+		page.Orders[i], page.Versions[i] = list[i].Order, list[i].Version
 	}
 	return page, nil
 }
 
-// Delete implements orders.Store; the delivery, payment and items rows go with
-// the order (ON DELETE CASCADE). A malformed uid gives orders.ErrInvalidUID.
-func (s *Store) Delete(ctx context.Context, uid string) error {
-	if !orders.ValidUID(uid) {
-		return fmt.Errorf("delete: %w", orders.ErrInvalidUID)
-	}
-	res, err := s.db.NewDelete().TableExpr("orders").Where("order_uid = ?", uid).Exec(ctx)
+// PurgeTombstones implements orders.Store. Once a tombstone is purged, a version
+// of its order older than the delete is accepted again (a replay from before the
+// delete re-creates the order), so the cutoff must be older than any replay.
+func (s *Store) PurgeTombstones(ctx context.Context, cutoff time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, purgeTombstonesSQL, cutoff)
 	if err != nil {
-		return fmt.Errorf("delete: %w", err)
+		return 0, fmt.Errorf("purge tombstones: %w", err)
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return fmt.Errorf("delete: %w", err)
+		return 0, fmt.Errorf("purge tombstones: %w", err)
 	}
-	if n == 0 {
-		return orders.ErrNotFound
-	}
-	return nil
+	return n, nil
 }
 
-// scanOrders reads rows of selectOrderSQL and closes them. It returns the orders
-// and their sequence numbers.
-func scanOrders(rows *sql.Rows) ([]orders.Order, []int64, error) {
+// scanOrders reads rows of selectOrderSQL (or getSQL) and closes them. It returns
+// the orders with their versions, and their sequence numbers.
+func scanOrders(rows *sql.Rows) ([]orders.Record, []int64, error) {
 	defer rows.Close()
 	var (
-		list  []orders.Order
+		list  []orders.Record
 		seqs  []int64
-		rec   orders.Record // each row is scanned into rec.Order, then copied out
+		rec   orders.Record // each row is scanned into rec, then copied out
 		seq   int64
 		items []byte
 	)
@@ -285,7 +379,7 @@ func scanOrders(rows *sql.Rows) ([]orders.Order, []int64, error) {
 		if err := json.Unmarshal(items, &o.Items); err != nil {
 			return nil, nil, fmt.Errorf("scan items of %s: %w", o.OrderUID, err)
 		}
-		list = append(list, *o)
+		list = append(list, rec)
 		seqs = append(seqs, seq)
 	}
 	if err := rows.Err(); err != nil {

@@ -32,10 +32,10 @@ func TestNewIsMigratedWithAWorkingStore(t *testing.T) {
 	}
 	o, _ := testkit.Canonical(t)
 	ctx := context.Background()
-	if _, err := db.Store.UpsertBatch(ctx, []orders.Record{{Order: o}}); err != nil {
+	if _, err := db.Store.ApplyBatch(ctx, []orders.Record{{Order: o, Version: orders.Version{Offset: 1, Time: 1}}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Store.Get(ctx, o.OrderUID); err != nil {
+	if _, _, err := db.Store.Get(ctx, o.OrderUID); err != nil {
 		t.Fatal(err)
 	}
 	other := db.OpenPool(t, 2)

@@ -22,20 +22,26 @@ import (
 // Run runs the contract suite. newStore must return a store over a fresh, empty,
 // migrated database for each call (each subtest calls it once).
 func Run(t *testing.T, newStore func(t *testing.T) orders.Store) {
-	t.Run("UpsertThousandInOneCall", func(t *testing.T) { testUpsertThousand(t, newStore(t)) })
+	t.Run("ApplyThousandInOneCall", func(t *testing.T) { testApplyThousand(t, newStore(t)) })
 	t.Run("EmptyBatch", func(t *testing.T) { testEmptyBatch(t, newStore(t)) })
 	t.Run("SameBatchAgainChangesNothing", func(t *testing.T) { testSameBatchAgain(t, newStore(t)) })
 	t.Run("StaleVersionDoesNotOverwrite", func(t *testing.T) { testStaleVersion(t, newStore(t)) })
-	t.Run("DuplicateUIDInBatch", func(t *testing.T) { testDuplicateInBatch(t, newStore(t)) })
+	t.Run("NewestInBatchWins", func(t *testing.T) { testNewestInBatch(t, newStore(t)) })
+	t.Run("CrossPartitionVersionsByTimeThenPartition", func(t *testing.T) { testCrossPartition(t, newStore(t)) })
+	t.Run("ZeroVersionIsNeverWritten", func(t *testing.T) { testZeroVersion(t, newStore(t)) })
 	t.Run("ReplacedOrderReplacesItems", func(t *testing.T) { testReplaceItems(t, newStore(t)) })
 	t.Run("GetCanonicalEqualsModelJSON", func(t *testing.T) { testGetCanonical(t, newStore(t)) })
 	t.Run("EveryFieldRoundTrips", func(t *testing.T) { testEveryField(t, newStore(t)) })
 	t.Run("GetUnknown", func(t *testing.T) { testGetUnknown(t, newStore(t)) })
 	t.Run("ListVisitsEachOrderOnceWhileInserting", func(t *testing.T) { testListPagination(t, newStore(t)) })
+	t.Run("ListReturnsVersions", func(t *testing.T) { testListVersions(t, newStore(t)) })
 	t.Run("ListRejectsBadInput", func(t *testing.T) { testListBadInput(t, newStore(t)) })
-	t.Run("PutThenOlderReplayDoesNotUndo", func(t *testing.T) { testPutThenReplay(t, newStore(t)) })
-	t.Run("PutCreates", func(t *testing.T) { testPutCreates(t, newStore(t)) })
-	t.Run("Delete", func(t *testing.T) { testDelete(t, newStore(t)) })
+	t.Run("TombstoneDeletesAndRefusesOlder", func(t *testing.T) { testTombstoneDeletes(t, newStore(t)) })
+	t.Run("NewerVersionAfterTombstoneRecreates", func(t *testing.T) { testRecreate(t, newStore(t)) })
+	t.Run("TombstoneOfUnknownUID", func(t *testing.T) { testTombstoneUnknown(t, newStore(t)) })
+	t.Run("TombstoneOlderThanOrderChangesNothing", func(t *testing.T) { testStaleTombstone(t, newStore(t)) })
+	t.Run("OrdersAndTombstonesInOneBatch", func(t *testing.T) { testMixedBatch(t, newStore(t)) })
+	t.Run("PurgeTombstones", func(t *testing.T) { testPurge(t, newStore(t)) })
 }
 
 // NewOrder returns a valid order shaped like the canonical one with the given uid;
@@ -99,8 +105,27 @@ func NewOrder(uid string, variant int) orders.Order {
 	return o
 }
 
-func rec(o orders.Order, partition int32, offset int64) orders.Record {
-	return orders.Record{Order: o, Source: orders.Source{Partition: partition, Offset: offset}}
+// baseTime is the record time (Unix ms) of the versions made by at.
+const baseTime = 1_764_000_000_000
+
+// at returns the version at offset of partition, with a record time that grows
+// with the offset. Tests of versions of different partitions use atTime.
+func at(partition int32, offset int64) orders.Version {
+	return orders.Version{Partition: partition, Offset: offset, Time: baseTime + offset}
+}
+
+// atTime returns the version at offset of partition with record time ms.
+func atTime(partition int32, offset, ms int64) orders.Version {
+	return orders.Version{Partition: partition, Offset: offset, Time: ms}
+}
+
+func rec(o orders.Order, v orders.Version) orders.Record {
+	return orders.Record{Order: o, Version: v}
+}
+
+// tomb returns the tombstone of uid at version v.
+func tomb(uid string, v orders.Version) orders.Record {
+	return orders.Record{Order: orders.Order{OrderUID: uid}, Version: v, Deleted: true}
 }
 
 // RequireEqual fails the test unless got and want encode to the same JSON.
@@ -119,26 +144,91 @@ func RequireEqual(t testing.TB, got, want orders.Order) {
 	}
 }
 
-func get(t *testing.T, s orders.Store, uid string) orders.Order {
+// get returns the order with uid and its version; any error fails the test.
+func get(t *testing.T, s orders.Store, uid string) (orders.Order, orders.Version) {
 	t.Helper()
-	o, err := s.Get(context.Background(), uid)
+	o, v, err := s.Get(context.Background(), uid)
 	if err != nil {
 		t.Fatalf("Get(%s): %v", uid, err)
 	}
-	return o
+	return o, v
 }
 
-func upsert(t *testing.T, s orders.Store, recs ...orders.Record) []string {
+// requireOrder fails the test unless the store holds want at version v.
+func requireOrder(t *testing.T, s orders.Store, want orders.Order, v orders.Version) {
 	t.Helper()
-	applied, err := s.UpsertBatch(context.Background(), recs)
-	if err != nil {
-		t.Fatalf("UpsertBatch: %v", err)
+	got, gotV := get(t, s, want.OrderUID)
+	RequireEqual(t, got, want)
+	if gotV != v {
+		t.Fatalf("Get(%s) version %+v, want %+v", want.OrderUID, gotV, v)
 	}
-	slices.Sort(applied)
-	return applied
 }
 
-// listAll walks every page and returns the uids in listing order.
+// requireGone fails the test unless Get(uid) gives ErrNotFound with version v
+// (the tombstone's; zero when none is kept).
+func requireGone(t *testing.T, s orders.Store, uid string, v orders.Version) {
+	t.Helper()
+	o, gotV, err := s.Get(context.Background(), uid)
+	if !errors.Is(err, orders.ErrNotFound) {
+		t.Fatalf("Get(%s) = order %q, error %v; want ErrNotFound", uid, o.OrderUID, err)
+	}
+	if gotV != v {
+		t.Fatalf("Get(%s): ErrNotFound with version %+v, want %+v", uid, gotV, v)
+	}
+}
+
+// apply writes recs with ApplyBatch, checks that the result has exactly one
+// Stored per uid of recs, and returns them by uid.
+func apply(t *testing.T, s orders.Store, recs ...orders.Record) map[string]orders.Stored {
+	t.Helper()
+	stored, err := s.ApplyBatch(context.Background(), recs)
+	if err != nil {
+		t.Fatalf("ApplyBatch: %v", err)
+	}
+	uids := map[string]bool{}
+	for i := range recs {
+		uids[recs[i].UID()] = true
+	}
+	byUID := make(map[string]orders.Stored, len(stored))
+	for _, st := range stored {
+		if !uids[st.UID] {
+			t.Fatalf("ApplyBatch returned %+v: uid not in the batch", st)
+		}
+		if _, dup := byUID[st.UID]; dup {
+			t.Fatalf("ApplyBatch returned uid %s twice: %+v", st.UID, stored)
+		}
+		byUID[st.UID] = st
+	}
+	if len(byUID) != len(uids) {
+		t.Fatalf("ApplyBatch returned %d results for %d uids: %+v", len(byUID), len(uids), stored)
+	}
+	return byUID
+}
+
+// requireStored fails the test unless got is what the store holds for uid
+// (version v, deleted or not) and changed says whether the call wrote it.
+func requireStored(t *testing.T, got map[string]orders.Stored, uid string, v orders.Version, deleted, changed bool) {
+	t.Helper()
+	want := orders.Stored{UID: uid, Version: v, Deleted: deleted, Changed: changed}
+	if got[uid] != want {
+		t.Fatalf("ApplyBatch result for %s: %+v, want %+v", uid, got[uid], want)
+	}
+}
+
+// changedUIDs returns the sorted uids of stored that the call changed.
+func changedUIDs(stored map[string]orders.Stored) []string {
+	var uids []string
+	for uid, st := range stored {
+		if st.Changed {
+			uids = append(uids, uid)
+		}
+	}
+	slices.Sort(uids)
+	return uids
+}
+
+// listAll walks every page and returns the uids in listing order. It checks that
+// each page has one version per order.
 func listAll(t *testing.T, s orders.Store, limit int) []string {
 	t.Helper()
 	var uids []string
@@ -147,6 +237,9 @@ func listAll(t *testing.T, s orders.Store, limit int) []string {
 		page, err := s.List(context.Background(), limit, cursor)
 		if err != nil {
 			t.Fatalf("List(%d, %q): %v", limit, cursor, err)
+		}
+		if len(page.Versions) != len(page.Orders) {
+			t.Fatalf("List: %d orders, %d versions", len(page.Orders), len(page.Versions))
 		}
 		for _, o := range page.Orders {
 			uids = append(uids, o.OrderUID)
@@ -160,21 +253,18 @@ func listAll(t *testing.T, s orders.Store, limit int) []string {
 	return nil
 }
 
-func testUpsertThousand(t *testing.T, s orders.Store) {
+func testApplyThousand(t *testing.T, s orders.Store) {
 	const n = 1000
 	recs := make([]orders.Record, n)
-	want := make([]string, n)
 	for i := range recs {
-		uid := fmt.Sprintf("bulk-%04d", i)
-		recs[i] = rec(NewOrder(uid, i), 0, int64(i))
-		want[i] = uid
+		recs[i] = rec(NewOrder(fmt.Sprintf("bulk-%04d", i), i), at(0, int64(i)))
 	}
-	applied := upsert(t, s, recs...)
-	if !slices.Equal(applied, want) {
-		t.Fatalf("applied %d uids, want all %d", len(applied), n)
+	stored := apply(t, s, recs...)
+	for _, r := range recs {
+		requireStored(t, stored, r.UID(), r.Version, false, true)
 	}
 	for i := 0; i < n; i += 97 {
-		RequireEqual(t, get(t, s, recs[i].Order.OrderUID), recs[i].Order)
+		requireOrder(t, s, recs[i].Order, recs[i].Version)
 	}
 	if got := listAll(t, s, orders.MaxListLimit); len(got) != n {
 		t.Fatalf("listing shows %d orders, want %d", len(got), n)
@@ -182,79 +272,162 @@ func testUpsertThousand(t *testing.T, s orders.Store) {
 }
 
 func testEmptyBatch(t *testing.T, s orders.Store) {
-	applied, err := s.UpsertBatch(context.Background(), nil)
-	if err != nil || len(applied) != 0 {
-		t.Fatalf("UpsertBatch(nil) = %v, %v; want nothing applied, no error", applied, err)
+	for _, recs := range [][]orders.Record{nil, {}} {
+		stored, err := s.ApplyBatch(context.Background(), recs)
+		if err != nil || len(stored) != 0 {
+			t.Fatalf("ApplyBatch(%#v) = %v, %v; want nothing, no error", recs, stored, err)
+		}
 	}
 }
 
+// testSameBatchAgain applies a batch twice, as a retry after a commit whose
+// outcome was unknown does: the second call changes nothing and reports the
+// versions the first one stored.
 func testSameBatchAgain(t *testing.T, s orders.Store) {
 	var recs []orders.Record
 	for i := range 50 {
-		recs = append(recs, rec(NewOrder(fmt.Sprintf("again-%02d", i), i), int32(i%3), int64(100+i)))
+		uid := fmt.Sprintf("again-%02d", i)
+		v := at(int32(i%3), int64(100+i))
+		if i%5 == 4 {
+			recs = append(recs, tomb(uid, v))
+		} else {
+			recs = append(recs, rec(NewOrder(uid, i), v))
+		}
 	}
-	if applied := upsert(t, s, recs...); len(applied) != len(recs) {
-		t.Fatalf("first upsert applied %d, want %d", len(applied), len(recs))
+	first := apply(t, s, recs...)
+	for _, r := range recs {
+		requireStored(t, first, r.UID(), r.Version, r.Deleted, true)
 	}
 	listing := listAll(t, s, 7)
-	if applied := upsert(t, s, recs...); len(applied) != 0 {
-		t.Fatalf("same batch again applied %v, want nothing", applied)
-	}
+	again := apply(t, s, recs...)
 	for _, r := range recs {
-		RequireEqual(t, get(t, s, r.Order.OrderUID), r.Order)
+		requireStored(t, again, r.UID(), r.Version, r.Deleted, false)
+		if r.Deleted {
+			requireGone(t, s, r.UID(), r.Version)
+		} else {
+			requireOrder(t, s, r.Order, r.Version)
+		}
 	}
-	if again := listAll(t, s, 7); !slices.Equal(again, listing) {
-		t.Fatalf("listing changed after a replayed batch:\nbefore %v\nafter  %v", listing, again)
+	if after := listAll(t, s, 7); !slices.Equal(after, listing) {
+		t.Fatalf("listing changed after a replayed batch:\nbefore %v\nafter  %v", listing, after)
 	}
 }
 
 func testStaleVersion(t *testing.T, s orders.Store) {
 	newer := NewOrder("stale-1", 2)
-	upsert(t, s, rec(newer, 1, 10))
+	apply(t, s, rec(newer, at(1, 10)))
 
-	if applied := upsert(t, s, rec(NewOrder("stale-1", 1), 1, 5)); len(applied) != 0 {
-		t.Fatalf("older offset applied: %v", applied)
-	}
-	if applied := upsert(t, s, rec(NewOrder("stale-1", 3), 1, 10)); len(applied) != 0 {
-		t.Fatalf("equal offset with other content applied: %v", applied)
-	}
-	RequireEqual(t, get(t, s, "stale-1"), newer)
+	stored := apply(t, s, rec(NewOrder("stale-1", 1), at(1, 5)))
+	requireStored(t, stored, "stale-1", at(1, 10), false, false)
+	stored = apply(t, s, rec(NewOrder("stale-1", 3), at(1, 10)))
+	requireStored(t, stored, "stale-1", at(1, 10), false, false) // equal version, other content
+	requireOrder(t, s, newer, at(1, 10))
 
 	newest := NewOrder("stale-1", 4)
-	if applied := upsert(t, s, rec(newest, 1, 11)); !slices.Equal(applied, []string{"stale-1"}) {
-		t.Fatalf("newer offset: applied %v, want [stale-1]", applied)
-	}
-	RequireEqual(t, get(t, s, "stale-1"), newest)
+	stored = apply(t, s, rec(newest, at(1, 11)))
+	requireStored(t, stored, "stale-1", at(1, 11), false, true)
+	requireOrder(t, s, newest, at(1, 11))
 
 	// In a mixed batch only the stale record is skipped.
 	fresh := NewOrder("stale-2", 5)
-	applied := upsert(t, s, rec(NewOrder("stale-1", 6), 1, 3), rec(fresh, 1, 12))
-	if !slices.Equal(applied, []string{"stale-2"}) {
-		t.Fatalf("mixed batch applied %v, want [stale-2]", applied)
-	}
-	RequireEqual(t, get(t, s, "stale-1"), newest)
-	RequireEqual(t, get(t, s, "stale-2"), fresh)
+	stored = apply(t, s, rec(NewOrder("stale-1", 6), at(1, 3)), rec(fresh, at(1, 12)))
+	requireStored(t, stored, "stale-1", at(1, 11), false, false)
+	requireStored(t, stored, "stale-2", at(1, 12), false, true)
+	requireOrder(t, s, newest, at(1, 11))
+	requireOrder(t, s, fresh, at(1, 12))
 }
 
-func testDuplicateInBatch(t *testing.T, s orders.Store) {
+func testNewestInBatch(t *testing.T, s orders.Store) {
+	// The same version twice: the later record wins.
 	later := NewOrder("dup-1", 2)
-	applied := upsert(t, s, rec(NewOrder("dup-1", 1), 0, 7), rec(later, 0, 7))
-	if !slices.Equal(applied, []string{"dup-1"}) {
-		t.Fatalf("applied %v, want [dup-1] once", applied)
-	}
-	RequireEqual(t, get(t, s, "dup-1"), later)
+	stored := apply(t, s, rec(NewOrder("dup-1", 1), at(0, 7)), rec(later, at(0, 7)))
+	requireStored(t, stored, "dup-1", at(0, 7), false, true)
+	requireOrder(t, s, later, at(0, 7))
 
+	// The highest offset wins wherever it is in the batch.
 	highest := NewOrder("dup-2", 3)
-	upsert(t, s, rec(highest, 0, 9), rec(NewOrder("dup-2", 4), 0, 8))
-	RequireEqual(t, get(t, s, "dup-2"), highest)
+	stored = apply(t, s, rec(highest, at(0, 9)), rec(NewOrder("dup-2", 4), at(0, 8)))
+	requireStored(t, stored, "dup-2", at(0, 9), false, true)
+	requireOrder(t, s, highest, at(0, 9))
+
+	// Across partitions the later record time wins, whatever the offsets.
+	newest := NewOrder("dup-3", 5)
+	stored = apply(t, s, rec(newest, atTime(1, 5, 2000)), rec(NewOrder("dup-3", 6), atTime(0, 9, 1000)))
+	requireStored(t, stored, "dup-3", atTime(1, 5, 2000), false, true)
+	requireOrder(t, s, newest, atTime(1, 5, 2000))
+
+	// A tombstone newer than an order of the same batch deletes it, and the reverse.
+	stored = apply(t, s,
+		rec(NewOrder("dup-4", 1), at(0, 20)), tomb("dup-4", at(0, 21)),
+		tomb("dup-5", at(0, 22)), rec(NewOrder("dup-5", 2), at(0, 23)))
+	requireStored(t, stored, "dup-4", at(0, 21), true, true)
+	requireStored(t, stored, "dup-5", at(0, 23), false, true)
+	requireGone(t, s, "dup-4", at(0, 21))
+	requireOrder(t, s, NewOrder("dup-5", 2), at(0, 23))
+}
+
+// testCrossPartition checks that versions of different partitions are ordered by
+// record time, then by partition, against stored orders and tombstones, while
+// versions of one partition are ordered by offset only.
+func testCrossPartition(t *testing.T, s orders.Store) {
+	const uid = "cross-1"
+	apply(t, s, rec(NewOrder(uid, 1), atTime(1, 100, 1000)))
+	steps := []struct {
+		v       orders.Version
+		deleted bool
+		applied bool
+	}{
+		{atTime(2, 1, 999), false, false},       // earlier time, higher partition
+		{atTime(0, 5000, 1000), false, false},   // same time, lower partition
+		{atTime(2, 1, 1000), false, true},       // same time, higher partition
+		{atTime(1, 101, 1), false, false},       // earlier time; offsets of different partitions do not count
+		{atTime(1, 200, 1001), false, true},     // later time
+		{atTime(1, 199, 5000), false, false},    // same partition: the offset decides, not the time
+		{atTime(3, 0, 1001), true, true},        // a tombstone, same time, higher partition
+		{atTime(0, 999999, 1000), false, false}, // older than the tombstone
+		{atTime(3, 1, 1), false, true},          // same partition as the tombstone, higher offset
+	}
+	current, deleted := atTime(1, 100, 1000), false
+	for i, st := range steps {
+		r := rec(NewOrder(uid, 10+i), st.v)
+		if st.deleted {
+			r = tomb(uid, st.v)
+		}
+		stored := apply(t, s, r)
+		if st.applied {
+			current, deleted = st.v, st.deleted
+		}
+		requireStored(t, stored, uid, current, deleted, st.applied)
+		if deleted {
+			requireGone(t, s, uid, current)
+		} else if st.applied {
+			requireOrder(t, s, r.Order, current)
+		}
+	}
+}
+
+// testZeroVersion checks that a record at the zero Version, which is older than
+// every version and the same as "nothing known", is never written.
+func testZeroVersion(t *testing.T, s orders.Store) {
+	stored := apply(t, s, rec(NewOrder("zero-1", 1), orders.Version{}), tomb("zero-2", orders.Version{}))
+	requireStored(t, stored, "zero-1", orders.Version{}, false, false)
+	requireStored(t, stored, "zero-2", orders.Version{}, false, false)
+	requireGone(t, s, "zero-1", orders.Version{})
+
+	o := NewOrder("zero-3", 2)
+	apply(t, s, rec(o, at(0, 0)))
+	stored = apply(t, s, tomb("zero-3", orders.Version{}), rec(NewOrder("zero-4", 3), at(0, 1)))
+	requireStored(t, stored, "zero-3", at(0, 0), false, false)
+	requireStored(t, stored, "zero-4", at(0, 1), false, true)
+	requireOrder(t, s, o, at(0, 0))
 }
 
 func testReplaceItems(t *testing.T, s orders.Store) {
 	three := NewOrder("items-1", 2) // 3 items
-	upsert(t, s, rec(three, 0, 1))
+	apply(t, s, rec(three, at(0, 1)))
 	one := NewOrder("items-1", 3) // 1 item
-	upsert(t, s, rec(one, 0, 2))
-	got := get(t, s, "items-1")
+	apply(t, s, rec(one, at(0, 2)))
+	got, _ := get(t, s, "items-1")
 	if len(got.Items) != 1 {
 		t.Fatalf("after replacing a 3-item order with a 1-item one: %d items", len(got.Items))
 	}
@@ -263,8 +436,9 @@ func testReplaceItems(t *testing.T, s orders.Store) {
 
 func testGetCanonical(t *testing.T, s orders.Store) {
 	o, raw := testkit.Canonical(t)
-	upsert(t, s, rec(o, 0, 0))
-	got, err := json.Marshal(get(t, s, o.OrderUID))
+	apply(t, s, rec(o, at(0, 0)))
+	stored, _ := get(t, s, o.OrderUID)
+	got, err := json.Marshal(stored)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,12 +449,12 @@ func testGetCanonical(t *testing.T, s orders.Store) {
 
 // testEveryField writes orders whose every field is set (checked, so that a field
 // added to the model but not to NewOrder is noticed) and reads them back equal,
-// through UpsertBatch, Put, Get and List: a field the store does not write or
-// read fails here.
+// through ApplyBatch, Get and List: a field the store does not write or read
+// fails here.
 func testEveryField(t *testing.T, s orders.Store) {
 	ctx := context.Background()
-	upserted, put := NewOrder("every-1", 1), NewOrder("every-2", 2)
-	for _, o := range []orders.Order{upserted, put} {
+	first, second := NewOrder("every-1", 1), NewOrder("every-2", 2)
+	for _, o := range []orders.Order{first, second} {
 		if zero := zeroFields(o); len(zero) > 0 {
 			t.Fatalf("NewOrder(%q, ...) leaves %v unset: set them so that every field is round-tripped", o.OrderUID, zero)
 		}
@@ -288,21 +462,23 @@ func testEveryField(t *testing.T, s orders.Store) {
 			t.Fatalf("NewOrder(%q, ...) is invalid: %v", o.OrderUID, err)
 		}
 	}
-	upsert(t, s, rec(upserted, 3, 4))
-	if err := s.Put(ctx, put); err != nil {
-		t.Fatalf("Put: %v", err)
-	}
-	RequireEqual(t, get(t, s, upserted.OrderUID), upserted)
-	RequireEqual(t, get(t, s, put.OrderUID), put)
+	v1, v2 := atTime(3, 4, baseTime+5), atTime(6, 7, baseTime+8)
+	apply(t, s, rec(first, v1))
+	apply(t, s, rec(second, v2))
+	requireOrder(t, s, first, v1)
+	requireOrder(t, s, second, v2)
 	page, err := s.List(ctx, 2, "")
 	if err != nil {
 		t.Fatalf("List: %v", err)
 	}
-	if len(page.Orders) != 2 {
-		t.Fatalf("List: %d orders, want 2", len(page.Orders))
+	if len(page.Orders) != 2 || len(page.Versions) != 2 {
+		t.Fatalf("List: %d orders, %d versions; want 2", len(page.Orders), len(page.Versions))
 	}
-	RequireEqual(t, page.Orders[0], put)
-	RequireEqual(t, page.Orders[1], upserted)
+	RequireEqual(t, page.Orders[0], second)
+	RequireEqual(t, page.Orders[1], first)
+	if page.Versions[0] != v2 || page.Versions[1] != v1 {
+		t.Fatalf("List versions %+v, want [%+v %+v]", page.Versions, v2, v1)
+	}
 }
 
 // zeroFields returns the JSON paths of the fields of o that hold their zero value
@@ -352,10 +528,8 @@ func mergeNonZero(dst, src reflect.Value) {
 }
 
 func testGetUnknown(t *testing.T, s orders.Store) {
-	upsert(t, s, rec(NewOrder("known", 1), 0, 1))
-	if _, err := s.Get(context.Background(), "unknown"); !errors.Is(err, orders.ErrNotFound) {
-		t.Fatalf("Get(unknown) error = %v, want ErrNotFound", err)
-	}
+	apply(t, s, rec(NewOrder("known", 1), at(0, 1)))
+	requireGone(t, s, "unknown", orders.Version{})
 }
 
 func testListPagination(t *testing.T, s orders.Store) {
@@ -366,10 +540,10 @@ func testListPagination(t *testing.T, s orders.Store) {
 		var batch []orders.Record
 		for i := b; i < min(b+60, total); i++ {
 			uid := fmt.Sprintf("page-%04d", i)
-			batch = append(batch, rec(NewOrder(uid, i), 0, int64(i)))
+			batch = append(batch, rec(NewOrder(uid, i), at(0, int64(i))))
 			want = append(want, uid)
 		}
-		upsert(t, s, batch...)
+		apply(t, s, batch...)
 	}
 	slices.Reverse(want)
 
@@ -383,6 +557,9 @@ func testListPagination(t *testing.T, s orders.Store) {
 		if len(p.Orders) > limit {
 			t.Fatalf("page %d has %d orders, limit %d", page, len(p.Orders), limit)
 		}
+		if len(p.Versions) != len(p.Orders) {
+			t.Fatalf("page %d has %d orders and %d versions", page, len(p.Orders), len(p.Versions))
+		}
 		for _, o := range p.Orders {
 			got = append(got, o.OrderUID)
 		}
@@ -395,11 +572,11 @@ func testListPagination(t *testing.T, s orders.Store) {
 		// New orders arrive between pages; they are newer than the cursor.
 		var fresh []orders.Record
 		for i := range 5 {
-			fresh = append(fresh, rec(NewOrder(fmt.Sprintf("new-%02d-%d", page, i), i), 1, int64(page*10+i)))
+			fresh = append(fresh, rec(NewOrder(fmt.Sprintf("new-%02d-%d", page, i), i), at(1, int64(page*10+i))))
 		}
-		upsert(t, s, fresh...)
+		apply(t, s, fresh...)
 		// An update of an already listed order does not move it.
-		upsert(t, s, rec(NewOrder(want[0], 999), 0, int64(1000+page)))
+		apply(t, s, rec(NewOrder(want[0], 999), at(0, int64(1000+page))))
 		cursor = p.NextCursor
 	}
 	if !slices.Equal(got, want) {
@@ -414,12 +591,54 @@ func testListPagination(t *testing.T, s orders.Store) {
 	if len(p.Orders) != 1 || p.Orders[0].OrderUID[:4] != "new-" {
 		t.Fatalf("newest order is %v, want one inserted during the walk", p.Orders)
 	}
-	RequireEqual(t, get(t, s, p.Orders[0].OrderUID), p.Orders[0])
+	requireOrder(t, s, p.Orders[0], p.Versions[0])
+}
+
+// testListVersions checks that each listed order comes with its stored version,
+// also after the order is replaced.
+func testListVersions(t *testing.T, s orders.Store) {
+	ctx := context.Background()
+	want := map[string]orders.Version{
+		"lv-1": atTime(0, 3, baseTime+30),
+		"lv-2": atTime(1, 2, baseTime+20),
+		"lv-3": atTime(2, 1, baseTime+10),
+	}
+	for uid, v := range want {
+		apply(t, s, rec(NewOrder(uid, int(v.Offset)), v))
+	}
+	want["lv-2"] = atTime(1, 9, baseTime+90)
+	apply(t, s, rec(NewOrder("lv-2", 9), want["lv-2"]))
+	for _, limit := range []int{1, 2, 10} {
+		seen := 0
+		cursor := ""
+		for {
+			p, err := s.List(ctx, limit, cursor)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.Versions) != len(p.Orders) {
+				t.Fatalf("List(%d): %d orders, %d versions", limit, len(p.Orders), len(p.Versions))
+			}
+			for i, o := range p.Orders {
+				if p.Versions[i] != want[o.OrderUID] {
+					t.Fatalf("List(%d): %s listed at version %+v, want %+v", limit, o.OrderUID, p.Versions[i], want[o.OrderUID])
+				}
+				seen++
+			}
+			if p.NextCursor == "" {
+				break
+			}
+			cursor = p.NextCursor
+		}
+		if seen != len(want) {
+			t.Fatalf("List(%d) listed %d orders, want %d", limit, seen, len(want))
+		}
+	}
 }
 
 func testListBadInput(t *testing.T, s orders.Store) {
 	ctx := context.Background()
-	upsert(t, s, rec(NewOrder("one", 1), 0, 1))
+	apply(t, s, rec(NewOrder("one", 1), at(0, 1)))
 	for _, limit := range []int{0, -1, orders.MaxListLimit + 1} {
 		if _, err := s.List(ctx, limit, ""); !errors.Is(err, orders.ErrInvalidLimit) {
 			t.Errorf("List(limit %d) error = %v, want ErrInvalidLimit", limit, err)
@@ -436,69 +655,172 @@ func testListBadInput(t *testing.T, s orders.Store) {
 	}
 }
 
-func testPutThenReplay(t *testing.T, s orders.Store) {
-	ctx := context.Background()
-	v1 := NewOrder("put-1", 2) // 3 items
-	upsert(t, s, rec(v1, 2, 10))
+func testTombstoneDeletes(t *testing.T, s orders.Store) {
+	keep := NewOrder("del-2", 3)
+	apply(t, s, rec(NewOrder("del-1", 2), at(0, 1)), rec(keep, at(0, 2)))
 
-	edited := NewOrder("put-1", 3) // 1 item
-	if err := s.Put(ctx, edited); err != nil {
-		t.Fatal(err)
+	stored := apply(t, s, tomb("del-1", at(0, 5)))
+	requireStored(t, stored, "del-1", at(0, 5), true, true)
+	requireGone(t, s, "del-1", at(0, 5))
+	if got := listAll(t, s, 10); !slices.Equal(got, []string{"del-2"}) {
+		t.Fatalf("listing after the delete: %v, want [del-2]", got)
 	}
-	RequireEqual(t, get(t, s, "put-1"), edited)
 
-	// Kafka redelivers the version already stored, and an older one.
-	if applied := upsert(t, s, rec(v1, 2, 10), rec(NewOrder("put-1", 1), 2, 4)); len(applied) != 0 {
-		t.Fatalf("replay after Put applied %v", applied)
-	}
-	if applied := upsert(t, s, rec(NewOrder("put-1", 1), 2, 4)); len(applied) != 0 {
-		t.Fatalf("older replay after Put applied %v", applied)
-	}
-	RequireEqual(t, get(t, s, "put-1"), edited)
-
-	// A genuinely newer Kafka version still wins over the edit.
-	v5 := NewOrder("put-1", 5)
-	if applied := upsert(t, s, rec(v5, 2, 11)); !slices.Equal(applied, []string{"put-1"}) {
-		t.Fatalf("newer version after Put: applied %v", applied)
-	}
-	RequireEqual(t, get(t, s, "put-1"), v5)
-}
-
-func testPutCreates(t *testing.T, s orders.Store) {
-	ctx := context.Background()
-	o := NewOrder("put-new", 4)
-	if err := s.Put(ctx, o); err != nil {
-		t.Fatal(err)
-	}
-	RequireEqual(t, get(t, s, "put-new"), o)
-	o2 := NewOrder("put-new", 5)
-	if err := s.Put(ctx, o2); err != nil {
-		t.Fatal(err)
-	}
-	RequireEqual(t, get(t, s, "put-new"), o2)
-	p, err := s.List(ctx, 10, "")
-	if err != nil || len(p.Orders) != 1 {
-		t.Fatalf("List after two Puts of one uid: %d orders, err %v; want 1", len(p.Orders), err)
-	}
-}
-
-func testDelete(t *testing.T, s orders.Store) {
-	ctx := context.Background()
-	upsert(t, s, rec(NewOrder("del-1", 2), 0, 1), rec(NewOrder("del-2", 3), 0, 2))
-	if err := s.Delete(ctx, "del-1"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Get(ctx, "del-1"); !errors.Is(err, orders.ErrNotFound) {
-		t.Fatalf("Get after Delete: %v, want ErrNotFound", err)
-	}
-	if err := s.Delete(ctx, "del-1"); !errors.Is(err, orders.ErrNotFound) {
-		t.Fatalf("second Delete: %v, want ErrNotFound", err)
+	// Versions older than the delete arriving later (a replay, a redelivery), the
+	// delete again, and an older delete change nothing.
+	for _, r := range []orders.Record{
+		rec(NewOrder("del-1", 4), at(0, 3)),
+		rec(NewOrder("del-1", 2), at(0, 1)),
+		tomb("del-1", at(0, 5)),
+		tomb("del-1", at(0, 4)),
+	} {
+		stored := apply(t, s, r)
+		requireStored(t, stored, "del-1", at(0, 5), true, false)
+		requireGone(t, s, "del-1", at(0, 5))
 	}
 	if got := listAll(t, s, 10); !slices.Equal(got, []string{"del-2"}) {
-		t.Fatalf("listing after Delete: %v, want [del-2]", got)
+		t.Fatalf("listing after older versions of a deleted order: %v, want [del-2]", got)
 	}
-	// The uid can be ingested again after a delete.
-	again := NewOrder("del-1", 4)
-	upsert(t, s, rec(again, 0, 3))
-	RequireEqual(t, get(t, s, "del-1"), again)
+	requireOrder(t, s, keep, at(0, 2))
+}
+
+func testRecreate(t *testing.T, s orders.Store) {
+	apply(t, s, rec(NewOrder("re-1", 2), at(0, 1)), rec(NewOrder("re-2", 1), at(0, 2)))
+	apply(t, s, tomb("re-1", at(0, 5)))
+
+	again := NewOrder("re-1", 3) // another number of items than the deleted one
+	stored := apply(t, s, rec(again, at(0, 7)))
+	requireStored(t, stored, "re-1", at(0, 7), false, true)
+	requireOrder(t, s, again, at(0, 7))
+	// A re-created order is listed as new.
+	if got := listAll(t, s, 10); !slices.Equal(got, []string{"re-1", "re-2"}) {
+		t.Fatalf("listing after re-creation: %v, want [re-1 re-2]", got)
+	}
+
+	// Older versions, of the order or of a delete, between the two change nothing.
+	for _, r := range []orders.Record{rec(NewOrder("re-1", 4), at(0, 6)), tomb("re-1", at(0, 6)), tomb("re-1", at(0, 5))} {
+		stored := apply(t, s, r)
+		requireStored(t, stored, "re-1", at(0, 7), false, false)
+		requireOrder(t, s, again, at(0, 7))
+	}
+
+	// A newer delete deletes it again.
+	stored = apply(t, s, tomb("re-1", at(0, 8)))
+	requireStored(t, stored, "re-1", at(0, 8), true, true)
+	requireGone(t, s, "re-1", at(0, 8))
+}
+
+// testTombstoneUnknown checks that the delete of a uid never seen is kept, so that
+// the order, arriving later but older, is refused.
+func testTombstoneUnknown(t *testing.T, s orders.Store) {
+	stored := apply(t, s, tomb("ghost", at(2, 10)))
+	requireStored(t, stored, "ghost", at(2, 10), true, true)
+	requireGone(t, s, "ghost", at(2, 10))
+
+	stored = apply(t, s, rec(NewOrder("ghost", 1), at(2, 9)))
+	requireStored(t, stored, "ghost", at(2, 10), true, false)
+	requireGone(t, s, "ghost", at(2, 10))
+	if got := listAll(t, s, 10); len(got) != 0 {
+		t.Fatalf("listing shows %v, want nothing", got)
+	}
+
+	later := NewOrder("ghost", 2)
+	stored = apply(t, s, rec(later, at(2, 11)))
+	requireStored(t, stored, "ghost", at(2, 11), false, true)
+	requireOrder(t, s, later, at(2, 11))
+}
+
+func testStaleTombstone(t *testing.T, s orders.Store) {
+	o := NewOrder("live-1", 2)
+	apply(t, s, rec(o, at(0, 10)))
+	for _, v := range []orders.Version{at(0, 4), at(0, 10)} {
+		stored := apply(t, s, tomb("live-1", v))
+		requireStored(t, stored, "live-1", at(0, 10), false, false)
+		requireOrder(t, s, o, at(0, 10))
+	}
+}
+
+func testMixedBatch(t *testing.T, s orders.Store) {
+	a, b, c := NewOrder("mix-a", 1), NewOrder("mix-b", 2), NewOrder("mix-c", 3)
+	apply(t, s, rec(a, at(0, 10)), rec(b, at(0, 10)), rec(c, at(0, 10)), tomb("mix-d", at(0, 10)))
+
+	b2, e := NewOrder("mix-b", 4), NewOrder("mix-e", 5)
+	stored := apply(t, s,
+		tomb("mix-f", at(0, 1)),              // a uid never seen
+		rec(e, at(0, 1)),                     // new
+		rec(NewOrder("mix-d", 6), at(0, 9)),  // older than its delete
+		tomb("mix-c", at(0, 9)),              // older than the order
+		rec(b2, at(0, 11)),                   // replaces
+		tomb("mix-a", at(0, 11)),             // deletes
+		rec(NewOrder("mix-a", 7), at(0, 10)), // the same uid, older than the delete
+		rec(NewOrder("mix-g", 8), at(0, 12)), // a new order deleted in the same batch
+		tomb("mix-g", at(0, 13)),
+	)
+	requireStored(t, stored, "mix-a", at(0, 11), true, true)
+	requireStored(t, stored, "mix-b", at(0, 11), false, true)
+	requireStored(t, stored, "mix-c", at(0, 10), false, false)
+	requireStored(t, stored, "mix-d", at(0, 10), true, false)
+	requireStored(t, stored, "mix-e", at(0, 1), false, true)
+	requireStored(t, stored, "mix-f", at(0, 1), true, true)
+	requireStored(t, stored, "mix-g", at(0, 13), true, true)
+	if got := changedUIDs(stored); !slices.Equal(got, []string{"mix-a", "mix-b", "mix-e", "mix-f", "mix-g"}) {
+		t.Fatalf("changed %v", got)
+	}
+
+	requireGone(t, s, "mix-a", at(0, 11))
+	requireOrder(t, s, b2, at(0, 11))
+	requireOrder(t, s, c, at(0, 10))
+	requireGone(t, s, "mix-d", at(0, 10))
+	requireOrder(t, s, e, at(0, 1))
+	requireGone(t, s, "mix-f", at(0, 1))
+	requireGone(t, s, "mix-g", at(0, 13))
+	if got := listAll(t, s, 10); !slices.Equal(got, []string{"mix-e", "mix-c", "mix-b"}) {
+		t.Fatalf("listing %v, want [mix-e mix-c mix-b]", got)
+	}
+}
+
+// testPurge checks that PurgeTombstones forgets the deletes applied before the
+// cutoff only, and the documented consequence: a version older than a forgotten
+// delete is accepted again.
+func testPurge(t *testing.T, s orders.Store) {
+	ctx := context.Background()
+	purge := func(cutoff time.Time) int64 {
+		t.Helper()
+		n, err := s.PurgeTombstones(ctx, cutoff)
+		if err != nil {
+			t.Fatalf("PurgeTombstones: %v", err)
+		}
+		return n
+	}
+	if n := purge(time.Now().Add(time.Hour)); n != 0 {
+		t.Fatalf("purge of an empty store removed %d", n)
+	}
+	apply(t, s, rec(NewOrder("old-1", 1), at(0, 1)), rec(NewOrder("kept", 2), at(0, 2)))
+	apply(t, s, tomb("old-1", at(0, 10)), tomb("old-2", at(0, 11)))
+	// The store's clock (the database's) need not be this process's exactly.
+	time.Sleep(250 * time.Millisecond)
+	cutoff := time.Now()
+	time.Sleep(250 * time.Millisecond)
+	apply(t, s, tomb("new-1", at(0, 12)))
+
+	if n := purge(cutoff.Add(-time.Hour)); n != 0 {
+		t.Fatalf("purge before every delete removed %d", n)
+	}
+	if n := purge(cutoff); n != 2 {
+		t.Fatalf("purge removed %d tombstones, want 2 (old-1, old-2)", n)
+	}
+	if n := purge(cutoff); n != 0 {
+		t.Fatalf("second purge removed %d", n)
+	}
+	requireGone(t, s, "old-1", orders.Version{})
+	requireGone(t, s, "old-2", orders.Version{})
+	requireGone(t, s, "new-1", at(0, 12))
+	requireOrder(t, s, NewOrder("kept", 2), at(0, 2))
+
+	// Forgotten deletes no longer refuse older versions; a kept one still does.
+	old := NewOrder("old-1", 3)
+	stored := apply(t, s, rec(old, at(0, 5)), rec(NewOrder("new-1", 4), at(0, 5)))
+	requireStored(t, stored, "old-1", at(0, 5), false, true)
+	requireStored(t, stored, "new-1", at(0, 12), true, false)
+	requireOrder(t, s, old, at(0, 5))
 }
