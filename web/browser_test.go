@@ -65,8 +65,8 @@ func liveServer(t *testing.T) (string, func(any)) {
 	if err := orders.Validate(&evil); err != nil {
 		t.Fatalf("xss order invalid: %v", err)
 	}
-	recs := []orders.Record{{Order: canonical, Source: orders.Source{Offset: 1}}, {Order: evil, Source: orders.Source{Offset: 2}}}
-	if _, err := store.UpsertBatch(ctx, recs); err != nil {
+	recs := []orders.Record{{Order: canonical, Version: orders.Version{Offset: 1}}, {Order: evil, Version: orders.Version{Offset: 2}}}
+	if _, err := store.ApplyBatch(ctx, recs); err != nil {
 		t.Fatalf("seed: %v", err)
 	}
 

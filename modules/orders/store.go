@@ -85,6 +85,7 @@ type Store interface {
 	// after cursor ("" = from the newest). Bad cursor: ErrInvalidCursor.
 	List(ctx context.Context, limit int, cursor string) (Page, error)
 	// PurgeTombstones forgets the tombstones of deletes applied before cutoff and
-	// returns how many it removed.
-	PurgeTombstones(ctx context.Context, cutoff time.Time) (int64, error)
+	// returns how many it removed. It works in chunks, each committed on its own,
+	// and calls purged (when not nil) with the uids of each chunk once committed.
+	PurgeTombstones(ctx context.Context, cutoff time.Time, purged func(uids []string)) (int64, error)
 }

@@ -46,7 +46,7 @@ func (c Config) Retry() pipeline.Retry { return pipeline.Retry{Min: c.RetryMin, 
 // forgets old deletes. Its errors are classified by dberr.Classify.
 type BatchWriter interface {
 	ApplyBatch(ctx context.Context, recs []orders.Record) ([]orders.Stored, error)
-	PurgeTombstones(ctx context.Context, cutoff time.Time) (int64, error)
+	PurgeTombstones(ctx context.Context, cutoff time.Time, purged func(uids []string)) (int64, error)
 }
 
 // CacheFiller is the cache the flow keeps current: Fill puts the committed

@@ -365,8 +365,8 @@ func (c *freshClock) Fill(recs []orders.Record, stored []orders.Stored) {
 		if t.filled.IsZero() {
 			t.filled = now
 			c.filledN++
-			if c.watch[uid] {
-				c.watched <- uid // buffered for the whole sample
+			if c.watch[s.UID] {
+				c.watched <- s.UID // buffered for the whole sample
 			}
 		}
 	}
@@ -390,8 +390,8 @@ type freshWriter struct{ c *freshClock }
 func (c *freshClock) Invalidate(uids ...string) { c.cache.Invalidate(uids...) }
 
 // PurgeTombstones passes through to the store.
-func (w freshWriter) PurgeTombstones(ctx context.Context, cutoff time.Time) (int64, error) {
-	return w.c.store.PurgeTombstones(ctx, cutoff)
+func (w freshWriter) PurgeTombstones(ctx context.Context, cutoff time.Time, purged func([]string)) (int64, error) {
+	return w.c.store.PurgeTombstones(ctx, cutoff, purged)
 }
 
 // ApplyBatch writes recs with the wrapped store and records the transaction's

@@ -487,7 +487,7 @@ func (in *Ingest) purgeTombstones(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		n, err := in.store.PurgeTombstones(ctx, time.Now().Add(-in.cfg.TombstoneRetention))
+		n, err := in.store.PurgeTombstones(ctx, time.Now().Add(-in.cfg.TombstoneRetention), nil)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			in.log.WarnContext(ctx, "tombstone_purge_failed", "err", err)

@@ -48,8 +48,8 @@ type timedWriter struct {
 	ok, failed prometheus.Observer
 }
 
-func (t timedWriter) PurgeTombstones(ctx context.Context, cutoff time.Time) (int64, error) {
-	return t.w.PurgeTombstones(ctx, cutoff)
+func (t timedWriter) PurgeTombstones(ctx context.Context, cutoff time.Time, purged func([]string)) (int64, error) {
+	return t.w.PurgeTombstones(ctx, cutoff, purged)
 }
 
 func (t timedWriter) ApplyBatch(ctx context.Context, recs []orders.Record) ([]orders.Stored, error) {

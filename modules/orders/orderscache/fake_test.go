@@ -198,20 +198,23 @@ func (f *fakeStore) List(ctx context.Context, limit int, cursor string) (orders.
 	return page, nil
 }
 
-func (f *fakeStore) PurgeTombstones(ctx context.Context, cutoff time.Time) (int64, error) {
+func (f *fakeStore) PurgeTombstones(ctx context.Context, cutoff time.Time, purged func([]string)) (int64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var n int64
+	var uids []string
 	for uid, r := range f.rows {
 		if r.deleted && r.deletedAt.Before(cutoff) {
 			delete(f.rows, uid)
-			n++
+			uids = append(uids, uid)
 		}
 	}
-	return n, nil
+	if purged != nil && len(uids) > 0 {
+		purged(uids)
+	}
+	return int64(len(uids)), nil
 }
 
 // errDown is the error of a database that does not answer.

@@ -288,9 +288,14 @@ func (s *Store) List(ctx context.Context, limit int, cursor string) (orders.Page
 	return s.db.List(ctx, limit, cursor)
 }
 
-// PurgeTombstones delegates to the database store. Negative entries of purged
-// tombstones expire on their own; until then they still answer "not found", which
-// stays true.
-func (s *Store) PurgeTombstones(ctx context.Context, cutoff time.Time) (int64, error) {
-	return s.db.PurgeTombstones(ctx, cutoff)
+// PurgeTombstones delegates to the database store and drops the cached entries of
+// the purged uids: a negative entry carries its tombstone's version and would
+// refuse the older versions the database accepts again once it is purged.
+func (s *Store) PurgeTombstones(ctx context.Context, cutoff time.Time, purged func(uids []string)) (int64, error) {
+	return s.db.PurgeTombstones(ctx, cutoff, func(uids []string) {
+		s.Invalidate(uids...)
+		if purged != nil {
+			purged(uids)
+		}
+	})
 }

@@ -379,13 +379,18 @@ var (
 	// (the WHERE; a tombstone may be older than a stored order, never newer:
 	// applyTombstonesSQL deletes the older orders). Replays, redeliveries and
 	// retries change nothing. RETURNING lists the applied uids; inserted is false
-	// for replaced rows.
+	// for replaced rows, and previous is, for a replaced row whose former version
+	// was on another partition, that version as "partition.offset.time" (the
+	// subquery reads the statement's snapshot, so it sees the row as it was; it
+	// runs only for replaced rows).
 	applyOrdersSQL = ordersTable.insertSQL(" AS o") + `
 WHERE ` + notRefusedBySQL("order_tombstones", "t") + `
 ON CONFLICT (order_uid) DO UPDATE SET
 	` + ordersTable.setSQL(data) + ",\n\tupdated_at = now(),\n\t" + ordersTable.setSQL(source) + `
 WHERE ` + newerSQL("EXCLUDED", "o") + `
-RETURNING o.order_uid, (o.xmax = 0) AS inserted`
+RETURNING o.order_uid, (o.xmax = 0) AS inserted,
+	CASE WHEN o.xmax <> 0 THEN (SELECT p.source_partition || '.' || p.source_offset || '.' || p.source_time
+		FROM orders p WHERE p.order_uid = o.order_uid AND p.source_partition <> o.source_partition) END AS previous`
 
 	// applyTombstonesSQL deletes the orders older than their tombstone (their
 	// parts go with them: ON DELETE CASCADE) and stores each tombstone unless an
@@ -419,7 +424,9 @@ RETURNING t.order_uid`
 const (
 	deleteItemsSQL = `DELETE FROM items WHERE order_uid = ANY(?::text[])`
 
-	purgeTombstonesSQL = `DELETE FROM order_tombstones WHERE deleted_at < ?`
+	purgeTombstonesSQL = `DELETE FROM order_tombstones WHERE order_uid IN (
+	SELECT order_uid FROM order_tombstones WHERE deleted_at < ? ORDER BY order_uid LIMIT ? FOR UPDATE SKIP LOCKED)
+RETURNING order_uid`
 )
 
 // readColumns are the Scan targets of selectOrderSQL after o.seq and before the

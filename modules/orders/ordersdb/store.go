@@ -77,9 +77,10 @@ func applyBatch(ctx context.Context, tx bun.Tx, recs []orders.Record) ([]orders.
 		}
 	}
 	var applied []string
+	var prev map[string]orders.Version
 	if len(ords) > 0 {
 		var err error
-		if applied, err = writeOrders(ctx, tx, ords); err != nil {
+		if applied, prev, err = writeOrders(ctx, tx, ords); err != nil {
 			return nil, err
 		}
 	}
@@ -94,7 +95,7 @@ func applyBatch(ctx context.Context, tx bun.Tx, recs []orders.Record) ([]orders.
 	out := make([]orders.Stored, len(recs))
 	if len(applied) == len(recs) { // the hot path: everything written
 		for i := range recs {
-			out[i] = orders.Stored{UID: recs[i].UID(), Version: recs[i].Version, Deleted: recs[i].Deleted, Changed: true}
+			out[i] = orders.Stored{UID: recs[i].UID(), Version: recs[i].Version, Deleted: recs[i].Deleted, Changed: true, Previous: prev[recs[i].UID()]}
 		}
 		return out, nil
 	}
@@ -105,7 +106,7 @@ func applyBatch(ctx context.Context, tx bun.Tx, recs []orders.Record) ([]orders.
 	var unchanged []string
 	for i := range recs {
 		if _, ok := changed[recs[i].UID()]; ok {
-			out[i] = orders.Stored{UID: recs[i].UID(), Version: recs[i].Version, Deleted: recs[i].Deleted, Changed: true}
+			out[i] = orders.Stored{UID: recs[i].UID(), Version: recs[i].Version, Deleted: recs[i].Deleted, Changed: true, Previous: prev[recs[i].UID()]}
 		} else {
 			unchanged = append(unchanged, recs[i].UID())
 		}
@@ -124,32 +125,45 @@ func applyBatch(ctx context.Context, tx bun.Tx, recs []orders.Record) ([]orders.
 }
 
 // writeOrders runs applyOrdersSQL for recs and then replaces the delivery, payment
-// and items of the orders it applied. It returns those uids.
-func writeOrders(ctx context.Context, tx bun.Tx, recs []orders.Record) ([]string, error) {
+// and items of the orders it applied. It returns those uids and, for those that
+// replaced a version on another partition, that version.
+func writeOrders(ctx context.Context, tx bun.Tx, recs []orders.Record) (applied []string, prev map[string]orders.Version, err error) {
 	rows, err := tx.QueryContext(ctx, applyOrdersSQL, ordersTable.args(recs)...)
 	if err != nil {
-		return nil, fmt.Errorf("orders: %w", err)
+		return nil, nil, fmt.Errorf("orders: %w", err)
 	}
-	applied := make([]string, 0, len(recs))
+	applied = make([]string, 0, len(recs))
 	var replaced []string // applied uids that existed before: their old items must go
 	for rows.Next() {
 		var uid string
 		var inserted bool
-		if err := rows.Scan(&uid, &inserted); err != nil {
+		var previous sql.NullString
+		if err := rows.Scan(&uid, &inserted, &previous); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("orders: scan: %w", err)
+			return nil, nil, fmt.Errorf("orders: scan: %w", err)
 		}
 		applied = append(applied, uid)
 		if !inserted {
 			replaced = append(replaced, uid)
 		}
+		if previous.Valid {
+			v, err := parseStoredVersion(previous.String)
+			if err != nil {
+				rows.Close()
+				return nil, nil, fmt.Errorf("orders: previous version of %s: %w", uid, err)
+			}
+			if prev == nil {
+				prev = make(map[string]orders.Version)
+			}
+			prev[uid] = v
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("orders: %w", err)
+		return nil, nil, fmt.Errorf("orders: %w", err)
 	}
 	if len(applied) == 0 {
-		return applied, nil
+		return applied, prev, nil
 	}
 
 	if len(applied) < len(recs) {
@@ -167,23 +181,23 @@ func writeOrders(ctx context.Context, tx bun.Tx, recs []orders.Record) ([]string
 		deliverySQL, paymentSQL = insertDeliverySQL, insertPaymentSQL
 	}
 	if _, err := tx.ExecContext(ctx, deliverySQL, deliveryTable.args(recs)...); err != nil {
-		return nil, fmt.Errorf("delivery: %w", err)
+		return nil, nil, fmt.Errorf("delivery: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, paymentSQL, paymentTable.args(recs)...); err != nil {
-		return nil, fmt.Errorf("payment: %w", err)
+		return nil, nil, fmt.Errorf("payment: %w", err)
 	}
 	if len(replaced) > 0 {
 		slices.Sort(replaced)
 		if _, err := tx.ExecContext(ctx, deleteItemsSQL, pgdialect.Array(replaced)); err != nil {
-			return nil, fmt.Errorf("delete items: %w", err)
+			return nil, nil, fmt.Errorf("delete items: %w", err)
 		}
 	}
 	if items := itemRows(recs); len(items) > 0 {
 		if _, err := tx.ExecContext(ctx, insertItemsSQL, itemsTable.args(items)...); err != nil {
-			return nil, fmt.Errorf("items: %w", err)
+			return nil, nil, fmt.Errorf("items: %w", err)
 		}
 	}
-	return applied, nil
+	return applied, prev, nil
 }
 
 // writeTombstones runs applyTombstonesSQL for recs and returns the uids whose
@@ -335,17 +349,29 @@ func (s *Store) List(ctx context.Context, limit int, cursor string) (orders.Page
 // PurgeTombstones implements orders.Store. Once a tombstone is purged, a version
 // of its order older than the delete is accepted again (a replay from before the
 // delete re-creates the order), so the cutoff must be older than any replay.
-func (s *Store) PurgeTombstones(ctx context.Context, cutoff time.Time) (int64, error) {
-	res, err := s.db.ExecContext(ctx, purgeTombstonesSQL, cutoff)
-	if err != nil {
-		return 0, fmt.Errorf("purge tombstones: %w", err)
+//
+// It deletes purgeChunk tombstones per statement, so that a purge after a mass
+// delete neither holds locks on all of them in one transaction nor returns them
+// all at once.
+func (s *Store) PurgeTombstones(ctx context.Context, cutoff time.Time, purged func(uids []string)) (int64, error) {
+	var n int64
+	for {
+		var uids []string
+		if err := s.db.NewRaw(purgeTombstonesSQL, cutoff, purgeChunk).Scan(ctx, &uids); err != nil {
+			return n, fmt.Errorf("purge tombstones: %w", err)
+		}
+		n += int64(len(uids))
+		if purged != nil && len(uids) > 0 {
+			purged(uids)
+		}
+		if len(uids) < purgeChunk {
+			return n, nil
+		}
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, fmt.Errorf("purge tombstones: %w", err)
-	}
-	return n, nil
 }
+
+// purgeChunk is the number of tombstones PurgeTombstones deletes per statement.
+const purgeChunk = 10_000
 
 // scanOrders reads rows of selectOrderSQL (or getSQL) and closes them. It returns
 // the orders with their versions, and their sequence numbers.
@@ -386,4 +412,13 @@ func scanOrders(rows *sql.Rows) ([]orders.Record, []int64, error) {
 		return nil, nil, err
 	}
 	return list, seqs, nil
+}
+
+// parseStoredVersion parses the "partition.offset.time" text of applyOrdersSQL.
+func parseStoredVersion(s string) (orders.Version, error) {
+	var v orders.Version
+	if n, err := fmt.Sscanf(s, "%d.%d.%d", &v.Partition, &v.Offset, &v.Time); err != nil || n != 3 {
+		return orders.Version{}, fmt.Errorf("malformed version %q", s)
+	}
+	return v, nil
 }

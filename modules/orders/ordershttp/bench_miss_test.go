@@ -142,14 +142,14 @@ func seedMany(b *testing.B, store *ordersdb.Store, n int) []string {
 	uids := make([]string, n)
 	batch := make([]orders.Record, 0, 1000)
 	flush := func() {
-		if _, err := store.UpsertBatch(context.Background(), batch); err != nil {
+		if _, err := store.ApplyBatch(context.Background(), batch); err != nil {
 			b.Fatalf("seed: %v", err)
 		}
 		batch = batch[:0]
 	}
 	for i := range uids {
 		uids[i] = fmt.Sprintf("benchmiss%08d", i)
-		batch = append(batch, orders.Record{Order: withUID(o, uids[i]), Source: orders.Source{Partition: 0, Offset: int64(i)}})
+		batch = append(batch, orders.Record{Order: withUID(o, uids[i]), Version: orders.Version{Partition: 0, Offset: int64(i) + 1}})
 		if len(batch) == cap(batch) {
 			flush()
 		}
@@ -165,7 +165,7 @@ func seedMany(b *testing.B, store *ordersdb.Store, n int) []string {
 func bareDBApp(store *ordersdb.Store) *fiber.App {
 	app := fiber.New(fiber.Config{DisableStartupMessage: true})
 	app.Get("/order/:uid", func(c *fiber.Ctx) error {
-		o, err := store.Get(c.UserContext(), strings.Clone(c.Params("uid")))
+		o, _, err := store.Get(c.UserContext(), strings.Clone(c.Params("uid")))
 		if errors.Is(err, orders.ErrNotFound) {
 			return fiber.ErrNotFound
 		}

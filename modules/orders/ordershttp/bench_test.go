@@ -51,11 +51,12 @@ func BenchmarkOrderLookupLoad(b *testing.B) {
 	s := newServer(b, ordershttp.Options{APIToken: testToken})
 	o, raw := testkit.Canonical(b)
 	s.seed(b, o)
-	body, hit, err := s.store.GetJSON(context.Background(), canonicalUID)
+	entry, hit, err := s.store.GetJSON(context.Background(), canonicalUID)
 	if err != nil || !hit {
 		b.Fatalf("canonical order not cached: hit=%v err=%v", hit, err)
 	}
 	_ = raw
+	body := entry.Body
 
 	bare := bareApp(map[string][]byte{canonicalUID: body})
 
@@ -121,7 +122,7 @@ func BenchmarkGetOrderHandler(b *testing.B) {
 	for _, app := range []struct {
 		name string
 		app  *fiber.App
-	}{{"service", s.app}, {"bare", bareApp(map[string][]byte{canonicalUID: body})}} {
+	}{{"service", s.app}, {"bare", bareApp(map[string][]byte{canonicalUID: body.Body})}} {
 		b.Run(app.name, func(b *testing.B) {
 			h := app.app.Handler()
 			var ctx fasthttp.RequestCtx

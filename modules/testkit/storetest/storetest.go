@@ -209,8 +209,8 @@ func apply(t *testing.T, s orders.Store, recs ...orders.Record) map[string]order
 // (version v, deleted or not) and changed says whether the call wrote it.
 func requireStored(t *testing.T, got map[string]orders.Stored, uid string, v orders.Version, deleted, changed bool) {
 	t.Helper()
-	want := orders.Stored{UID: uid, Version: v, Deleted: deleted, Changed: changed}
-	if got[uid] != want {
+	want := orders.Stored{UID: uid, Version: v, Deleted: deleted, Changed: changed, Previous: got[uid].Previous}
+	if got[uid] != want { // Previous is checked by testCrossPartition
 		t.Fatalf("ApplyBatch result for %s: %+v, want %+v", uid, got[uid], want)
 	}
 }
@@ -373,19 +373,21 @@ func testCrossPartition(t *testing.T, s orders.Store) {
 	const uid = "cross-1"
 	apply(t, s, rec(NewOrder(uid, 1), atTime(1, 100, 1000)))
 	steps := []struct {
-		v       orders.Version
-		deleted bool
-		applied bool
+		v        orders.Version
+		deleted  bool
+		applied  bool
+		previous orders.Version // the replaced order's version, when on another partition
 	}{
-		{atTime(2, 1, 999), false, false},       // earlier time, higher partition
-		{atTime(0, 5000, 1000), false, false},   // same time, lower partition
-		{atTime(2, 1, 1000), false, true},       // same time, higher partition
-		{atTime(1, 101, 1), false, false},       // earlier time; offsets of different partitions do not count
-		{atTime(1, 200, 1001), false, true},     // later time
-		{atTime(1, 199, 5000), false, false},    // same partition: the offset decides, not the time
-		{atTime(3, 0, 1001), true, true},        // a tombstone, same time, higher partition
-		{atTime(0, 999999, 1000), false, false}, // older than the tombstone
-		{atTime(3, 1, 1), false, true},          // same partition as the tombstone, higher offset
+		{atTime(2, 1, 999), false, false, orders.Version{}},       // earlier time, higher partition
+		{atTime(0, 5000, 1000), false, false, orders.Version{}},   // same time, lower partition
+		{atTime(2, 1, 1000), false, true, atTime(1, 100, 1000)},   // same time, higher partition
+		{atTime(1, 101, 1), false, false, orders.Version{}},       // earlier time; offsets of different partitions do not count
+		{atTime(1, 200, 1001), false, true, atTime(2, 1, 1000)},   // later time
+		{atTime(1, 199, 5000), false, false, orders.Version{}},    // same partition: the offset decides, not the time
+		{atTime(1, 201, 5000), false, true, orders.Version{}},     // same partition, newer: nothing crossed
+		{atTime(3, 0, 5000), true, true, orders.Version{}},        // a tombstone, same time, higher partition
+		{atTime(0, 999999, 5000), false, false, orders.Version{}}, // older than the tombstone
+		{atTime(3, 1, 1), false, true, orders.Version{}},          // same partition as the tombstone, higher offset
 	}
 	current, deleted := atTime(1, 100, 1000), false
 	for i, st := range steps {
@@ -398,6 +400,9 @@ func testCrossPartition(t *testing.T, s orders.Store) {
 			current, deleted = st.v, st.deleted
 		}
 		requireStored(t, stored, uid, current, deleted, st.applied)
+		if !st.deleted && stored[uid].Previous != st.previous {
+			t.Fatalf("step %d (%+v): Previous %+v, want %+v", i, st.v, stored[uid].Previous, st.previous)
+		}
 		if deleted {
 			requireGone(t, s, uid, current)
 		} else if st.applied {
@@ -786,7 +791,7 @@ func testPurge(t *testing.T, s orders.Store) {
 	ctx := context.Background()
 	purge := func(cutoff time.Time) int64 {
 		t.Helper()
-		n, err := s.PurgeTombstones(ctx, cutoff)
+		n, err := s.PurgeTombstones(ctx, cutoff, nil)
 		if err != nil {
 			t.Fatalf("PurgeTombstones: %v", err)
 		}
