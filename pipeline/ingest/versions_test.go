@@ -159,8 +159,12 @@ func TestReplayedOldVersionNeverOverwritesNewer(t *testing.T) {
 	x1.Delivery.Name, y.Delivery.Name = "Strict Name", "Strict Name"
 	x2 := x1
 	x2.Delivery.Name = "Second Version"
-	sent := produceAt(t, e.brokers, orderRecord(t, e.topic, 0, x1), orderRecord(t, e.topic, 0, y), orderRecord(t, e.topic, 0, x2))
+	// Version 2 comes once version 1 has been dead-lettered: in the same batch it
+	// would supersede version 1, which is then never written nor dead-lettered.
+	sent := produceAt(t, e.brokers, orderRecord(t, e.topic, 0, x1), orderRecord(t, e.topic, 0, y))
 	f := e.startFlow(t, "", nil, nil)
+	e.waitLagZero(t, f.in, time.Minute)
+	sent = append(sent, produceAt(t, e.brokers, orderRecord(t, e.topic, 0, x2))...)
 	e.waitLagZero(t, f.in, time.Minute)
 	if _, v, ok := e.dbVersion(t, x1.OrderUID); !ok || v != versionOf(sent[2]) {
 		t.Fatalf("X stored at %v (%v), want version 2 %v", v, ok, versionOf(sent[2]))

@@ -281,6 +281,11 @@ func NewAppender(brokers, clientID string, timeout time.Duration) (*Appender, er
 // acknowledgement or ctx. A failure wraps ErrNotAppended.
 func (a *Appender) Append(ctx context.Context, topic string, key, value []byte, headers []Header) (Appended, error) {
 	m := toKafka(topic, key, value, headers)
+	// The record's timestamp is set here, so that the version Append reports is
+	// the one consumers read (CreateTime topics keep it); a LogAppendTime topic's
+	// broker time comes back in the delivery report.
+	created := time.Now().Truncate(time.Millisecond)
+	m.Timestamp, m.TimestampType = created, kafka.TimestampCreateTime
 	done := make(chan kafka.Event, 1)
 	if err := a.p.Produce(m, done); err != nil {
 		return Appended{}, fmt.Errorf("%w: %w", ErrNotAppended, err)
@@ -296,7 +301,11 @@ func (a *Appender) Append(ctx context.Context, topic string, key, value []byte, 
 		if r.TopicPartition.Error != nil {
 			return Appended{}, fmt.Errorf("%w: %w", ErrNotAppended, r.TopicPartition.Error)
 		}
-		return Appended{Partition: r.TopicPartition.Partition, Offset: int64(r.TopicPartition.Offset), Timestamp: r.Timestamp}, nil
+		ts := created
+		if r.TimestampType == kafka.TimestampLogAppendTime {
+			ts = r.Timestamp
+		}
+		return Appended{Partition: r.TopicPartition.Partition, Offset: int64(r.TopicPartition.Offset), Timestamp: ts}, nil
 	}
 }
 
