@@ -100,6 +100,26 @@ var figures = []figure{
 		Met:    func(m metrics) bool { return m["p99-ms"] <= 100 },
 	},
 	{
+		Bench: "BenchmarkWrites", Name: "PUT through the log, at rest: p99 (ms)",
+		Metric: "put-p99-ms", Baseline: "the broker's ack alone, p99", BaselineMetric: "ack-p99-ms",
+		Target: "-",
+	},
+	{
+		Bench: "BenchmarkWrites", Name: "DELETE through the log, at rest: p99 (ms)",
+		Metric: "delete-p99-ms", Baseline: "the broker's ack alone, p99", BaselineMetric: "ack-p99-ms",
+		Target: "-",
+	},
+	{
+		Bench: "BenchmarkWrites", Name: "PUT through the log, 2,000 orders/s ingest: p99 (ms)",
+		Metric: "load-put-p99-ms", Baseline: "the broker's ack alone, p99", BaselineMetric: "ack-p99-ms",
+		Target: "-",
+	},
+	{
+		Bench: "BenchmarkWrites", Name: "DELETE through the log, 2,000 orders/s ingest: p99 (ms)",
+		Metric: "load-delete-p99-ms", Baseline: "the broker's ack alone, p99", BaselineMetric: "ack-p99-ms",
+		Target: "-",
+	},
+	{
 		Bench: "BenchmarkBacklogRSS", Name: "service peak RSS draining a 1,000,000-message backlog (MiB)",
 		Metric: "peak-rss-MiB", Baseline: "the cache bound (cache.max_bytes)", BaselineMetric: "cache-max-MiB",
 		Target: "< 512 MiB", Optional: "BACKLOG_BENCH=1",

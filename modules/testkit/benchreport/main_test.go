@@ -22,6 +22,7 @@ BenchmarkIngest-2   	       1	8996964590 ns/op	     16071 baseline-orders/s	    
 BenchmarkOrderLookupLoad-2   	       1	22000000000 ns/op	         3.1 bare-p99-ms	     50000 bare-req/s	         4.2 p99-ms	         0.86 ratio	     43000 req/s
 BenchmarkOrderLookupMissLoad-2   	       1	10867029377 ns/op	        96.75 bare-p99-ms	      2831 bare-req/s	         0.9734 miss-ratio	        96.60 p99-ms	         1.022 ratio	      2894 req/s
 BenchmarkFreshness-2   	       1	15631951124 ns/op	        63.44 http-p99-ms	        50.00 linger-ms	        83.37 max-ms	      2000 orders/s	        38.83 p50-ms	        67.67 p99-ms	        52.36 to-upsert-p99-ms	        23.87 upsert-p99-ms
+BenchmarkWrites-2   	       1	30000000000 ns/op	         3.1 ack-p50-ms	         6.2 ack-p99-ms	        60.1 delete-p50-ms	        90.2 delete-p99-ms	        50.00 linger-ms	        70.5 load-delete-p50-ms	       120.3 load-delete-p99-ms	      1990 load-orders/s	        71.0 load-put-p50-ms	       130.0 load-put-p99-ms	        58.0 put-p50-ms	        88.0 put-p99-ms
 `
 
 func TestParseAndRows(t *testing.T) {
@@ -38,8 +39,8 @@ func TestParseAndRows(t *testing.T) {
 	if got := res["BenchmarkIngest"]["startup-s"]; got != 0.2111 {
 		t.Errorf("startup-s %v", got)
 	}
-	if len(res) != 5 {
-		t.Errorf("%d benchmarks parsed, want 5: %v", len(res), res)
+	if len(res) != 6 {
+		t.Errorf("%d benchmarks parsed, want 6: %v", len(res), res)
 	}
 	rs, missing := rows(res)
 	if len(missing) != 0 {
@@ -73,7 +74,10 @@ func TestParseAndRows(t *testing.T) {
 		t.Errorf("freshness row %+v", fresh)
 	}
 	// the backlog benchmark is optional: absent, it is marked, not missing
-	if rss := byName[figures[8].Name]; rss.NotRun != "BACKLOG_BENCH=1" || rss.Value != nil || rss.Met != nil {
+	if put := byName[figures[10].Name]; *put.Value != 130 || *put.BaselineValue != 6.2 || put.Met != nil {
+		t.Errorf("PUT under load row %+v", put)
+	}
+	if rss := byName[figures[len(figures)-1].Name]; rss.NotRun != "BACKLOG_BENCH=1" || rss.Value != nil || rss.Met != nil {
 		t.Errorf("backlog row %+v", rss)
 	}
 }
