@@ -222,8 +222,10 @@ func (in *Ingest) decode(ctx context.Context, m *kafkaedge.Message, out *pipelin
 	it := &item{msg: m, version: orders.Version{Partition: part, Offset: off, Time: ts.UnixMilli()}}
 	if m.Value == nil {
 		if !orders.ValidUID(string(m.Key)) {
-			return pipeline.Reject(&orders.InvalidError{Class: orders.ClassKey,
-				Reason: fmt.Sprintf("a tombstone (null value) must have the order uid as its key, got %s", quoteKey(m.Key))})
+			return pipeline.Reject(&orders.InvalidError{
+				Class:  orders.ClassKey,
+				Reason: fmt.Sprintf("a tombstone (null value) must have the order uid as its key, got %s", quoteKey(m.Key)),
+			})
 		}
 		it.order.OrderUID, it.deleted = string(m.Key), true
 	} else {
@@ -258,8 +260,10 @@ func (in *Ingest) validate(ctx context.Context, it *item, out *pipeline.Emitter[
 		return pipeline.Reject(err)
 	}
 	if k := it.msg.Key; len(k) > 0 && string(k) != it.order.OrderUID {
-		return pipeline.Reject(&orders.InvalidError{Class: orders.ClassKey, Field: "order_uid",
-			Reason: fmt.Sprintf("the record key %s is not the order_uid %q", quoteKey(k), it.order.OrderUID)})
+		return pipeline.Reject(&orders.InvalidError{
+			Class: orders.ClassKey, Field: "order_uid",
+			Reason: fmt.Sprintf("the record key %s is not the order_uid %q", quoteKey(k), it.order.OrderUID),
+		})
 	}
 	return out.Emit(ctx, it)
 }
