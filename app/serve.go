@@ -23,6 +23,7 @@ import (
 	"github.com/orderflow/orders-service/modules/orders/orderscache"
 	"github.com/orderflow/orders-service/modules/orders/ordersdb"
 	"github.com/orderflow/orders-service/modules/orders/ordershttp"
+	flow "github.com/orderflow/orders-service/pipeline/ingest"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -65,9 +66,20 @@ func runService(ctx context.Context, cfg configs.Config, log *slog.Logger, ready
 	reg.MustRegister(newBuildInfo(version))
 
 	store := ordersdb.New(db)
+	coh := newCoherence(cfg.Cache, db, log)
+	cacheOpts := orderscache.Options{DBTimeout: cfg.Cache.DBTimeout, NegativeTTL: cfg.Cache.NegativeTTL}
+	if coh == nil {
+		store.WithoutChangeFeed()
+	} else {
+		cacheOpts.Coherent = coh.ok
+	}
 	cache := orderscache.New(cfg.Cache.MaxBytes)
-	cached := orderscache.NewStore(store, cache, orderscache.Options{DBTimeout: cfg.Cache.DBTimeout, NegativeTTL: cfg.Cache.NegativeTTL})
+	cached := orderscache.NewStore(store, cache, cacheOpts)
 	registerCacheMetrics(reg, cache)
+	if coh != nil {
+		coh.cached = cached
+		coh.register(reg)
+	}
 
 	ingest, err := newIngest(cfg, store, cached, reg, log)
 	if err != nil {
@@ -92,8 +104,11 @@ func runService(ctx context.Context, cfg configs.Config, log *slog.Logger, ready
 				}
 				return ingest.Ready()
 			},
-			Metrics:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
-			PipelineStats: ingest.Stats,
+			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+			PipelineStats: func() any {
+				return serviceStats{Stats: ingest.Snapshot(), Coherence: coh.stats(cached)}
+			},
+			ReadyDetails: func() any { return coh.stats(cached) },
 		},
 		Orders: ordershttp.Options{APIToken: cfg.API.Token, MaxBodyBytes: cfg.HTTP.BodyLimit, Writer: writer},
 	})
@@ -130,8 +145,17 @@ func runService(ctx context.Context, cfg configs.Config, log *slog.Logger, ready
 		}
 		return nil
 	})
+	if coh != nil {
+		p.Go(coh.run)
+	}
 	if cfg.Cache.WarmupOnStart {
 		p.Go(func(ctx context.Context) error {
+			// The warm-up starts once the feed has been read: what it loads is then
+			// never older than what the feed delivers after it.
+			if coh != nil && !coh.waitConfirmed(ctx, 30*time.Second) {
+				log.Warn("cache_warmup_skipped", "reason", "the change feed was not read within 30 s")
+				return nil
+			}
 			t0 := time.Now()
 			n, err := cached.Warmup(ctx)
 			if err != nil && ctx.Err() == nil {
@@ -145,6 +169,13 @@ func runService(ctx context.Context, cfg configs.Config, log *slog.Logger, ready
 	err = p.Wait()
 	log.Info("service_stopped", "error", errString(err))
 	return err
+}
+
+// serviceStats is GET /api/v1/pipeline/stats: the pipeline's statistics and
+// the cache's coherence with the other instances.
+type serviceStats struct {
+	flow.Stats
+	Coherence coherenceStats `json:"coherence"`
 }
 
 // memoryHeadroom is what the process needs besides the cache: orders moving

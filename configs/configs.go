@@ -75,6 +75,19 @@ type Cache struct {
 	NegativeTTL   time.Duration `koanf:"negative_ttl"`
 	DBTimeout     time.Duration `koanf:"db_timeout"`
 	WarmupOnStart bool          `koanf:"warmup_on_start"`
+	// Feed turns on the change feed between instances: each batch announces
+	// what it stored, and every instance drops its cached versions older than
+	// that. Set it the same on every instance; off only for a single instance.
+	Feed bool `koanf:"feed"`
+	// FeedPoll is the longest time between two reads of the feed (a NOTIFY wakes
+	// the readers at once).
+	FeedPoll time.Duration `koanf:"feed_poll"`
+	// CoherenceBound is the staleness bound: an instance that has not confirmed
+	// it read the feed up to date within it bypasses its cache (reads go to the
+	// database) until it has.
+	CoherenceBound time.Duration `koanf:"coherence_bound"`
+	// FeedRetention is how long feed rows are kept.
+	FeedRetention time.Duration `koanf:"feed_retention"`
 }
 
 // Pipeline configures the ingestion pipeline (the ingest flow's own type).
@@ -258,6 +271,13 @@ func (c Config) Validate() error {
 	check(c.Cache.MaxBytes >= 1<<20, "cache.max_bytes", fmt.Sprintf("want >= 1048576 bytes, got %d", c.Cache.MaxBytes))
 	check(c.Cache.NegativeTTL >= 0, "cache.negative_ttl", "want >= 0")
 	check(c.Cache.DBTimeout > 0, "cache.db_timeout", "want > 0")
+	if c.Cache.Feed {
+		check(c.Cache.FeedPoll > 0, "cache.feed_poll", "want > 0")
+		check(c.Cache.CoherenceBound > c.Cache.FeedPoll, "cache.coherence_bound",
+			fmt.Sprintf("want > cache.feed_poll (%s), got %s", c.Cache.FeedPoll, c.Cache.CoherenceBound))
+		check(c.Cache.FeedRetention >= 10*c.Cache.CoherenceBound, "cache.feed_retention",
+			fmt.Sprintf("want >= 10 x cache.coherence_bound (%s), got %s", 10*c.Cache.CoherenceBound, c.Cache.FeedRetention))
+	}
 	check(c.Pipeline.BatchSize >= 1 && c.Pipeline.BatchSize <= 100000, "pipeline.batch_size", "want 1..100000")
 	check(c.Pipeline.BatchBytes >= 1024, "pipeline.batch_bytes", "want >= 1024")
 	check(c.Pipeline.BatchLinger > 0, "pipeline.batch_linger", "want > 0")

@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 }
 
 // migrationNames are the embedded migrations, in order.
-var migrationNames = []string{"orders", "order_parts", "order_versions"}
+var migrationNames = []string{"orders", "order_parts", "order_versions", "order_changes"}
 
 var tables = []string{"orders", "delivery", "payment", "items", "order_tombstones"}
 

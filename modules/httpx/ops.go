@@ -24,6 +24,10 @@ type Ops struct {
 	// PipelineStats returns a JSON-marshalable snapshot of the pipeline; nil (or a
 	// nil result) answers {"status":"not running"}.
 	PipelineStats func() any
+	// ReadyDetails, when not nil, returns a JSON-marshalable value that /ready
+	// adds as "details" to its answer, ready or not (e.g. whether the cache is
+	// trusted or bypassed). It must not block.
+	ReadyDetails func() any
 }
 
 var (
@@ -47,8 +51,15 @@ func RegisterOps(r fiber.Router, ops Ops) {
 			ctx, cancel := context.WithTimeout(c.UserContext(), readyTimeout)
 			defer cancel()
 			if err := ops.Ready(ctx); err != nil {
-				return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "not ready", "error": err.Error()})
+				body := fiber.Map{"status": "not ready", "error": err.Error()}
+				if ops.ReadyDetails != nil {
+					body["details"] = ops.ReadyDetails()
+				}
+				return c.Status(fiber.StatusServiceUnavailable).JSON(body)
 			}
+		}
+		if ops.ReadyDetails != nil {
+			return c.JSON(fiber.Map{"status": "ready", "details": ops.ReadyDetails()})
 		}
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 		return c.Send(readyBody)

@@ -89,3 +89,12 @@ type Store interface {
 	// and calls purged (when not nil) with the uids of each chunk once committed.
 	PurgeTombstones(ctx context.Context, cutoff time.Time, purged func(uids []string)) (int64, error)
 }
+
+// Change is one entry of the change feed between instances: after a commit, the
+// database holds Version of UID (Deleted: its tombstone). A cache holding an
+// older version of UID must drop it.
+type Change struct {
+	UID     string
+	Version Version
+	Deleted bool
+}

@@ -36,6 +36,12 @@ type Options struct {
 	// it refuses the older versions that reads started before the delete may
 	// still bring.
 	NegativeTTL time.Duration
+	// Coherent, when not nil, reports whether the cache can be trusted to hold no
+	// version older than one committed (the change feed between instances is read
+	// up to date within its bound). While it reports false, lookups bypass the
+	// cache: they read the database and cache nothing (Stats.Bypassed counts
+	// them). Nil: always trusted (one instance).
+	Coherent func() bool
 }
 
 // Store decorates a database orders.Store with a Cache, behind the same
@@ -50,6 +56,8 @@ type Store struct {
 	// kept), tombstoneTTL that of a tombstone's.
 	unknownTTL, tombstoneTTL time.Duration
 	loader                   otter.Loader[string, *Entry]
+	coherent                 func() bool
+	bypassed                 atomic.Uint64
 
 	// watching counts the running warmups; watches holds their watches, guarded by
 	// watchMu (see Warmup).
@@ -62,7 +70,7 @@ var _ orders.Store = (*Store)(nil)
 
 // NewStore returns db decorated with c. The store does not own db or c.
 func NewStore(db orders.Store, c *Cache, opts Options) *Store {
-	s := &Store{db: db, cache: c, dbTimeout: opts.DBTimeout, watches: make(map[*watch]struct{})}
+	s := &Store{db: db, cache: c, dbTimeout: opts.DBTimeout, watches: make(map[*watch]struct{}), coherent: opts.Coherent}
 	if s.dbTimeout <= 0 {
 		s.dbTimeout = DefaultDBTimeout
 	}
@@ -104,6 +112,9 @@ func (s *Store) entry(ctx context.Context, uid string) (e *Entry, hit bool, err 
 	if !orders.ValidUID(uid) {
 		return nil, false, orders.ErrInvalidUID
 	}
+	if s.coherent != nil && !s.coherent() {
+		return s.bypass(ctx, uid)
+	}
 	if e, ok := s.cache.Get(uid); ok {
 		return e, !e.Deleted, nil
 	}
@@ -120,6 +131,44 @@ func (s *Store) entry(ctx context.Context, uid string) (e *Entry, hit bool, err 
 		return nil, false, fmt.Errorf("get order json: %w", err)
 	}
 	return e, false, nil
+}
+
+// bypass reads uid from the database without the cache (see Options.Coherent).
+func (s *Store) bypass(ctx context.Context, uid string) (*Entry, bool, error) {
+	s.bypassed.Add(1)
+	e, err := s.load(ctx, uid)
+	if errors.Is(err, otter.ErrNotFound) {
+		return unknown, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("get order json: %w", err)
+	}
+	return e, false, nil
+}
+
+// Bypassed returns how many lookups bypassed the cache (see Options.Coherent).
+func (s *Store) Bypassed() uint64 { return s.bypassed.Load() }
+
+// Changes applies the change feed between instances: the database holds at
+// least each change's version of its uid, so a cached entry of an older version
+// is dropped (the next lookup reads it through). Newer or equal entries stay. A
+// load in flight when an entry is dropped is not cached (see load).
+func (s *Store) Changes(changes []orders.Change) {
+	watched := s.watching.Load() > 0
+	for _, c := range changes {
+		if c.Version.IsZero() {
+			continue
+		}
+		if watched {
+			s.note(c.UID, c.Version, false)
+		}
+		s.cache.invalidateOlder(c.UID, c.Version)
+	}
+}
+
+// Reset drops every entry: the change feed may have been missed.
+func (s *Store) Reset() {
+	s.cache.c.InvalidateAll()
 }
 
 // unknown is the entry of a uid the database does not know when no negative entry

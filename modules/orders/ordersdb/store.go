@@ -20,6 +20,8 @@ import (
 // Store is the PostgreSQL orders.Store. It is safe for concurrent use.
 type Store struct {
 	db *bun.DB
+	// quiet turns off the change feed's rows (see WithoutChangeFeed).
+	quiet bool
 
 	mu      sync.Mutex               // serialises the first prepare
 	getStmt atomic.Pointer[sql.Stmt] // prepared on first use; database/sql prepares it per connection
@@ -28,8 +30,16 @@ type Store struct {
 var _ orders.Store = (*Store)(nil)
 
 // New returns a Store over db, whose schema must be migrated (package migrations).
+// Its batches announce what they stored on the change feed (see Feed).
 func New(db *bun.DB) *Store {
 	return &Store{db: db}
+}
+
+// WithoutChangeFeed makes s write no change-feed rows: for a single instance, or
+// to measure what the feed costs. Call it before s is used.
+func (s *Store) WithoutChangeFeed() *Store {
+	s.quiet = true
+	return s
 }
 
 // ApplyBatch implements orders.Store. Records are de-duplicated by uid (the newest
@@ -39,7 +49,10 @@ func New(db *bun.DB) *Store {
 // payment and items replaced; the tombstones, when the batch has any, take one
 // more statement. Rows are written in uid order so concurrent batches lock them in
 // the same order. The result is in uid order; the stored versions of the uids the
-// call did not change take one more query, only when there are such uids.
+// call did not change take one more query, only when there are such uids. The
+// same transaction adds one row to the change feed with what is stored for every
+// uid of the batch, changed or not (a redelivered batch re-announces what it
+// re-applies), and notifies the feed's readers.
 //
 // A record with the zero Version is older than everything, so it is never written.
 func (s *Store) ApplyBatch(ctx context.Context, recs []orders.Record) ([]orders.Stored, error) {
@@ -50,8 +63,10 @@ func (s *Store) ApplyBatch(ctx context.Context, recs []orders.Record) ([]orders.
 	var stored []orders.Stored
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		var err error
-		stored, err = applyBatch(ctx, tx, recs)
-		return err
+		if stored, err = applyBatch(ctx, tx, recs); err != nil || s.quiet {
+			return err
+		}
+		return announce(ctx, tx, stored)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("apply batch: %w", redact(err))
@@ -422,3 +437,47 @@ func parseStoredVersion(s string) (orders.Version, error) {
 	}
 	return v, nil
 }
+
+// announce adds the change-feed row of a batch: every uid with what the database
+// holds for it, in the batch's transaction, and wakes the readers (NOTIFY, sent
+// at commit; one per batch, never one per order).
+func announce(ctx context.Context, tx bun.Tx, stored []orders.Stored) error {
+	n := 0
+	for i := range stored {
+		if !stored[i].Version.IsZero() {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	uids := make([]string, 0, n)
+	parts := make([]int32, 0, n)
+	offs := make([]int64, 0, n)
+	times := make([]int64, 0, n)
+	deleted := make([]bool, 0, n)
+	for _, st := range stored {
+		if st.Version.IsZero() {
+			continue
+		}
+		uids = append(uids, st.UID)
+		parts = append(parts, st.Version.Partition)
+		offs = append(offs, st.Version.Offset)
+		times = append(times, st.Version.Time)
+		deleted = append(deleted, st.Deleted)
+	}
+	if _, err := tx.ExecContext(ctx, announceSQL, pgdialect.Array(uids), pgdialect.Array(parts),
+		pgdialect.Array(offs), pgdialect.Array(times), pgdialect.Array(deleted)); err != nil {
+		return fmt.Errorf("change feed: %w", err)
+	}
+	return nil
+}
+
+// FeedChannel is the NOTIFY channel of the change feed.
+const FeedChannel = "order_changes"
+
+// announceSQL inserts a change-feed row and notifies FeedChannel with its id.
+const announceSQL = `WITH c AS (
+	INSERT INTO order_changes (uids, partitions, offsets, times, deleted)
+	VALUES (?::text[], ?::integer[], ?::bigint[], ?::bigint[], ?::boolean[]) RETURNING id)
+SELECT pg_notify('` + FeedChannel + `', id::text) FROM c`
