@@ -220,11 +220,11 @@ func (f *Feed) query(ctx context.Context) ([]orders.Change, int64, error) {
 	)
 	for rows.Next() {
 		var (
-			id, txid                   sql.NullString
-			uids                       []string
-			parts                      []int64
-			offs, times                []int64
-			deleted                    []bool
+			id, txid    sql.NullString
+			uids        []string
+			parts       []int64
+			offs, times []int64
+			deleted     []bool
 		)
 		if err := rows.Scan(&xmin, &lsn, &id, &txid, pgdialect.Array(&uids), pgdialect.Array(&parts),
 			pgdialect.Array(&offs), pgdialect.Array(&times), pgdialect.Array(&deleted)); err != nil {
@@ -366,4 +366,4 @@ type collectorFunc struct {
 }
 
 func (c collectorFunc) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
-func (c collectorFunc) Collect(ch chan<- prometheus.Metric)  { c.collect(ch) }
+func (c collectorFunc) Collect(ch chan<- prometheus.Metric) { c.collect(ch) }
