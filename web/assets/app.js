@@ -356,6 +356,16 @@
     var lag = totalLag(s);
     summary.appendChild(stat('DLQ', dlq === null ? '\u2014' : number(dlq), 'Messages sent to the dead-letter topic'));
     summary.appendChild(stat('Lag', lag === null ? '\u2014' : number(lag), 'Consumer lag (messages behind the log end)'));
+    var coh = s && s.coherence;
+    if (coh && typeof coh.cache === 'string') {
+      var feedLag = coh.feed && typeof coh.feed.lag_seconds === 'number' && coh.feed.lag_seconds >= 0
+        ? ' (change feed read ' + coh.feed.lag_seconds.toFixed(1) + ' s ago)' : '';
+      var cs = stat('Cache', coh.cache, coh.cache === 'bypassed'
+        ? 'This instance has not confirmed the change feed within ' + coh.bound_seconds + ' s: lookups read the database' + feedLag
+        : 'Cached orders are kept coherent with the other instances' + feedLag);
+      if (coh.cache === 'bypassed') cs.className += ' bad';
+      summary.appendChild(cs);
+    }
     pBody.appendChild(summary);
 
     var outs = {};
