@@ -34,7 +34,8 @@ const benchDirectBatch = 1000
 // default 20,000) are produced to a fresh 4-partition topic before the flow
 // starts, then ingest.New + Run with the real database store, the otter cache and
 // Prometheus metrics consume them on a dedicated PostgreSQL cluster with default
-// durability. The clock runs from the first fetched message until the consumer
+// durability (twice with the change feed between instances on, the default,
+// and twice with it off, ABBA; feed-ratio is on / off). The clock runs from the first fetched message until the consumer
 // group has committed every offset (group lag 0, polled); the group join before
 // the first fetch is reported apart as startup-s.
 //
@@ -70,7 +71,7 @@ func BenchmarkIngest(b *testing.B) {
 	cluster := testenv.NewCluster(b, testenv.ClusterOptions{Durable: true})
 	g := ordersgen.New(42)
 
-	var flowTime, upsertTime, copyTime, startup, writes time.Duration
+	var flowTime, quietTime, upsertTime, copyTime, startup, writes time.Duration
 	var written int
 	var batches uint64
 	b.ResetTimer()
@@ -84,7 +85,15 @@ func BenchmarkIngest(b *testing.B) {
 
 		up1 := directUpsert(b, cluster, ords)
 		cp1 := directCopy(b, cluster, ords)
-		res := runFlow(b, cluster, brokers, topic, n)
+		// The flow with the change feed (the default) and without it, ABBA, on
+		// the same backlog (each run its own group and database).
+		res := runFlow(b, cluster, brokers, topic, n, true)
+		quiet1 := runFlow(b, cluster, brokers, topic, n, false)
+		quiet2 := runFlow(b, cluster, brokers, topic, n, false)
+		res2 := runFlow(b, cluster, brokers, topic, n, true)
+		res.flow, res.startup, res.writes = (res.flow+res2.flow)/2, (res.startup+res2.startup)/2, (res.writes+res2.writes)/2
+		res.batches = (res.batches + res2.batches) / 2
+		quietTime += (quiet1.flow + quiet2.flow) / 2
 		up2 := directUpsert(b, cluster, ords)
 		cp2 := directCopy(b, cluster, ords)
 
@@ -108,11 +117,15 @@ func BenchmarkIngest(b *testing.B) {
 	b.ReportMetric(rate/ceiling, "copy-ratio")
 	b.ReportMetric(startup.Seconds()/float64(b.N), "startup-s")
 	b.ReportMetric(writes.Seconds()/flowTime.Seconds(), "upsert-busy")
+	quiet := float64(written) / quietTime.Seconds()
+	b.ReportMetric(quiet, "nofeed-orders/s")
+	b.ReportMetric(rate/quiet, "feed-ratio")
 	b.Logf("%d orders per iteration, brokers %s", n, brokers)
 	b.Logf("flow          : %8.0f orders/s (startup %.2fs not counted), %d batches, upsert stage busy %.0f%% (%.0f orders/s while writing)",
 		rate, startup.Seconds()/float64(b.N), batches, 100*writes.Seconds()/flowTime.Seconds(), float64(written)/writes.Seconds())
 	b.Logf("ApplyBatch    : %8.0f orders/s  flow/upsert %.2f", baseline, rate/baseline)
 	b.Logf("COPY          : %8.0f orders/s  flow/COPY   %.2f", ceiling, rate/ceiling)
+	b.Logf("without feed  : %8.0f orders/s  flow/no-feed %.2f (the change feed's cost)", quiet, rate/quiet)
 }
 
 // benchOrders returns n valid orders shaped like the canonical one (one item,
@@ -154,13 +167,18 @@ var benchDebug = os.Getenv("INGEST_BENCH_DEBUG") != ""
 // runFlow runs the ingest flow over topic until the group has committed all n
 // messages. It fails the benchmark unless every order is stored and cached and
 // nothing was dead-lettered.
-func runFlow(b *testing.B, cluster *testenv.Cluster, brokers, topic string, n int) flowResult {
+func runFlow(b *testing.B, cluster *testenv.Cluster, brokers, topic string, n int, feed bool) flowResult {
 	b.Helper()
 	tdb := dbtest.New(b, dbtest.On(cluster))
 	db, store := tdb.Bun, tdb.Store
+	group := topic + "-group"
+	if !feed {
+		store.WithoutChangeFeed()
+		group += "-nofeed"
+	}
 	cached := orderscache.NewStore(store, orderscache.New(256<<20), orderscache.Options{})
 	reg := prometheus.NewRegistry()
-	kcfg := kafkaConfig(brokers, topic, topic+"-dlq", topic+"-group")
+	kcfg := kafkaConfig(brokers, topic, topic+"-dlq", group)
 	level := slog.LevelWarn
 	if benchDebug {
 		level = slog.LevelDebug
