@@ -50,12 +50,12 @@ func TestComposeServicesAndPorts(t *testing.T) {
 	p := loadCompose(t)
 	// service -> container port that must be published on the same host port
 	published := map[string]uint32{
-		"proxy":          8081, // in front of every orders-service replica
-		"kafka":          19092,
-		"kafka-ui":       8080,
-		"prometheus":     9090,
-		"grafana":        3000,
-		"jaeger":         16686,
+		"proxy":      8081, // in front of every orders-service replica
+		"kafka":      19092,
+		"kafka-ui":   8080,
+		"prometheus": 9090,
+		"grafana":    3000,
+		"jaeger":     16686,
 	}
 	for name, port := range published {
 		s := service(t, p, name)
