@@ -11,7 +11,6 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
-	"go.yaml.in/yaml/v3"
 )
 
 // loadCompose loads ../docker-compose.yaml the way `docker compose --profile produce`
@@ -51,12 +50,12 @@ func TestComposeServicesAndPorts(t *testing.T) {
 	p := loadCompose(t)
 	// service -> container port that must be published on the same host port
 	published := map[string]uint32{
-		"orders-service": 8081,
-		"kafka":          19092,
-		"kafka-ui":       8080,
-		"prometheus":     9090,
-		"grafana":        3000,
-		"jaeger":         16686,
+		"proxy":      8081, // in front of every orders-service replica
+		"kafka":      19092,
+		"kafka-ui":   8080,
+		"prometheus": 9090,
+		"grafana":    3000,
+		"jaeger":     16686,
 	}
 	for name, port := range published {
 		s := service(t, p, name)
@@ -109,6 +108,82 @@ func TestComposeHealthchecksAndDependencies(t *testing.T) {
 		d, ok := svc.DependsOn[dep]
 		if !ok || d.Condition != types.ServiceConditionHealthy {
 			t.Errorf("orders-service must depend on %s being healthy, got %+v", dep, d)
+		}
+	}
+}
+
+// TestComposeScalesService checks what `docker compose up --scale orders-service=N`
+// needs: no fixed host port, no fixed container name and no static group member id
+// shared by every replica.
+func TestComposeScalesService(t *testing.T) {
+	p := loadCompose(t)
+	svc := service(t, p, "orders-service")
+	for _, pc := range svc.Ports {
+		if pc.Published != "" {
+			t.Errorf("orders-service publishes host port %s (container %d): a second replica could not bind it; publish through the proxy", pc.Published, pc.Target)
+		}
+	}
+	if !slices.Contains(svc.Expose, "8081") {
+		t.Errorf("orders-service: expose %v, want 8081 (the proxy and Prometheus reach it there)", svc.Expose)
+	}
+	if svc.ContainerName != "" {
+		t.Errorf("orders-service: container_name %q prevents scaling", svc.ContainerName)
+	}
+	if v := svc.Environment["ORDERS_KAFKA_INSTANCE_ID"]; v != nil && *v != "" {
+		t.Errorf("orders-service: ORDERS_KAFKA_INSTANCE_ID=%q would be the same static member id (and transactional id) in every replica", *v)
+	}
+}
+
+// TestComposeProxy checks the load balancer in front of the replicas: it publishes the
+// service's port, waits for a healthy replica, mounts its configuration, and that
+// configuration resolves the orders-service name at run time through Docker's DNS and
+// skips a replica that fails.
+func TestComposeProxy(t *testing.T) {
+	p := loadCompose(t)
+	px := service(t, p, "proxy")
+	if !strings.HasPrefix(px.Image, "nginx:1.27") {
+		t.Errorf("proxy image %q, want nginx:1.27-alpine (upstream `resolve` needs nginx >= 1.27.3)", px.Image)
+	}
+	if d, ok := px.DependsOn["orders-service"]; !ok || d.Condition != types.ServiceConditionHealthy {
+		t.Errorf("proxy must depend on orders-service being healthy, got %+v", px.DependsOn)
+	}
+	if px.HealthCheck == nil || !strings.Contains(strings.Join(px.HealthCheck.Test, " "), "/health") {
+		t.Errorf("proxy: healthcheck %+v does not hit /health through the proxy", px.HealthCheck)
+	}
+	conf := ""
+	for _, v := range px.Volumes {
+		if v.Type == types.VolumeTypeBind && v.Target == "/etc/nginx/nginx.conf" {
+			conf = v.Source
+		}
+	}
+	if conf == "" || !strings.HasSuffix(conf, filepath.Join("configs", "nginx", "nginx.conf")) {
+		t.Fatalf("proxy: configs/nginx/nginx.conf is not mounted at /etc/nginx/nginx.conf (volumes: %+v)", px.Volumes)
+	}
+	raw, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Directives, comments dropped, whitespace collapsed.
+	var directives []string
+	for _, line := range strings.Split(string(raw), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		if line = strings.Join(strings.Fields(line), " "); line != "" {
+			directives = append(directives, line)
+		}
+	}
+	has := func(prefix string) bool {
+		return slices.ContainsFunc(directives, func(d string) bool { return strings.HasPrefix(d, prefix) })
+	}
+	for _, want := range []struct{ prefix, why string }{
+		{"listen 8081;", "the published port"},
+		{"resolver 127.0.0.11 ", "Docker's DNS, so scaled replicas are found"},
+		{"zone ", "a shared zone, required by `resolve`"},
+		{"server orders-service:8081 resolve", "the app service, re-resolved at run time"},
+		{"proxy_pass http://orders_service;", "the upstream group"},
+		{"proxy_next_upstream error timeout", "a refusing or silent replica is skipped"},
+	} {
+		if !has(want.prefix) {
+			t.Errorf("nginx.conf: no directive starting %q (%s)", want.prefix, want.why)
 		}
 	}
 }
@@ -167,11 +242,10 @@ func TestComposeMountedConfigsExist(t *testing.T) {
 	}
 }
 
+// TestPrometheusScrapesService checks that Prometheus scrapes every replica: the
+// orders-service job discovers the service's A records (one per replica) instead of
+// naming one host, and its name is the job the alert rules and the dashboard select.
 func TestPrometheusScrapesService(t *testing.T) {
-	raw, err := os.ReadFile("prometheus/prometheus.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var cfg struct {
 		ScrapeConfigs []struct {
 			JobName       string `yaml:"job_name"`
@@ -179,17 +253,40 @@ func TestPrometheusScrapesService(t *testing.T) {
 			StaticConfigs []struct {
 				Targets []string `yaml:"targets"`
 			} `yaml:"static_configs"`
+			DNSSDConfigs []struct {
+				Names []string `yaml:"names"`
+				Type  string   `yaml:"type"`
+				Port  int      `yaml:"port"`
+			} `yaml:"dns_sd_configs"`
 		} `yaml:"scrape_configs"`
 	}
-	if err := yaml.Unmarshal(raw, &cfg); err != nil {
-		t.Fatalf("prometheus.yml: %v", err)
-	}
+	readYAML(t, "prometheus/prometheus.yml", &cfg)
+	found := false
 	for _, sc := range cfg.ScrapeConfigs {
 		for _, st := range sc.StaticConfigs {
-			if slices.Contains(st.Targets, "orders-service:8081") && (sc.MetricsPath == "" || sc.MetricsPath == "/metrics") {
-				return
+			for _, tg := range st.Targets {
+				if strings.HasPrefix(tg, "orders-service:") || strings.HasPrefix(tg, "proxy:") {
+					t.Errorf("job %s: static target %s scrapes one replica (or a different one each time); use dns_sd_configs", sc.JobName, tg)
+				}
+			}
+		}
+		for _, sd := range sc.DNSSDConfigs {
+			if !slices.Contains(sd.Names, "orders-service") {
+				continue
+			}
+			found = true
+			if sc.JobName != "orders-service" {
+				t.Errorf("the job discovering orders-service is %q; rules and dashboard select job=\"orders-service\"", sc.JobName)
+			}
+			if sd.Type != "A" || sd.Port != 8081 {
+				t.Errorf("job %s: dns_sd type %q port %d, want A and 8081", sc.JobName, sd.Type, sd.Port)
+			}
+			if sc.MetricsPath != "" && sc.MetricsPath != "/metrics" {
+				t.Errorf("job %s: metrics_path %q, want /metrics", sc.JobName, sc.MetricsPath)
 			}
 		}
 	}
-	t.Fatalf("prometheus.yml has no job scraping orders-service:8081/metrics: %+v", cfg.ScrapeConfigs)
+	if !found {
+		t.Fatalf("prometheus.yml has no dns_sd_configs job discovering every orders-service replica: %+v", cfg.ScrapeConfigs)
+	}
 }

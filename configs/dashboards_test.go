@@ -122,7 +122,7 @@ func TestGrafanaDashboardIsWellFormed(t *testing.T) {
 			refs[tg.RefID] = true
 		}
 	}
-	for _, want := range []string{"Ingestion pipeline", "Database", "HTTP API", "Cache"} {
+	for _, want := range []string{"Instances", "Ingestion pipeline", "Database", "HTTP API", "Cache"} {
 		if !slices.Contains(rows, want) {
 			t.Errorf("dashboard lacks the %q row (rows: %v)", want, rows)
 		}
@@ -230,7 +230,10 @@ func TestAlertRulesCarryRunbooks(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"OrdersServiceDown", "OrdersPipelineNotReady", "OrdersConsumerLagGrowing", "OrdersDLQRateHigh", "OrdersHTTPLatencyHigh"} {
+	for _, want := range []string{
+		"OrdersServiceDown", "OrdersNoInstanceUp", "OrdersPipelineNotReady", "OrdersConsumerLagGrowing", "OrdersDLQRateHigh", "OrdersHTTPLatencyHigh",
+		"OrdersCacheFeedLagging", "OrdersReplicaDown", "OrdersReplicaBehind", // several instances
+	} {
 		if !seen[want] {
 			t.Errorf("alerts.yml lacks %s", want)
 		}

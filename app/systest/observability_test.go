@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -298,6 +299,42 @@ var generatedByPrometheus = map[string]bool{
 	"scrape_duration_seconds": true, "scrape_samples_scraped": true,
 }
 
+// notYetExported: NOT YET EXPORTED BY THE CODE. The multi-instance mode's metrics,
+// which the dashboard's Instances row and the orders-instances alert rules use while
+// the code that exports them (the change feed, the cache bypass, the read replica) is
+// written on other branches. TestDashboardsAndAlertsMatchExportedMetrics logs, instead
+// of failing, a reference to one of these that /metrics lacks. Delete a name here
+// once the service exports it (the test logs which ones it already sees);
+// TestNotYetExportedAreUsed fails for a name that no panel or rule uses any more.
+var notYetExported = map[string]bool{
+	"orders_feed_lag_seconds":       true, // gauge
+	"orders_feed_changes_total":     true, // counter
+	"orders_feed_polls_total":       true, // counter {outcome="ok|error"}
+	"orders_cache_bypassed":         true, // gauge 0/1
+	"orders_db_replica_up":          true, // gauge 0/1
+	"orders_db_replica_lag_bytes":   true, // gauge
+	"orders_db_replica_reads_total": true, // counter {outcome="replica|behind_floor|replica_error"}
+}
+
+// TestNotYetExportedAreUsed keeps notYetExported honest: each name is a service
+// metric (orders_ prefix) that a dashboard panel or an alert rule actually uses.
+func TestNotYetExportedAreUsed(t *testing.T) {
+	used := map[string]bool{}
+	for _, e := range append(dashboardExprs(t), ruleExprs(t)...) {
+		for _, n := range promqlMetricNames(e.expr) {
+			used[n] = true
+		}
+	}
+	for n := range notYetExported {
+		if !strings.HasPrefix(n, "orders_") {
+			t.Errorf("notYetExported: %s is not a service metric", n)
+		}
+		if !used[n] {
+			t.Errorf("notYetExported: no dashboard panel or alert rule uses %s; delete it from the list", n)
+		}
+	}
+}
+
 // TestDashboardsAndAlertsMatchExportedMetrics runs the service with real traffic
 // (valid orders, bad messages for the DLQ, HTTP lookups that hit and miss the
 // cache), scrapes /metrics, and fails if a dashboard panel or an alert rule names a
@@ -361,6 +398,7 @@ func TestDashboardsAndAlertsMatchExportedMetrics(t *testing.T) {
 	}
 
 	names := 0
+	pending := map[string]bool{}
 	for _, e := range exprs {
 		found := promqlMetricNames(e.expr)
 		if len(found) == 0 {
@@ -372,9 +410,21 @@ func TestDashboardsAndAlertsMatchExportedMetrics(t *testing.T) {
 				continue
 			}
 			if _, ok := sc.samples[n]; !ok {
+				if notYetExported[n] {
+					pending[n] = true
+					continue
+				}
 				t.Errorf("%s uses %s: %s", e.where, n, sc.describe(n))
 			}
 		}
+	}
+	for n := range notYetExported {
+		if _, ok := sc.samples[n]; ok {
+			t.Logf("%s is exported now: delete it from notYetExported", n)
+		}
+	}
+	if len(pending) > 0 {
+		t.Logf("not checked, not yet exported by the code (notYetExported): %v", slices.Sorted(maps.Keys(pending)))
 	}
 	t.Logf("checked %d metric references in %d dashboard and rule expressions against %d exported sample names", names, len(exprs), len(sc.samples))
 }
