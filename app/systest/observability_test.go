@@ -299,44 +299,33 @@ var generatedByPrometheus = map[string]bool{
 	"scrape_duration_seconds": true, "scrape_samples_scraped": true,
 }
 
-// notYetExported are metrics a service exports only when configured so: the read
+// onlyWhenConfigured are metrics a service exports only when configured so: the read
 // replica's (orders_db_replica_*) exist only with ORDERS_POSTGRES_READ_DSN, which
 // TestDashboardsAndAlertsMatchExportedMetrics does not set (the replica's tests in
 // modules/orders/ordersdb check them). A reference to one of these that /metrics
-// lacks is logged instead of failing; TestNotYetExportedAreUsed fails for a name no
+// lacks is logged instead of failing; TestOnlyWhenConfiguredAreUsed fails for a name no
 // panel or rule uses any more.
-var notYetExported = map[string]bool{
+var onlyWhenConfigured = map[string]bool{
 	"orders_db_replica_up":          true, // gauge 0/1
 	"orders_db_replica_lag_bytes":   true, // gauge
 	"orders_db_replica_reads_total": true, // counter {outcome="replica|behind_floor|replica_error"}
 }
 
-// TestNotYetExportedAreUsed fails for a name that no panel or rule uses any more.
-var notYetExported = map[string]bool{
-	"orders_feed_lag_seconds":       true, // gauge
-	"orders_feed_changes_total":     true, // counter
-	"orders_feed_polls_total":       true, // counter {outcome="ok|error"}
-	"orders_cache_bypassed":         true, // gauge 0/1
-	"orders_db_replica_up":          true, // gauge 0/1
-	"orders_db_replica_lag_bytes":   true, // gauge
-	"orders_db_replica_reads_total": true, // counter {outcome="replica|behind_floor|replica_error"}
-}
-
-// TestNotYetExportedAreUsed keeps notYetExported honest: each name is a service
+// TestOnlyWhenConfiguredAreUsed keeps onlyWhenConfigured honest: each name is a service
 // metric (orders_ prefix) that a dashboard panel or an alert rule actually uses.
-func TestNotYetExportedAreUsed(t *testing.T) {
+func TestOnlyWhenConfiguredAreUsed(t *testing.T) {
 	used := map[string]bool{}
 	for _, e := range append(dashboardExprs(t), ruleExprs(t)...) {
 		for _, n := range promqlMetricNames(e.expr) {
 			used[n] = true
 		}
 	}
-	for n := range notYetExported {
+	for n := range onlyWhenConfigured {
 		if !strings.HasPrefix(n, "orders_") {
-			t.Errorf("notYetExported: %s is not a service metric", n)
+			t.Errorf("onlyWhenConfigured: %s is not a service metric", n)
 		}
 		if !used[n] {
-			t.Errorf("notYetExported: no dashboard panel or alert rule uses %s; delete it from the list", n)
+			t.Errorf("onlyWhenConfigured: no dashboard panel or alert rule uses %s; delete it from the list", n)
 		}
 	}
 }
@@ -416,7 +405,7 @@ func TestDashboardsAndAlertsMatchExportedMetrics(t *testing.T) {
 				continue
 			}
 			if _, ok := sc.samples[n]; !ok {
-				if notYetExported[n] {
+				if onlyWhenConfigured[n] {
 					pending[n] = true
 					continue
 				}
@@ -424,13 +413,13 @@ func TestDashboardsAndAlertsMatchExportedMetrics(t *testing.T) {
 			}
 		}
 	}
-	for n := range notYetExported {
+	for n := range onlyWhenConfigured {
 		if _, ok := sc.samples[n]; ok {
-			t.Logf("%s is exported now: delete it from notYetExported", n)
+			t.Logf("%s is exported now: delete it from onlyWhenConfigured", n)
 		}
 	}
 	if len(pending) > 0 {
-		t.Logf("not checked, not yet exported by the code (notYetExported): %v", slices.Sorted(maps.Keys(pending)))
+		t.Logf("not checked, exported only when configured (onlyWhenConfigured): %v", slices.Sorted(maps.Keys(pending)))
 	}
 	t.Logf("checked %d metric references in %d dashboard and rule expressions against %d exported sample names", names, len(exprs), len(sc.samples))
 }
