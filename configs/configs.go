@@ -45,6 +45,9 @@ type Postgres struct {
 	DSN            string `koanf:"dsn"`
 	PoolSize       int    `koanf:"pool_size"`
 	MigrateOnStart bool   `koanf:"migrate_on_start"`
+	// ReadDSN is an optional read replica (a streaming standby of DSN) for cache
+	// misses and lists; empty: every read goes to the primary.
+	ReadDSN string `koanf:"read_dsn"`
 }
 
 // Kafka configures the broker connection and topics (the Kafka edge's own type).
@@ -236,6 +239,11 @@ func (c Config) Validate() error {
 		u, err := url.Parse(c.Postgres.DSN)
 		check(err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") && u.Host != "",
 			"postgres.dsn", "want postgres://user:pass@host:port/db?sslmode=...")
+	}
+	if c.Postgres.ReadDSN != "" {
+		u, err := url.Parse(c.Postgres.ReadDSN)
+		check(err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") && u.Host != "",
+			"postgres.read_dsn", "want empty (reads on the primary) or postgres://user:pass@host:port/db?sslmode=...")
 	}
 	check(c.Postgres.PoolSize >= 1 && c.Postgres.PoolSize <= 1000, "postgres.pool_size", "want 1..1000")
 	check(validBrokers(c.Kafka.Brokers), "kafka.brokers", fmt.Sprintf("want comma-separated host:port list, got %q", c.Kafka.Brokers))
