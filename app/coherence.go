@@ -74,8 +74,11 @@ func (c *coherence) Reset() { c.cached.Reset() }
 // it until ctx ends.
 func (c *coherence) run(ctx context.Context) error {
 	for {
-		err := c.feed.Start(ctx)
+		lsn, err := c.feed.Start(ctx)
 		if err == nil {
+			if c.floor != nil {
+				c.floor(lsn) // replica reads before the first read of the feed are not older than the start
+			}
 			break
 		}
 		if ctx.Err() != nil {

@@ -65,13 +65,18 @@ func runService(ctx context.Context, cfg configs.Config, log *slog.Logger, ready
 		collectors.NewBuildInfoCollector(), collectors.NewDBStatsCollector(db.DB, "orders"))
 	reg.MustRegister(newBuildInfo(version))
 
-	store := ordersdb.New(db)
+	store, closeStore, err := newStore(cfg, db, reg, log)
+	if err != nil {
+		return err
+	}
+	defer closeStore() // before the primary pool closes (deferred earlier)
 	coh := newCoherence(cfg.Cache, db, log)
 	cacheOpts := orderscache.Options{DBTimeout: cfg.Cache.DBTimeout, NegativeTTL: cfg.Cache.NegativeTTL}
 	if coh == nil {
 		store.WithoutChangeFeed()
 	} else {
 		cacheOpts.Coherent = coh.ok
+		coh.floor = func(lsn int64) { store.SetReadFloor(ordersdb.LSN(uint64(lsn))) }
 	}
 	cache := orderscache.New(cfg.Cache.MaxBytes)
 	cached := orderscache.NewStore(store, cache, cacheOpts)
@@ -85,7 +90,7 @@ func runService(ctx context.Context, cfg configs.Config, log *slog.Logger, ready
 	if err != nil {
 		return err
 	}
-	writer, err := newWriter(cfg, ingest, store)
+	writer, err := newWriter(cfg, ingest, store.Primary()) // it waits for its own writes: never a replica
 	if err != nil {
 		ingest.Close()
 		return err
@@ -209,6 +214,29 @@ func openDB(ctx context.Context, cfg configs.Config) (*bun.DB, error) {
 		}
 	}
 	return db, nil
+}
+
+// newStore returns the orders database store over db, with the read replica of
+// postgres.read_dsn when it is set: a pool of half the primary's size (at least 2)
+// opened without waiting for the replica; its metrics (orders_db_replica_*, and
+// go_sql_*{db_name="orders_read"}) go to reg. closeStore stops the replica's prober
+// and closes its pool; it does not close db.
+func newStore(cfg configs.Config, db *bun.DB, reg prometheus.Registerer, log *slog.Logger) (store *ordersdb.Store, closeStore func(), err error) {
+	if cfg.Postgres.ReadDSN == "" {
+		return ordersdb.New(db), func() {}, nil
+	}
+	size := max(2, cfg.Postgres.PoolSize/2)
+	read, err := ordersdb.OpenReplica(cfg.Postgres.ReadDSN, size)
+	if err != nil {
+		return nil, nil, fmt.Errorf("postgres.read_dsn: %w", err)
+	}
+	store = ordersdb.NewWithReplica(db, read, ordersdb.ReplicaOptions{Logger: log})
+	reg.MustRegister(store.Collector(), collectors.NewDBStatsCollector(read.DB, "orders_read"))
+	log.Info("db_replica_configured", "pool_size", size)
+	return store, func() {
+		store.Close()
+		_ = read.Close()
+	}, nil
 }
 
 // registerCacheMetrics exports the cache's own counters as Prometheus series.

@@ -45,6 +45,9 @@ type Postgres struct {
 	DSN            string `koanf:"dsn"`
 	PoolSize       int    `koanf:"pool_size"`
 	MigrateOnStart bool   `koanf:"migrate_on_start"`
+	// ReadDSN is an optional read replica (a streaming standby of DSN) for cache
+	// misses and lists; empty: every read goes to the primary.
+	ReadDSN string `koanf:"read_dsn"`
 }
 
 // Kafka configures the broker connection and topics (the Kafka edge's own type).
@@ -250,6 +253,11 @@ func (c Config) Validate() error {
 		check(err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") && u.Host != "",
 			"postgres.dsn", "want postgres://user:pass@host:port/db?sslmode=...")
 	}
+	if c.Postgres.ReadDSN != "" {
+		u, err := url.Parse(c.Postgres.ReadDSN)
+		check(err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") && u.Host != "",
+			"postgres.read_dsn", "want empty (reads on the primary) or postgres://user:pass@host:port/db?sslmode=...")
+	}
 	check(c.Postgres.PoolSize >= 1 && c.Postgres.PoolSize <= 1000, "postgres.pool_size", "want 1..1000")
 	check(validBrokers(c.Kafka.Brokers), "kafka.brokers", fmt.Sprintf("want comma-separated host:port list, got %q", c.Kafka.Brokers))
 	check(validTopic(c.Kafka.Topic), "kafka.topic", fmt.Sprintf("want a Kafka topic name, got %q", c.Kafka.Topic))
@@ -271,6 +279,9 @@ func (c Config) Validate() error {
 	check(c.Cache.MaxBytes >= 1<<20, "cache.max_bytes", fmt.Sprintf("want >= 1048576 bytes, got %d", c.Cache.MaxBytes))
 	check(c.Cache.NegativeTTL >= 0, "cache.negative_ttl", "want >= 0")
 	check(c.Cache.DBTimeout > 0, "cache.db_timeout", "want > 0")
+	if c.Postgres.ReadDSN != "" {
+		check(c.Cache.Feed, "cache.feed", "want true with postgres.read_dsn: the change feed sets the replica's read floor")
+	}
 	if c.Cache.Feed {
 		check(c.Cache.FeedPoll > 0, "cache.feed_poll", "want > 0")
 		check(c.Cache.CoherenceBound > c.Cache.FeedPoll, "cache.coherence_bound",

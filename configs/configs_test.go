@@ -18,6 +18,9 @@ func TestDefaults(t *testing.T) {
 		c.Kafka.GroupID != "order-service" || c.HTTP.Addr != ":8081" || c.API.Token != "" || c.Cache.MaxBytes != 268435456 {
 		t.Fatalf("defaults differ from the contract: %+v", c)
 	}
+	if c.Postgres.ReadDSN != "" {
+		t.Fatalf("read_dsn defaults to %q, want empty (the primary)", c.Postgres.ReadDSN)
+	}
 	if c.Pipeline.BatchLinger != 50*time.Millisecond {
 		t.Fatalf("batch_linger %v", c.Pipeline.BatchLinger)
 	}
@@ -34,6 +37,7 @@ func TestContractEnvNames(t *testing.T) {
 	for _, want := range []string{
 		"ORDERS_POSTGRES_DSN", "ORDERS_KAFKA_BROKERS", "ORDERS_KAFKA_TOPIC", "ORDERS_KAFKA_DLQ_TOPIC",
 		"ORDERS_KAFKA_GROUP_ID", "ORDERS_HTTP_ADDR", "ORDERS_API_TOKEN", "ORDERS_CACHE_MAX_BYTES",
+		"ORDERS_POSTGRES_READ_DSN",
 	} {
 		if !names[want] {
 			t.Errorf("%s is not a config variable", want)
@@ -50,6 +54,7 @@ func TestPrecedence(t *testing.T) {
 	c, err := Load(path, []string{
 		"ORDERS_KAFKA_TOPIC=fromenv", "ORDERS_CACHE_MAX_BYTES=2097152",
 		"ORDERS_KAFKA_DLQ_TOPIC=dead", "ORDERS_POSTGRES_DSN=postgres://u:p@h:5432/db?sslmode=disable", "PATH=/bin",
+		"ORDERS_POSTGRES_READ_DSN=postgres://u:p@standby:5432/db?sslmode=disable",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -59,6 +64,9 @@ func TestPrecedence(t *testing.T) {
 	}
 	if err := c.RequireDSN(); err != nil {
 		t.Fatal(err)
+	}
+	if c.Postgres.ReadDSN != "postgres://u:p@standby:5432/db?sslmode=disable" {
+		t.Fatalf("read_dsn %q", c.Postgres.ReadDSN)
 	}
 }
 
@@ -75,6 +83,8 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"ORDERS_KAFKA_TOPIC=bad topic", "ORDERS_KAFKA_TOPIC"},
 		{"ORDERS_KAFKA_DLQ_TOPIC=orders", "ORDERS_KAFKA_DLQ_TOPIC"},
 		{"ORDERS_POSTGRES_DSN=mysql://x", "ORDERS_POSTGRES_DSN"},
+		{"ORDERS_POSTGRES_READ_DSN=mysql://x", "postgres.read_dsn (ORDERS_POSTGRES_READ_DSN)"},
+		{"ORDERS_POSTGRES_READ_DSN=postgres://", "postgres.read_dsn"},
 		{"ORDERS_PIPELINE_BATCH_LINGER=soon", "ORDERS_PIPELINE_BATCH_LINGER"},
 		{"ORDERS_LOG_LEVEL=loud", "ORDERS_LOG_LEVEL"},
 		{"ORDERS_KAFKA_TOPICS=typo", "ORDERS_KAFKA_TOPICS"},

@@ -29,16 +29,42 @@ const pingTimeout = 5 * time.Second
 // ping bounded by 5s (and by ctx), and returns the handle, with OpenTelemetry
 // query spans enabled. The caller closes it. Errors never contain the password.
 func Open(ctx context.Context, dsn string, poolSize int) (*bun.DB, error) {
+	db, u, err := open(dsn, poolSize)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	if err := db.PingContext(pctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open postgres: ping %s%s: %w", u.Host, u.Path, err)
+	}
+	return db, nil
+}
+
+// OpenReplica is Open for a read replica (NewWithReplica): it checks the DSN but
+// does not connect, so a replica that is down at start delays nothing; the store's
+// prober connects and finds out when it answers. The caller closes it.
+func OpenReplica(dsn string, poolSize int) (*bun.DB, error) {
+	db, _, err := open(dsn, poolSize)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres replica: %w", err)
+	}
+	return db, nil
+}
+
+// open makes the pool of Open without connecting.
+func open(dsn string, poolSize int) (*bun.DB, *url.URL, error) {
 	if poolSize < 1 {
-		return nil, fmt.Errorf("open postgres: pool size %d: want >= 1", poolSize)
+		return nil, nil, fmt.Errorf("pool size %d: want >= 1", poolSize)
 	}
 	u, err := url.Parse(dsn)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		return nil, errors.New("open postgres: invalid DSN: want postgres://user:pass@host:port/db?sslmode=disable")
+		return nil, nil, errors.New("invalid DSN: want postgres://user:pass@host:port/db?sslmode=disable")
 	}
 	connector, err := newConnector(withStatementTimeout(u))
 	if err != nil {
-		return nil, fmt.Errorf("open postgres: %w", err)
+		return nil, nil, err
 	}
 	sqldb := sql.OpenDB(connector)
 	sqldb.SetMaxOpenConns(poolSize)
@@ -47,14 +73,7 @@ func Open(ctx context.Context, dsn string, poolSize int) (*bun.DB, error) {
 
 	dbName := strings.TrimPrefix(u.Path, "/")
 	db := bun.NewDB(sqldb, pgdialect.New()).WithQueryHook(bunotel.NewQueryHook(bunotel.WithDBName(dbName)))
-
-	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
-	defer cancel()
-	if err := db.PingContext(pctx); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("open postgres: ping %s%s: %w", u.Host, u.Path, err)
-	}
-	return db, nil
+	return db, u, nil
 }
 
 // DefaultStatementTimeout is the server-side statement_timeout set on every

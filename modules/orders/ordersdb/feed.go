@@ -88,17 +88,21 @@ func NewFeed(db *bun.DB, opts FeedOptions) *Feed {
 // delivered by Run. Call it before the cache is filled from the database (a
 // warm-up), so that what the warm-up reads is never newer than what Run then
 // delivers without being delivered.
-func (f *Feed) Start(ctx context.Context) error {
+//
+// It returns the primary's WAL position at that point: a read replica that has
+// replayed it holds every commit before the start.
+func (f *Feed) Start(ctx context.Context) (lsn int64, err error) {
 	var xmin string
-	if err := f.db.QueryRowContext(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text`).Scan(&xmin); err != nil {
-		return fmt.Errorf("change feed: start: %w", err)
+	if err := f.db.QueryRowContext(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text,
+		(pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint`).Scan(&xmin, &lsn); err != nil {
+		return 0, fmt.Errorf("change feed: start: %w", err)
 	}
 	x, err := strconv.ParseUint(xmin, 10, 64)
 	if err != nil {
-		return fmt.Errorf("change feed: start: xmin %q: %w", xmin, err)
+		return 0, fmt.Errorf("change feed: start: xmin %q: %w", xmin, err)
 	}
 	f.xmin = x
-	return nil
+	return lsn, nil
 }
 
 // Run reads the feed until ctx ends, on every NOTIFY and at least every Poll,

@@ -73,7 +73,7 @@ func feedLatency(b *testing.B, cluster *testenv.Cluster, batches [][]orders.Reco
 	rec := &feedDelivery{at: map[string]time.Time{}}
 	f := ordersdb.NewFeed(d.Bun, ordersdb.FeedOptions{})
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := f.Start(ctx); err != nil {
+	if _, err := f.Start(ctx); err != nil {
 		b.Fatal(err)
 	}
 	done := make(chan error, 1)

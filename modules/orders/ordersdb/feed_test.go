@@ -69,7 +69,7 @@ func (r *feedRecorder) waitFor(t *testing.T, what string, cond func(map[string][
 func runFeed(t *testing.T, f *ordersdb.Feed, h ordersdb.FeedHandler) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := f.Start(ctx); err != nil {
+	if _, err := f.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)

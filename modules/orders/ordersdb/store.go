@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,9 +21,12 @@ type Store struct {
 	db *bun.DB
 	// quiet turns off the change feed's rows (see WithoutChangeFeed).
 	quiet bool
+	// get is getSQL prepared on db: the lookup is the cache-miss path of the API,
+	// and a prepared statement skips parsing and planning the join on every call.
+	get *lazyStmt
 
-	mu      sync.Mutex               // serialises the first prepare
-	getStmt atomic.Pointer[sql.Stmt] // prepared on first use; database/sql prepares it per connection
+	floor   atomic.Uint64 // the read floor, an LSN (SetReadFloor)
+	replica *replica      // nil: every read on db (NewWithReplica)
 }
 
 var _ orders.Store = (*Store)(nil)
@@ -32,7 +34,7 @@ var _ orders.Store = (*Store)(nil)
 // New returns a Store over db, whose schema must be migrated (package migrations).
 // Its batches announce what they stored on the change feed (see Feed).
 func New(db *bun.DB) *Store {
-	return &Store{db: db}
+	return &Store{db: db, get: &lazyStmt{sql: getSQL}}
 }
 
 // WithoutChangeFeed makes s write no change-feed rows: for a single instance, or
@@ -272,23 +274,31 @@ func dedupe(recs []orders.Record) []orders.Record {
 }
 
 // Get implements orders.Store in one round trip, which also reads the tombstone
-// (getSQL). A malformed uid gives orders.ErrInvalidUID.
+// (getSQL). A malformed uid gives orders.ErrInvalidUID. With a replica that is up,
+// it reads the replica, with the read floor checked in the same round trip, and
+// only a replica behind the floor or failing costs a second one, on the primary.
 func (s *Store) Get(ctx context.Context, uid string) (orders.Order, orders.Version, error) {
 	if !orders.ValidUID(uid) {
 		return orders.Order{}, orders.Version{}, fmt.Errorf("get: %w", orders.ErrInvalidUID)
 	}
-	stmt, err := s.getStatement(ctx)
+	if s.replica != nil && s.replica.usable() {
+		list, seqs, ok, err := s.getReplica(ctx, uid)
+		if err != nil {
+			return orders.Order{}, orders.Version{}, fmt.Errorf("get: %w", err)
+		}
+		if ok {
+			return found(list, seqs)
+		}
+	}
+	list, seqs, err := s.get.query(ctx, s.db.DB, uid)
 	if err != nil {
 		return orders.Order{}, orders.Version{}, fmt.Errorf("get: %w", err)
 	}
-	rows, err := stmt.QueryContext(ctx, uid)
-	if err != nil {
-		return orders.Order{}, orders.Version{}, fmt.Errorf("get: %w", err)
-	}
-	list, seqs, err := scanOrders(rows)
-	if err != nil {
-		return orders.Order{}, orders.Version{}, fmt.Errorf("get: %w", err)
-	}
+	return found(list, seqs)
+}
+
+// found turns the rows of getSQL into Get's answer.
+func found(list []orders.Record, seqs []int64) (orders.Order, orders.Version, error) {
 	var tombstone orders.Version
 	for i := range list {
 		if seqs[i] != 0 { // the order; a tombstone next to it is older
@@ -299,54 +309,56 @@ func (s *Store) Get(ctx context.Context, uid string) (orders.Order, orders.Versi
 	return orders.Order{}, tombstone, orders.ErrNotFound
 }
 
-// getStatement returns the prepared lookup by uid, preparing it on first use: the
-// lookup is the cache-miss path of the API, and a prepared statement skips parsing
-// and planning the join on every call. A failed prepare is retried on the next call.
-func (s *Store) getStatement(ctx context.Context) (*sql.Stmt, error) {
-	if stmt := s.getStmt.Load(); stmt != nil {
-		return stmt, nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if stmt := s.getStmt.Load(); stmt != nil {
-		return stmt, nil
-	}
-	stmt, err := s.db.DB.PrepareContext(ctx, getSQL)
-	if err != nil {
-		return nil, fmt.Errorf("prepare: %w", err)
-	}
-	s.getStmt.Store(stmt)
-	return stmt, nil
-}
-
 // List implements orders.Store with keyset pagination on the insertion sequence,
 // in one round trip per page. The page's last order is never repeated on the next
 // page, and orders inserted while paging are newer than every cursor, so a walk
 // visits each order that existed when it started exactly once (unless deleted; an
-// order re-created after a delete is listed as new).
+// order re-created after a delete is listed as new). With a replica, the page is
+// read there when the prober last saw it up and at or past the read floor.
 func (s *Store) List(ctx context.Context, limit int, cursor string) (orders.Page, error) {
 	if limit < 1 || limit > orders.MaxListLimit {
 		return orders.Page{}, fmt.Errorf("list: %w", orders.ErrInvalidLimit)
 	}
+	var after int64
+	if cursor != "" {
+		var err error
+		if after, err = decodeCursor(cursor); err != nil {
+			return orders.Page{}, fmt.Errorf("list: %w", err)
+		}
+	}
+	if s.replica != nil && s.replica.usable() {
+		page, ok, err := s.listReplica(ctx, limit, after)
+		if err != nil {
+			return orders.Page{}, fmt.Errorf("list: %w", err)
+		}
+		if ok {
+			return page, nil
+		}
+	}
+	page, err := list(ctx, s.db, limit, after)
+	if err != nil {
+		return orders.Page{}, fmt.Errorf("list: %w", err)
+	}
+	return page, nil
+}
+
+// list reads the page of at most limit orders older than after (0: the newest) on db.
+func list(ctx context.Context, db *bun.DB, limit int, after int64) (orders.Page, error) {
 	var (
 		rows *sql.Rows
 		err  error
 	)
-	if cursor == "" {
-		rows, err = s.db.QueryContext(ctx, selectOrderSQL+"ORDER BY o.seq DESC LIMIT ?", limit+1)
+	if after == 0 {
+		rows, err = db.QueryContext(ctx, selectOrderSQL+"ORDER BY o.seq DESC LIMIT ?", limit+1)
 	} else {
-		after, derr := decodeCursor(cursor)
-		if derr != nil {
-			return orders.Page{}, fmt.Errorf("list: %w", derr)
-		}
-		rows, err = s.db.QueryContext(ctx, selectOrderSQL+"WHERE o.seq < ? ORDER BY o.seq DESC LIMIT ?", after, limit+1)
+		rows, err = db.QueryContext(ctx, selectOrderSQL+"WHERE o.seq < ? ORDER BY o.seq DESC LIMIT ?", after, limit+1)
 	}
 	if err != nil {
-		return orders.Page{}, fmt.Errorf("list: %w", err)
+		return orders.Page{}, err
 	}
 	list, seqs, err := scanOrders(rows)
 	if err != nil {
-		return orders.Page{}, fmt.Errorf("list: %w", err)
+		return orders.Page{}, err
 	}
 	var page orders.Page
 	if len(list) > limit {

@@ -140,6 +140,7 @@ type Cluster struct {
 	port    int
 	opts    ClusterOptions
 	cred    *syscall.Credential // non-nil when the server must run as another user
+	primary *Cluster            // the cluster this one is a standby of (NewStandby); nil for a primary
 
 	mu   sync.Mutex
 	proc *pgProcess // nil while stopped
@@ -180,9 +181,13 @@ func (c *Cluster) DSN(db string) string {
 func (c *Cluster) Port() int { return c.port }
 
 // CreateDB creates a fresh empty database and returns its DSN; the database is
-// dropped in t.Cleanup if the cluster is running then. The cluster must be running.
+// dropped in t.Cleanup if the cluster is running then. The cluster must be running
+// and not a standby (create on the primary; see DSNOf).
 func (c *Cluster) CreateDB(t testing.TB) string {
 	t.Helper()
+	if c.primary != nil {
+		t.Fatalf("testenv: CreateDB on a standby: create the database on the primary and use DSNOf")
+	}
 	return createDatabase(t, c.DSN("postgres"), c.DSN, c.Running)
 }
 
@@ -291,34 +296,16 @@ func startCluster(opts ClusterOptions) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	sweepOnce.Do(sweepStaleDirs)
-	dir, err := os.MkdirTemp("", dirPrefix)
+	c, err := newClusterDir(bin, cred, opts)
 	if err != nil {
-		return nil, fmt.Errorf("temp dir: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, fmt.Errorf("write owner: %w", err)
-	}
-	c := &Cluster{
-		bin:     bin,
-		dir:     dir,
-		dataDir: filepath.Join(dir, "data"),
-		logPath: filepath.Join(dir, "server.log"),
-		opts:    opts,
-		cred:    cred,
+		return nil, err
 	}
 	ok := false
 	defer func() {
 		if !ok {
-			_ = os.RemoveAll(dir)
+			_ = os.RemoveAll(c.dir)
 		}
 	}()
-	if cred != nil {
-		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
-			return nil, fmt.Errorf("chown %s: %w", dir, err)
-		}
-	}
 	initdb := pgserver.Command(bin, cred, "initdb",
 		"-D", c.dataDir, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-locale", "--no-sync")
 	initdb.Env = serverEnv()
