@@ -75,13 +75,14 @@ var (
 	descCommitted = prometheus.NewDesc("orders_pipeline_committed_offset", "Last committed offset per owned partition.", []string{"partition"}, nil)
 	descDLQTxn    = prometheus.NewDesc("orders_pipeline_dlq_transactions_total", "Kafka transactions that wrote dead letters with their offsets, by outcome (committed, aborted).", []string{"outcome"}, nil)
 	descUp        = prometheus.NewDesc("orders_pipeline_up", "1 while the ingest flow runs and the broker is reachable.", nil, nil)
+	descRenewals  = prometheus.NewDesc("orders_pipeline_dlq_producer_renewals_total", "Times the transactional producer was replaced after it could not finish a transaction (stuck or failed for good, but not fenced).", nil, nil)
 )
 
 // collector reads the flow's counters at scrape time.
 type collector struct{ in *Ingest }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descDLQ, descRetries, descSplits, descWritten, descVersions, descTombs, descCross, descLag, descCommitted, descUp, descDLQTxn} {
+	for _, d := range []*prometheus.Desc{descDLQ, descRetries, descSplits, descWritten, descVersions, descTombs, descCross, descLag, descCommitted, descUp, descDLQTxn, descRenewals} {
 		ch <- d
 	}
 }
@@ -95,6 +96,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		_, txns, aborted := in.com.Transactions()
 		ch <- prometheus.MustNewConstMetric(descDLQTxn, prometheus.CounterValue, float64(txns), "committed")
 		ch <- prometheus.MustNewConstMetric(descDLQTxn, prometheus.CounterValue, float64(aborted), "aborted")
+		ch <- prometheus.MustNewConstMetric(descRenewals, prometheus.CounterValue, float64(in.com.Renewals()))
 	}
 	ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(in.retries.Load()))
 	ch <- prometheus.MustNewConstMetric(descSplits, prometheus.CounterValue, float64(in.splits.Load()))

@@ -51,6 +51,8 @@ type DLQStats struct {
 	Committed    uint64            `json:"committed"`
 	Transactions uint64            `json:"transactions"`
 	Aborted      uint64            `json:"transactions_aborted"`
+	// ProducerRenewals counts replacements of the transactional producer.
+	ProducerRenewals uint64 `json:"producer_renewals"`
 }
 
 // PartitionStats is one owned partition: committed offset, completed watermark,
@@ -80,6 +82,7 @@ func (in *Ingest) Snapshot() Stats {
 		DLQ: DLQStats{ByClass: in.com.DeadLetters(), Pending: in.com.HeldDeadLetters()},
 	}
 	st.DLQ.Committed, st.DLQ.Transactions, st.DLQ.Aborted = in.com.Transactions()
+	st.DLQ.ProducerRenewals = in.com.Renewals()
 	in.mu.Lock()
 	if in.runErr != nil {
 		st.Error = in.runErr.Error()

@@ -79,6 +79,11 @@ type Committer struct {
 	committed atomic.Uint64
 	txns      atomic.Uint64
 	aborts    atomic.Uint64
+	renewals  atomic.Uint64
+
+	cm         kafka.ConfigMap // the producer's configuration, for renew
+	stuckSince time.Time       // first failure of a run of failed transactional steps; guarded by mu
+	unresolved bool            // renewed with pendingOffs of unknown outcome; guarded by mu
 
 	ctx      context.Context
 	stop     context.CancelFunc
@@ -90,6 +95,7 @@ type Committer struct {
 type groupMember interface {
 	CommitOffsets([]kafka.TopicPartition) ([]kafka.TopicPartition, error)
 	GetConsumerGroupMetadata() (*kafka.ConsumerGroupMetadata, error)
+	Committed([]kafka.TopicPartition, int) ([]kafka.TopicPartition, error)
 }
 
 // NewCommitter creates the committer and its transactional producer (it connects
@@ -118,8 +124,8 @@ func NewCommitter(cfg CommitterConfig, log *slog.Logger) (*Committer, error) {
 		return nil, fmt.Errorf("new committer: producer: %w", err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	c := &Committer{cfg: cfg, p: p, log: log, tr: newTracker(cfg.Topic, cfg.DLQTopic), ctx: ctx, stop: stop, stopLogs: stopLogs}
-	c.loops.Go(c.events)
+	c := &Committer{cfg: cfg, p: p, cm: cm, log: log, tr: newTracker(cfg.Topic, cfg.DLQTopic), ctx: ctx, stop: stop, stopLogs: stopLogs}
+	go c.events(p) // ends when p is closed (by Close, or after renew)
 	return c, nil
 }
 
@@ -268,6 +274,18 @@ func (c *Committer) commit(member groupMember, offs []kafka.TopicPartition, lett
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.OpTimeout)
 	defer cancel()
+	if c.state != txnIdle && !c.stuckSince.IsZero() && time.Since(c.stuckSince) > c.cfg.TxnTimeout {
+		// The producer has not finished a transaction for longer than the broker
+		// keeps one open: librdkafka can stay stuck after a broker restart (its
+		// requests to the coordinator queued, never sent). A new producer with the
+		// same transactional id ends whatever is open.
+		if err := c.renew(fmt.Errorf("no transactional step succeeded for %s (state %d)", time.Since(c.stuckSince).Round(time.Second), c.state)); err != nil {
+			return nil, err
+		}
+	}
+	if c.unresolved {
+		return c.resolve(member)
+	}
 	switch c.state {
 	case txnCommitting:
 		if err := c.p.CommitTransaction(ctx); err != nil {
@@ -283,7 +301,11 @@ func (c *Committer) commit(member groupMember, offs []kafka.TopicPartition, lett
 		}
 	}
 	if len(letters) == 0 {
-		return member.CommitOffsets(offs)
+		res, err := member.CommitOffsets(offs)
+		if err == nil {
+			c.stuckSince = time.Time{}
+		}
+		return res, err
 	}
 	if err := c.init(); err != nil {
 		return nil, err
@@ -318,7 +340,10 @@ func (c *Committer) commit(member groupMember, offs []kafka.TopicPartition, lett
 }
 
 // idle forgets the transaction that just ended. Caller holds mu.
-func (c *Committer) idle() { c.state, c.pendingOffs, c.pendingN = txnIdle, nil, 0 }
+func (c *Committer) idle() {
+	c.state, c.pendingOffs, c.pendingN = txnIdle, nil, 0
+	c.stuckSince = time.Time{}
+}
 
 // finish records a committed transaction. Caller holds mu.
 func (c *Committer) finish(letters int) {
@@ -333,11 +358,14 @@ func (c *Committer) finish(letters int) {
 // anything else aborts it. Caller holds mu.
 func (c *Committer) failed(ctx context.Context, op string, err error) error {
 	err = fmt.Errorf("dlq transaction %s: %w", op, err)
+	if c.stuckSince.IsZero() {
+		c.stuckSince = time.Now()
+	}
 	var kerr kafka.Error
 	isKafka := errors.As(err, &kerr)
 	switch {
 	case isKafka && kerr.IsFatal():
-		return c.setFatal(err)
+		return c.fatalOrRenew(err)
 	case c.pendingOffs != nil && isKafka && kerr.IsRetriable() && !kerr.TxnRequiresAbort():
 		c.state = txnCommitting
 		c.log.Warn("dlq_commit_outcome_unknown", "err", err)
@@ -354,9 +382,12 @@ func (c *Committer) failed(ctx context.Context, op string, err error) error {
 // Caller holds mu.
 func (c *Committer) abort(ctx context.Context) error {
 	if err := c.p.AbortTransaction(ctx); err != nil {
+		if c.stuckSince.IsZero() {
+			c.stuckSince = time.Now()
+		}
 		var kerr kafka.Error
 		if errors.As(err, &kerr) && kerr.IsFatal() {
-			return c.setFatal(fmt.Errorf("dlq transaction abort: %w", err))
+			return c.fatalOrRenew(fmt.Errorf("dlq transaction abort: %w", err))
 		}
 		c.state = txnAborting
 		return fmt.Errorf("dlq transaction abort: %w", err)
@@ -381,9 +412,92 @@ func (c *Committer) produce(ctx context.Context, m *kafka.Message) error {
 	}
 }
 
-// events drains the producer's event channel (errors; delivery reports are off).
-func (c *Committer) events() {
-	for ev := range c.p.Events() {
+// fatalOrRenew handles a fatal error of the producer. Fenced (another producer
+// took the transactional id: another process of this instance) is fatal for the
+// flow; any other fatal error (e.g. INVALID_TXN_STATE after a broker restart, a
+// librdkafka state the producer cannot leave) gets a new producer, and the flow
+// goes on: the dead letters of the failed transaction are still held. Caller
+// holds mu.
+func (c *Committer) fatalOrRenew(err error) error {
+	var kerr kafka.Error
+	if errors.As(err, &kerr) && (kerr.Code() == kafka.ErrFenced || kerr.Code() == kafka.ErrProducerFenced) {
+		return c.setFatal(err)
+	}
+	if rerr := c.renew(err); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	return err // this commit failed; the next one uses the new producer
+}
+
+// renew replaces the transactional producer by a new one with the same
+// transactional id, whose InitTransactions (at the next commit) fences the old
+// one and ends its open transaction. A transaction whose commit outcome was
+// unknown is resolved after that from the group's committed offsets (see
+// resolve). Caller holds mu.
+func (c *Committer) renew(reason error) error {
+	p, err := kafka.NewProducer(&c.cm)
+	if err != nil {
+		return c.setFatal(fmt.Errorf("dlq: renew producer: %w", err))
+	}
+	old := c.p
+	c.p = p
+	go c.events(p)
+	go func() { // never blocks the flow: the old producer may be stuck
+		_ = old.Purge(kafka.PurgeQueue | kafka.PurgeInFlight | kafka.PurgeNonBlocking)
+		old.Close()
+	}()
+	c.inited = false
+	c.unresolved = c.state == txnCommitting && c.pendingOffs != nil
+	if !c.unresolved {
+		c.idle()
+	}
+	c.stuckSince = time.Time{}
+	c.renewals.Add(1)
+	c.log.Warn("dlq_producer_renewed", "reason", reason.Error(), "unknown_outcome", c.unresolved)
+	return nil
+}
+
+// resolve finds out, once the new producer's InitTransactions has ended the old
+// transaction, whether the transaction of unknown outcome committed: the group's
+// committed offsets then reach its offsets. If so, its offsets are returned (its
+// dead letters are written: the tracker forgets them); if not, it was aborted and
+// its dead letters, still held, go into the next transaction. Caller holds mu.
+func (c *Committer) resolve(member groupMember) ([]kafka.TopicPartition, error) {
+	if err := c.init(); err != nil {
+		return nil, err
+	}
+	committed, err := member.Committed(c.pendingOffs, int(c.cfg.OpTimeout/time.Millisecond))
+	if err != nil {
+		return nil, fmt.Errorf("dlq: committed offsets after renewing the producer: %w", err)
+	}
+	want := map[int32]kafka.Offset{}
+	for _, tp := range c.pendingOffs {
+		want[tp.Partition] = tp.Offset
+	}
+	landed := len(committed) == len(want)
+	for _, tp := range committed {
+		if tp.Error != nil || tp.Offset < want[tp.Partition] {
+			landed = false
+		}
+	}
+	prev, n := c.pendingOffs, c.pendingN
+	c.unresolved = false
+	if landed {
+		c.finish(n)
+		c.log.Info("dlq_transaction_resolved", "committed", true, "dead_letters", n)
+		return prev, nil
+	}
+	c.idle()
+	c.log.Info("dlq_transaction_resolved", "committed", false, "dead_letters", n)
+	return nil, errors.New("dlq: the transaction of unknown outcome was aborted; its dead letters go into the next one")
+}
+
+// Renewals returns how many times the transactional producer was replaced.
+func (c *Committer) Renewals() uint64 { return c.renewals.Load() }
+
+// events drains a producer's event channel (errors; delivery reports are off).
+func (c *Committer) events(p *kafka.Producer) {
+	for ev := range p.Events() {
 		if e, ok := ev.(kafka.Error); ok {
 			c.log.Warn("dlq_producer_error", "code", e.Code().String(), "err", e)
 		}
