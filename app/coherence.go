@@ -48,7 +48,7 @@ func newCoherence(cfg configs.Cache, db *bun.DB, log *slog.Logger) *coherence {
 // within the bound. It is the cache's Options.Coherent.
 func (c *coherence) ok() bool {
 	ok := c.feed.Lag(time.Now()) <= c.bound
-	if was := c.trusted.Swap(ok); was != ok {
+	if c.trusted.Load() != ok && c.trusted.CompareAndSwap(!ok, ok) { // no write on the hot path
 		if ok {
 			c.log.Info("cache_trusted", "reason", "the change feed is read up to date")
 		} else {
