@@ -347,3 +347,113 @@ func TestInstanceKilledMidStream(t *testing.T) {
 	t.Logf("survivor: %d orders checked over HTTP at their newest version within %v, %d stale; %d reads during the run",
 		len(tr.latest), took[0], stale, reads.Load())
 }
+
+// owned returns how many partitions s reports owning (-1 when it does not answer).
+func owned(s *testenv.Service) int {
+	st, err := pipelineStats(s)
+	if err != nil {
+		return -1
+	}
+	parts, _ := st["partitions"].([]any)
+	return len(parts)
+}
+
+// TestInstancesRollingRestart restarts every instance in turn (static group
+// membership: each comes back with its ORDERS_KAFKA_INSTANCE_ID) while 2,000
+// orders/s arrive and clients look orders up on every instance in rotation, the
+// instance being restarted taken out of the rotation first, as a load balancer
+// drains it. No lookup may fail; the end state must be exact. The time each
+// instance took to be back with its partitions (SIGTERM → new process ready
+// → partitions owned) and the group's pause are reported.
+func TestInstancesRollingRestart(t *testing.T) {
+	brokers := requireEnv(t)
+	f := newFixture(t, "instances-roll", brokers, durableDB(t))
+	f.extraEnv = append(f.extraEnv, "ORDERS_CACHE_WARMUP_ON_START=false")
+	const rate = 2000
+	s := newStream(suiteSeed(t)+34, testkit.EnvInt(t, "INSTANCES_ROLL_ORDERS", 40000, 1000))
+	ids := []string{"roll-a", "roll-b"}
+	start := func(id string) *testenv.Service {
+		saved := f.extraEnv
+		f.extraEnv = append(slices.Clone(saved), "ORDERS_KAFKA_INSTANCE_ID="+id)
+		defer func() { f.extraEnv = saved }()
+		return f.start()
+	}
+	svcs := make([]*testenv.Service, len(ids))
+	for i, id := range ids {
+		svcs[i] = start(id)
+	}
+
+	var rotation atomic.Pointer[[]*testenv.Service]
+	setRotation := func(except int) {
+		var r []*testenv.Service
+		for i, s := range svcs {
+			if i != except {
+				r = append(r, s)
+			}
+		}
+		rotation.Store(&r)
+	}
+	setRotation(-1)
+	var lookups, failures atomic.Int64
+	var firstFailure atomic.Pointer[string]
+	stopLookups := make(chan struct{})
+	var wg sync.WaitGroup
+	for c := range 4 {
+		wg.Go(func() {
+			for i := c; ; i += 4 {
+				select {
+				case <-stopLookups:
+					return
+				default:
+				}
+				r := *rotation.Load()
+				svc := r[i%len(r)]
+				got, err := readOrder(svc, string(s.recs[i%len(s.recs)].Key))
+				lookups.Add(1)
+				if err != nil || (got.status != http.StatusOK && got.status != http.StatusNotFound) {
+					failures.Add(1)
+					msg := fmt.Sprintf("%s: %+v %v", svc.Addr(), got, err)
+					firstFailure.CompareAndSwap(nil, &msg)
+				}
+			}
+		})
+	}
+
+	wait := produceAsync(brokers, f.topic, s.recs, rate, 2*time.Minute)
+	time.Sleep(3 * time.Second)
+	for i, id := range ids {
+		setRotation(i) // drained first
+		t0 := time.Now()
+		if err := svcs[i].Terminate(60 * time.Second); err != nil {
+			t.Fatalf("%s: graceful stop: %v", id, err)
+		}
+		stopped := time.Since(t0)
+		svcs[i] = start(id)
+		ready := time.Since(t0)
+		for owned(svcs[i]) <= 0 {
+			if time.Since(t0) > time.Minute {
+				t.Fatalf("%s owns no partition a minute after its restart", id)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Logf("REBALANCE instance=%s stop=%v ready=%v partitions_back=%v (static membership)", id, stopped.Round(time.Millisecond),
+			ready.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+		setRotation(-1)
+		time.Sleep(2 * time.Second)
+	}
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	f.waitLagZero(2*time.Minute, svcs...)
+	close(stopLookups)
+	wg.Wait()
+	tr := f.readTruth(s)
+	f.check(tr, expectDLQ{passes: 1})
+	for _, svc := range svcs {
+		stop(t, svc)
+	}
+	t.Logf("lookups during the rolling restart: %d, failed %d", lookups.Load(), failures.Load())
+	if n := failures.Load(); n > 0 {
+		t.Errorf("%d lookups failed during the rolling restart; first: %s", n, *firstFailure.Load())
+	}
+}
