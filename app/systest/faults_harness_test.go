@@ -213,7 +213,7 @@ func produceAsync(brokers, topic string, recs []*kgo.Record, rate int, limit tim
 // The fixture: one topic, DLQ, group and database per case; service processes.
 
 type fixture struct {
-	t                          *testing.T
+	t                          testing.TB
 	name                       string
 	brokers, topic, dlq, group string
 	dsn                        string
@@ -225,7 +225,7 @@ type fixture struct {
 	starts int
 }
 
-func newFixture(t *testing.T, name, brokers, dsn string) *fixture {
+func newFixture(t testing.TB, name, brokers, dsn string) *fixture {
 	t.Helper()
 	f := &fixture{
 		t: t, name: name, brokers: brokers, dsn: dsn,

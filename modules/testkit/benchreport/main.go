@@ -77,6 +77,12 @@ var figures = []figure{
 		Met: func(m metrics) bool { return m["feed-ratio"] >= 0.9 },
 	},
 	{
+		Bench: "BenchmarkInstancesIngest", Name: "ingest with two instances vs one, same broker and database (orders/s)",
+		Metric: "two-orders/s", Baseline: "one instance, same run (ABBA)", BaselineMetric: "one-orders/s",
+		RatioMetric: "ratio", Target: ">= 0.9 x one",
+		Met: func(m metrics) bool { return m["ratio"] >= 0.9 },
+	},
+	{
 		Bench: "BenchmarkOrderLookupLoad", Name: "GET /order/{uid}, hot cache, 64 conns (req/s)",
 		Metric: "req/s", Baseline: "bare Fiber handler, bytes from a map", BaselineMetric: "bare-req/s",
 		RatioMetric: "ratio", Target: ">= 40,000 req/s and >= 0.8 x bare",

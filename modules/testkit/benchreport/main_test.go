@@ -22,6 +22,7 @@ BenchmarkIngest-2   	       1	8996964590 ns/op	     16071 baseline-orders/s	    
 BenchmarkOrderLookupLoad-2   	       1	22000000000 ns/op	         3.1 bare-p99-ms	     50000 bare-req/s	         4.2 p99-ms	         0.86 ratio	     43000 req/s
 BenchmarkOrderLookupMissLoad-2   	       1	10867029377 ns/op	        96.75 bare-p99-ms	      2831 bare-req/s	         0.9734 miss-ratio	        96.60 p99-ms	         1.022 ratio	      2894 req/s
 BenchmarkFreshness-2   	       1	15631951124 ns/op	        63.44 http-p99-ms	        50.00 linger-ms	        83.37 max-ms	      2000 orders/s	        38.83 p50-ms	        67.67 p99-ms	        52.36 to-upsert-p99-ms	        23.87 upsert-p99-ms
+BenchmarkInstancesIngest-2   	       1	30000000000 ns/op	      7000 one-orders/s	      6800 two-orders/s	         0.9714 ratio
 BenchmarkFeedLatency-2   	       1	3227909863 ns/op	         3.663 max-ms	         1.033 p50-ms	         3.663 p99-ms	       200.0 poll-ms
 BenchmarkWrites-2   	       1	30000000000 ns/op	         3.1 ack-p50-ms	         6.2 ack-p99-ms	        60.1 delete-p50-ms	        90.2 delete-p99-ms	        50.00 linger-ms	        70.5 load-delete-p50-ms	       120.3 load-delete-p99-ms	      1990 load-orders/s	        71.0 load-put-p50-ms	       130.0 load-put-p99-ms	        58.0 put-p50-ms	        88.0 put-p99-ms
 `
@@ -40,8 +41,8 @@ func TestParseAndRows(t *testing.T) {
 	if got := res["BenchmarkIngest"]["startup-s"]; got != 0.2111 {
 		t.Errorf("startup-s %v", got)
 	}
-	if len(res) != 7 {
-		t.Errorf("%d benchmarks parsed, want 7: %v", len(res), res)
+	if len(res) != 8 {
+		t.Errorf("%d benchmarks parsed, want 8: %v", len(res), res)
 	}
 	rs, missing := rows(res)
 	if len(missing) != 0 {
@@ -59,29 +60,32 @@ func TestParseAndRows(t *testing.T) {
 	if *in.Value != 6173 || *in.Ratio != 0.3841 || *in.Met {
 		t.Errorf("ingest row %+v", in)
 	}
-	p99 := byName[figures[5].Name] // hot p99: ratio computed from value / baseline
+	p99 := byName[figures[6].Name] // hot p99: ratio computed from value / baseline
 	if r := *p99.Ratio; r < 1.35 || r > 1.36 || !*p99.Met {
 		t.Errorf("hot p99 row %+v ratio %v", p99, r)
 	}
-	miss := byName[figures[6].Name]
+	miss := byName[figures[7].Name]
 	if *miss.Met {
 		t.Errorf("2,894 req/s meets >= 5,000: %+v", miss)
 	}
-	if last := byName[figures[7].Name]; last.Met != nil {
+	if last := byName[figures[8].Name]; last.Met != nil {
 		t.Errorf("row without a target has met=%v", *last.Met)
 	}
-	fresh := byName[figures[8].Name]
+	fresh := byName[figures[9].Name]
 	if *fresh.Value != 67.67 || *fresh.BaselineValue != 50 || !*fresh.Met {
 		t.Errorf("freshness row %+v", fresh)
 	}
 	// the backlog benchmark is optional: absent, it is marked, not missing
+	if two := byName[figures[4].Name]; *two.Value != 6800 || *two.Ratio != 0.9714 || !*two.Met {
+		t.Errorf("two instances row %+v", two)
+	}
 	if fc := byName[figures[3].Name]; *fc.Ratio != 0.9497 || !*fc.Met {
 		t.Errorf("feed cost row %+v", fc)
 	}
-	if fl := byName[figures[9].Name]; *fl.Value != 3.663 || *fl.BaselineValue != 200 || !*fl.Met {
+	if fl := byName[figures[10].Name]; *fl.Value != 3.663 || *fl.BaselineValue != 200 || !*fl.Met {
 		t.Errorf("feed latency row %+v", fl)
 	}
-	if put := byName[figures[12].Name]; *put.Value != 130 || *put.BaselineValue != 6.2 || put.Met != nil {
+	if put := byName[figures[13].Name]; *put.Value != 130 || *put.BaselineValue != 6.2 || put.Met != nil {
 		t.Errorf("PUT under load row %+v", put)
 	}
 	if rss := byName[figures[len(figures)-1].Name]; rss.NotRun != "BACKLOG_BENCH=1" || rss.Value != nil || rss.Met != nil {
