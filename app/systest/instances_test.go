@@ -369,7 +369,7 @@ func TestInstancesRollingRestart(t *testing.T) {
 	f := newFixture(t, "instances-roll", brokers, durableDB(t))
 	f.extraEnv = append(f.extraEnv, "ORDERS_CACHE_WARMUP_ON_START=false")
 	const rate = 2000
-	s := newStream(suiteSeed(t)+34, testkit.EnvInt(t, "INSTANCES_ROLL_ORDERS", 40000, 1000))
+	s := newStream(suiteSeed(t)+34, testkit.EnvInt(t, "INSTANCES_ROLL_ORDERS", 30000, 1000))
 	ids := []string{"roll-a", "roll-b"}
 	// Dynamic members by default; INSTANCES_ROLL_STATIC=1 gives each instance its
 	// static member id (see the README's known limit of static membership).
@@ -427,7 +427,11 @@ func TestInstancesRollingRestart(t *testing.T) {
 	wait := produceAsync(brokers, f.topic, s.recs, rate, 2*time.Minute)
 	time.Sleep(3 * time.Second)
 	for i, id := range ids {
-		setRotation(i) // drained first
+		// Drained first, as a load balancer does (readiness off, then a grace
+		// period like Kubernetes' preStop) so that requests already routed to it
+		// complete before it stops.
+		setRotation(i)
+		time.Sleep(time.Second)
 		t0 := time.Now()
 		if err := svcs[i].Terminate(60 * time.Second); err != nil {
 			t.Fatalf("%s: graceful stop: %v", id, err)
