@@ -2,6 +2,7 @@ package orderscache_test
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 
@@ -66,7 +67,7 @@ func TestBypassWhileIncoherent(t *testing.T) {
 	if s.Bypassed() != 3 {
 		t.Fatalf("Bypassed() = %d, want 3", s.Bypassed())
 	}
-	if _, _, err := s.GetJSON(context.Background(), "unknown-uid-1"); err != orders.ErrNotFound {
+	if _, _, err := s.GetJSON(context.Background(), "unknown-uid-1"); !errors.Is(err, orders.ErrNotFound) {
 		t.Fatalf("bypassed lookup of an unknown uid: %v", err)
 	}
 	coherent.Store(true)

@@ -138,13 +138,14 @@ func (f *Feed) Run(ctx context.Context, h FeedHandler) error {
 // listener reconnects on its own.
 func (f *Feed) listen(ctx context.Context, ln *pgdriver.Listener, wake chan<- struct{}) {
 	for {
-		if err := ln.Listen(ctx, FeedChannel); err == nil {
+		err := ln.Listen(ctx, FeedChannel)
+		if err == nil {
 			break
-		} else if ctx.Err() != nil {
-			return
-		} else {
-			f.log.Warn("change_feed_listen_failed", "err", err)
 		}
+		if ctx.Err() != nil {
+			return
+		}
+		f.log.Warn("change_feed_listen_failed", "err", err)
 		select {
 		case <-ctx.Done():
 			return
@@ -322,8 +323,10 @@ type FeedStats struct {
 
 // Stats returns the feed's counters and lag.
 func (f *Feed) Stats() FeedStats {
-	st := FeedStats{Changes: f.changes.Load(), Rows: f.rows.Load(), Reads: f.polls.Load(),
-		Failures: f.failures.Load(), Resets: f.resets.Load()}
+	st := FeedStats{
+		Changes: f.changes.Load(), Rows: f.rows.Load(), Reads: f.polls.Load(),
+		Failures: f.failures.Load(), Resets: f.resets.Load(),
+	}
 	if lag := f.Lag(time.Now()); lag < time.Duration(1<<63-1) {
 		st.LagSeconds = lag.Seconds()
 	} else {

@@ -80,7 +80,9 @@ func feedLatency(b *testing.B, cluster *testenv.Cluster, batches [][]orders.Reco
 	go func() { done <- f.Run(ctx, rec) }()
 	defer func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
 	}()
 	for f.ConfirmedAt().IsZero() {
 		time.Sleep(5 * time.Millisecond)
