@@ -167,11 +167,15 @@ var benchDebug = os.Getenv("INGEST_BENCH_DEBUG") != ""
 // runFlow runs the ingest flow over topic until the group has committed all n
 // messages. It fails the benchmark unless every order is stored and cached and
 // nothing was dead-lettered.
+// flowRuns counts runFlow's runs (benchmarks run one at a time).
+var flowRuns int
+
 func runFlow(b *testing.B, cluster *testenv.Cluster, brokers, topic string, n int, feed bool) flowResult {
 	b.Helper()
 	tdb := dbtest.New(b, dbtest.On(cluster))
 	db, store := tdb.Bun, tdb.Store
-	group := topic + "-group"
+	flowRuns++ // every run its own group: each consumes the whole backlog
+	group := fmt.Sprintf("%s-group-%d", topic, flowRuns)
 	if !feed {
 		store.WithoutChangeFeed()
 		group += "-nofeed"
