@@ -65,7 +65,6 @@ func BenchmarkInstancesIngest(b *testing.B) {
 func instancesDrain(b *testing.B, cluster *testenv.Cluster, brokers string, k int, recs []*kgo.Record) time.Duration {
 	b.Helper()
 	f := newFixture(b, "instances-bench", brokers, cluster.CreateDB(b))
-	f.extraEnv = append(f.extraEnv, "ORDERS_LOG_LEVEL=warn")
 	svcs := make([]*testenv.Service, k)
 	for i := range svcs {
 		svcs[i] = f.start()
