@@ -132,7 +132,8 @@ func awaitAll(t *testing.T, svcs []*testenv.Service, uids []string, limit time.D
 }
 
 // TestInstancesCoherent is the scenario: two instances of one group, one
-// database; every order read on both (so both cache it), then new versions of
+// database (b reading through a streaming standby, paused while the new versions
+// arrive); every order read on both (so both cache it), then new versions of
 // all of them produced: once the group has committed them, both instances serve
 // the new versions (neither keeps its cached old one). Then a PUT answered by one
 // instance, a DELETE by the other and a Kafka tombstone are seen by both, and an
@@ -140,11 +141,17 @@ func awaitAll(t *testing.T, svcs []*testenv.Service, uids []string, limit time.D
 // at once.
 func TestInstancesCoherent(t *testing.T) {
 	brokers := requireEnv(t)
-	f := newFixture(t, "instances-coherent", brokers, durableDB(t))
+	// A primary and a real streaming standby: instance b reads through it.
+	primary := testenv.NewCluster(t, testenv.ClusterOptions{Durable: true})
+	dsn := primary.CreateDB(t)
+	standby := primary.NewStandby(t)
+	f := newFixture(t, "instances-coherent", brokers, dsn)
 	f.extraEnv = append(f.extraEnv, "ORDERS_API_TOKEN="+instancesToken, "ORDERS_CACHE_WARMUP_ON_START=false")
 	n := testkit.EnvInt(t, "INSTANCES_ORDERS", 400, 10)
 	g := ordersgen.New(suiteSeed(t) + 31)
-	a, b := f.start(), f.start()
+	a := f.start()
+	f.extraEnv = append(f.extraEnv, "ORDERS_POSTGRES_READ_DSN="+standby.DSNOf(dsn))
+	b := f.start()
 	svcs := []*testenv.Service{a, b}
 	defer stop(t, a)
 	defer stop(t, b)
@@ -166,6 +173,11 @@ func TestInstancesCoherent(t *testing.T) {
 	awaitAll(t, svcs, uids, 10*time.Second, func(_ string, o orderAt) bool { return o.status == 200 })
 	awaitAll(t, svcs, uids, 10*time.Second, func(_ string, o orderAt) bool { return o.status == 200 && o.cache == "hit" })
 
+	// The standby stops replaying: b's reloads after the feed's changes must not
+	// come from it (it lacks them); they are redone on the primary.
+	if err := standby.PauseReplay(ctx); err != nil {
+		t.Fatal(err)
+	}
 	second := make([]*kgo.Record, n)
 	tracks := map[string]string{}
 	for i, uid := range uids {
@@ -179,7 +191,10 @@ func TestInstancesCoherent(t *testing.T) {
 	}
 	f.waitLagZero(time.Minute, a, b)
 	took := awaitAll(t, svcs, uids, 10*time.Second, func(uid string, o orderAt) bool { return o.status == 200 && o.track == tracks[uid] })
-	t.Logf("new versions of %d cached orders served by both instances %v / %v after the group committed them", n, took[0], took[1])
+	t.Logf("new versions of %d cached orders served by both instances %v / %v after the group committed them (b's standby paused)", n, took[0], took[1])
+	if err := standby.ResumeReplay(ctx); err != nil {
+		t.Fatal(err)
+	}
 
 	// API writes: a PUT on a, a DELETE on b, each visible on the other; each
 	// instance serves its own write at once, whichever instance owns the partition.
