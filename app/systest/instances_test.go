@@ -195,6 +195,14 @@ func TestInstancesCoherent(t *testing.T) {
 	if err := standby.ResumeReplay(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// b read through the standby, and redid on the primary what the paused
+	// standby lacked.
+	replica := metricValue(t, b, `orders_db_replica_reads_total{outcome="replica"}`)
+	behind := metricValue(t, b, `orders_db_replica_reads_total{outcome="behind_floor"}`)
+	t.Logf("instance b: %v reads answered by the standby, %v redone on the primary (standby behind the floor)", replica, behind)
+	if replica <= 0 || behind <= 0 {
+		t.Errorf("replica reads %v, behind the floor %v: want both > 0", replica, behind)
+	}
 
 	// API writes: a PUT on a, a DELETE on b, each visible on the other; each
 	// instance serves its own write at once, whichever instance owns the partition.
