@@ -452,34 +452,26 @@ func parseStoredVersion(s string) (orders.Version, error) {
 
 // announce adds the change-feed row of a batch: every uid with what the database
 // holds for it, in the batch's transaction, and wakes the readers (NOTIFY, sent
-// at commit; one per batch, never one per order).
+// at commit; one per batch, never one per order). The versions are read back in
+// the statement from what the batch left (by primary key), so the only
+// parameter is the uids: text arrays cost their parse on every statement.
 func announce(ctx context.Context, tx bun.Tx, stored []orders.Stored) error {
-	n := 0
+	uids := make([]string, 0, len(stored))
+	tombs := false
 	for i := range stored {
 		if !stored[i].Version.IsZero() {
-			n++
+			uids = append(uids, stored[i].UID)
+			tombs = tombs || stored[i].Deleted
 		}
 	}
-	if n == 0 {
+	if len(uids) == 0 {
 		return nil
 	}
-	uids := make([]string, 0, n)
-	parts := make([]int32, 0, n)
-	offs := make([]int64, 0, n)
-	times := make([]int64, 0, n)
-	deleted := make([]bool, 0, n)
-	for _, st := range stored {
-		if st.Version.IsZero() {
-			continue
-		}
-		uids = append(uids, st.UID)
-		parts = append(parts, st.Version.Partition)
-		offs = append(offs, st.Version.Offset)
-		times = append(times, st.Version.Time)
-		deleted = append(deleted, st.Deleted)
+	q, args := announceOrdersSQL, []any{pgdialect.Array(uids)}
+	if tombs {
+		q, args = announceAllSQL, []any{pgdialect.Array(uids), pgdialect.Array(uids)}
 	}
-	if _, err := tx.ExecContext(ctx, announceSQL, pgdialect.Array(uids), pgdialect.Array(parts),
-		pgdialect.Array(offs), pgdialect.Array(times), pgdialect.Array(deleted)); err != nil {
+	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 		return fmt.Errorf("change feed: %w", err)
 	}
 	return nil
@@ -488,8 +480,27 @@ func announce(ctx context.Context, tx bun.Tx, stored []orders.Stored) error {
 // FeedChannel is the NOTIFY channel of the change feed.
 const FeedChannel = "order_changes"
 
-// announceSQL inserts a change-feed row and notifies FeedChannel with its id.
-const announceSQL = `WITH c AS (
+// announceOrdersSQL inserts the change-feed row of a batch without tombstones
+// (the versions of the orders of a text[] of uids) and notifies FeedChannel with
+// its id; announceAllSQL adds the tombstones of uids without an order (it takes
+// the uids twice).
+var (
+	announceOrdersSQL = announceSQL(`SELECT order_uid, source_partition, source_offset, source_time, false AS deleted
+		FROM orders WHERE order_uid = ANY(?::text[])`)
+	announceAllSQL = announceSQL(`SELECT order_uid, source_partition, source_offset, source_time, false AS deleted
+		FROM orders WHERE order_uid = ANY(?::text[])
+		UNION ALL
+		SELECT t.order_uid, t.source_partition, t.source_offset, t.source_time, true
+		FROM order_tombstones t WHERE t.order_uid = ANY(?::text[])
+			AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_uid = t.order_uid)`)
+)
+
+func announceSQL(stored string) string {
+	return `WITH s AS (` + stored + `),
+c AS (
 	INSERT INTO order_changes (uids, partitions, offsets, times, deleted)
-	VALUES (?::text[], ?::integer[], ?::bigint[], ?::bigint[], ?::boolean[]) RETURNING id)
+	SELECT array_agg(order_uid), array_agg(source_partition), array_agg(source_offset), array_agg(source_time), array_agg(deleted)
+	FROM s HAVING count(*) > 0
+	RETURNING id)
 SELECT pg_notify('` + FeedChannel + `', id::text) FROM c`
+}
