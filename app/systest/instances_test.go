@@ -27,7 +27,8 @@ import (
 // the real broker and one PostgreSQL (fixture.start runs each), the change feed
 // between them on (the default).
 
-const instancesToken = "versions-token" // apiWrite's
+// apiToken is the API token of the services the system tests write to.
+const apiToken = "systest-token"
 
 // orderAt is what an instance answers for a uid: status, version header, track
 // number (200 only) and X-Cache.
@@ -68,7 +69,7 @@ func write(t *testing.T, s *testenv.Service, uid string, body []byte) (int, stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+instancesToken)
+	req.Header.Set("Authorization", "Bearer "+apiToken)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -146,7 +147,7 @@ func TestInstancesCoherent(t *testing.T) {
 	dsn := primary.CreateDB(t)
 	standby := primary.NewStandby(t)
 	f := newFixture(t, "instances-coherent", brokers, dsn)
-	f.extraEnv = append(f.extraEnv, "ORDERS_API_TOKEN="+instancesToken, "ORDERS_CACHE_WARMUP_ON_START=false")
+	f.extraEnv = append(f.extraEnv, "ORDERS_API_TOKEN="+apiToken, "ORDERS_CACHE_WARMUP_ON_START=false")
 	n := testkit.EnvInt(t, "INSTANCES_ORDERS", 400, 10)
 	g := ordersgen.New(suiteSeed(t) + 31)
 	a := f.start()

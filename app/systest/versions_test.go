@@ -1,7 +1,6 @@
 package systest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -41,7 +40,7 @@ import (
 func TestVersionsRandomInterleavings(t *testing.T) {
 	brokers := requireEnv(t)
 	f := newFixture(t, "versions", brokers, durableDB(t))
-	f.extraEnv = append(f.extraEnv, "ORDERS_API_TOKEN=versions-token", "ORDERS_API_APPLY_WAIT=5s")
+	f.extraEnv = append(f.extraEnv, "ORDERS_API_TOKEN="+apiToken, "ORDERS_API_APPLY_WAIT=5s")
 	seed := suiteSeed(t) + 12
 	rng := rand.New(rand.NewPCG(seed, seed^0x2545f4914f6cdd1d))
 	g := ordersgen.New(seed)
@@ -111,13 +110,13 @@ func TestVersionsRandomInterleavings(t *testing.T) {
 			}})
 			count["replay"]++
 		case r < 0.85:
-			status := apiWrite(t, svc.Load(), http.MethodPut, uid, body(uid))
+			status, _ := write(t, svc.Load(), uid, body(uid))
 			if status != 200 && status != 202 {
 				t.Fatalf("PUT %s: %d", uid, status)
 			}
 			count[fmt.Sprintf("put_%d", status)]++
 		default:
-			status := apiWrite(t, svc.Load(), http.MethodDelete, uid, nil)
+			status, _ := write(t, svc.Load(), uid, nil)
 			if status != 204 && status != 202 && status != 404 {
 				t.Fatalf("DELETE %s: %d", uid, status)
 			}
@@ -142,27 +141,6 @@ func TestVersionsRandomInterleavings(t *testing.T) {
 		t.Logf("monotonic reads: %d answers, none older than one before", n)
 	}
 	stop(t, svc.Load())
-}
-
-// apiWrite sends a PUT (body) or DELETE of uid and returns the status.
-func apiWrite(t *testing.T, s *testenv.Service, method, uid string, body []byte) int {
-	t.Helper()
-	req, err := http.NewRequest(method, s.URL("/api/v1/orders/"+uid), bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer versions-token")
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, uid, err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode >= 300 && resp.StatusCode != 404 {
-		t.Logf("%s %s: %d %s", method, uid, resp.StatusCode, b)
-	}
-	return resp.StatusCode
 }
 
 // newest is the newest version of an order in the topic: its position and,
