@@ -291,7 +291,12 @@ func (c Config) Validate() error {
 	}
 	check(c.Pipeline.BatchSize >= 1 && c.Pipeline.BatchSize <= 100000, "pipeline.batch_size", "want 1..100000")
 	check(c.Pipeline.BatchBytes >= 1024, "pipeline.batch_bytes", "want >= 1024")
-	check(c.Pipeline.BatchLinger > 0, "pipeline.batch_linger", "want > 0")
+	check(c.Pipeline.BatchLinger >= 0, "pipeline.batch_linger", "want >= 0 (0: adaptive batching)")
+	check(c.Pipeline.Writers >= 1 && c.Pipeline.Writers <= 64, "pipeline.writers", "want 1..64")
+	if c.Pipeline.Writers >= 1 {
+		check(c.Postgres.PoolSize > c.Pipeline.Writers, "postgres.pool_size",
+			fmt.Sprintf("want > pipeline.writers (%d): every writer holds a connection and the API needs more", c.Pipeline.Writers))
+	}
 	check(c.Pipeline.QueueCapacity >= 1, "pipeline.queue_capacity", "want >= 1")
 	check(c.Pipeline.BatchQueueCapacity >= 1, "pipeline.batch_queue_capacity", "want >= 1")
 	check(c.Pipeline.CommitInterval > 0, "pipeline.commit_interval", "want > 0")

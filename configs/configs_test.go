@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestDefaults(t *testing.T) {
@@ -21,8 +20,8 @@ func TestDefaults(t *testing.T) {
 	if c.Postgres.ReadDSN != "" {
 		t.Fatalf("read_dsn defaults to %q, want empty (the primary)", c.Postgres.ReadDSN)
 	}
-	if c.Pipeline.BatchLinger != 50*time.Millisecond {
-		t.Fatalf("batch_linger %v", c.Pipeline.BatchLinger)
+	if c.Pipeline.BatchLinger != 0 || c.Pipeline.Writers != 2 {
+		t.Fatalf("batch_linger %v (want 0: adaptive), writers %d (want 2)", c.Pipeline.BatchLinger, c.Pipeline.Writers)
 	}
 	if err := c.RequireDSN(); err == nil || !strings.Contains(err.Error(), "ORDERS_POSTGRES_DSN") {
 		t.Fatalf("RequireDSN: %v", err)

@@ -36,10 +36,11 @@ const (
 	triggerBytes         // the batch reached BatchPolicy.Bytes bytes
 	triggerLinger        // BatchPolicy.Linger passed since the batch's first item
 	triggerDrain         // the input closed (soft stop): the partial batch was flushed
+	triggerReady         // BatchPolicy.Adaptive: the next stage was ready to take it
 	numTriggers
 )
 
-var triggerNames = [numTriggers]string{"count", "bytes", "linger", "drain"}
+var triggerNames = [numTriggers]string{"count", "bytes", "linger", "drain", "ready"}
 
 // NewMetrics creates the engine's metric families and registers them with reg:
 // orders_pipeline_messages_total{stage,outcome}, orders_pipeline_stage_duration_seconds{stage},

@@ -352,3 +352,133 @@ func TestUnconnectedOutputIsABuildError(t *testing.T) {
 		t.Fatal("run accepted a source with no consumer")
 	}
 }
+
+// An adaptive batch goes to an idle consumer at once (the linger is an hour), and
+// what arrives while the consumer is busy becomes the next batch.
+func TestAdaptiveBatchHandsOverWhenReadyAndGroupsWhileBusy(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := pipeline.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pipeline.New(pipeline.Options{Metrics: m})
+	busy, release := make(chan struct{}), make(chan struct{})
+	src := pipeline.Source(p, "src", func(ctx context.Context, out *pipeline.Emitter[int]) error {
+		if err := out.Emit(ctx, 0); err != nil {
+			return err
+		}
+		select { // the sink has the first batch and holds it
+		case <-busy:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		for v := 1; v <= 10; v++ {
+			if err := out.Emit(ctx, v); err != nil {
+				return err
+			}
+		}
+		for { // every item is in the batch stage's buffer
+			if st := p.Stats(); st[1].In == 11 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		close(release)
+		return nil
+	})
+	batches := pipeline.Batch(p, "batch", src, pipeline.BatchPolicy[int]{Count: 100, Linger: time.Hour, Adaptive: true})
+	var got [][]int
+	pipeline.Sink(p, "sink", batches, func(ctx context.Context, b []int) error {
+		got = append(got, b)
+		if len(got) == 1 {
+			close(busy)
+			<-release
+		}
+		return nil
+	})
+	if err := wait(t, runAsync(context.Background(), p)); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || len(got[0]) != 1 || len(got[1]) != 10 || got[1][0] != 1 || got[1][9] != 10 {
+		t.Fatalf("batches %v, want [[0] [1 .. 10]]", got)
+	}
+	if st := p.Stats(); st[1].QueueCapacity != 1024 || st[2].QueueCapacity != 0 {
+		t.Fatalf("mailboxes %+v: the adaptive batch's outbound one must have no buffer", st)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != "orders_pipeline_batch_flushes_total" {
+			continue
+		}
+		for _, mt := range mf.GetMetric() {
+			for _, l := range mt.GetLabel() {
+				if l.GetName() == "trigger" && l.GetValue() == "ready" {
+					ready += mt.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if ready != 1 { // the second batch was flushed by the drain
+		t.Fatalf("flushes by readiness %v, want 1", ready)
+	}
+}
+
+// Lanes made by Shard run side by side and keep the order of each key; Merge
+// joins them and closes once all of them are done.
+func TestShardAndMergeKeepOrderPerLane(t *testing.T) {
+	p := pipeline.New(pipeline.Options{QueueCapacity: 8})
+	src := pipeline.Source(p, "src", counted(3000))
+	lanes := pipeline.Shard(p, "route", src, 3, func(v int) int { return v % 7 })
+	var mu sync.Mutex
+	running, overlap := 0, false
+	outs := make([]*pipeline.Link[int], len(lanes))
+	for i, lane := range lanes {
+		outs[i] = pipeline.Map(p, "work-"+string(rune('a'+i)), lane, func(ctx context.Context, v int, out *pipeline.Emitter[int]) error {
+			mu.Lock()
+			running++
+			overlap = overlap || running > 1
+			mu.Unlock()
+			if v%50 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			mu.Lock()
+			running--
+			mu.Unlock()
+			return out.Emit(ctx, v)
+		})
+	}
+	merged := pipeline.Merge(p, "merge", outs)
+	var got []int
+	pipeline.Sink(p, "sink", merged, func(_ context.Context, v int) error {
+		got = append(got, v)
+		return nil
+	})
+	if err := wait(t, runAsync(context.Background(), p)); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3000 {
+		t.Fatalf("got %d items, want 3000", len(got))
+	}
+	last := map[int]int{}
+	for _, v := range got {
+		if prev, ok := last[v%7]; ok && v < prev {
+			t.Fatalf("key %d: %d after %d", v%7, v, prev)
+		}
+		last[v%7] = v
+	}
+	if !overlap {
+		t.Error("the lanes never ran at the same time")
+	}
+	for _, s := range p.Stats() {
+		if !s.Done {
+			t.Errorf("stage %s not done", s.Stage)
+		}
+		if s.Stage == "merge" && (s.In != 3000 || s.Out != 3000 || s.QueueCapacity != 24) {
+			t.Errorf("merge stats %+v", s)
+		}
+	}
+}

@@ -16,6 +16,9 @@ type Link[T any] struct {
 	from *stage
 	to   *stage
 	ch   chan T
+	// rendezvous: the mailbox has no buffer whatever the consumer's capacity
+	// (an adaptive Batch hands its batch over only when the consumer takes it).
+	rendezvous bool
 }
 
 // Emitter sends a stage's outputs into its outbound Link. It belongs to one stage
@@ -223,6 +226,9 @@ func attach[T any](l *Link[T], to *stage, conf *stageConf) {
 	if c <= 0 {
 		c = l.p.opts.QueueCapacity
 	}
+	if l.rendezvous {
+		c = 0
+	}
 	l.to, l.ch = to, make(chan T, c)
 	to.queue = func() (int, int) { return len(l.ch), cap(l.ch) }
 }
@@ -341,11 +347,20 @@ func loop[In any](s *stage, in *Link[In], conf *stageConf, call func(context.Con
 // BatchPolicy says when a batch is complete: at Count items, at Bytes bytes (as
 // measured by Size; nil counts 0), or Linger after its first item, whichever comes
 // first. A partial batch is flushed when the input closes.
+//
+// Adaptive replaces Linger by the next stage's readiness (group commit): the
+// batch is handed over as soon as the next stage takes it, so an item arriving
+// while that stage is idle is not delayed at all, and items arriving while it is
+// busy accumulate into the next batch (up to Count or Bytes). Under light load
+// batches are small and immediate; under a backlog they grow to Count by
+// themselves. The outbound mailbox then has no buffer: a batch waiting in a
+// mailbox is a batch that could still grow.
 type BatchPolicy[T any] struct {
-	Count  int
-	Bytes  int
-	Linger time.Duration
-	Size   func(T) int
+	Count    int
+	Bytes    int
+	Linger   time.Duration
+	Adaptive bool
+	Size     func(T) int
 }
 
 // Batch adds a stage that groups inputs into batches by policy, keeping their order.
@@ -361,6 +376,7 @@ func Batch[T any](p *Pipeline, name string, in *Link[T], policy BatchPolicy[T], 
 	conf := confOf(opts)
 	attach(in, s, conf)
 	l := newLink[[]T](p, s)
+	l.rendezvous = policy.Adaptive
 	em := &Emitter[[]T]{link: l, st: s}
 	s.run = func(ctx context.Context) error {
 		var (
@@ -371,14 +387,11 @@ func Batch[T any](p *Pipeline, name string, in *Link[T], policy BatchPolicy[T], 
 		timer := time.NewTimer(time.Hour)
 		timer.Stop()
 		defer timer.Stop()
-		flush := func(trigger int) error {
-			if len(buf) == 0 {
-				return nil
-			}
+		// taken accounts for a batch handed to the next stage and starts a new one.
+		taken := func(trigger int) {
 			timer.Stop()
-			b := buf
+			n := uint64(len(buf))
 			buf, bytes = make([]T, 0, min(policy.Count, 4096)), 0
-			n := uint64(len(b))
 			s.batches.Add(1)
 			s.batchItems.Add(n)
 			s.batchLast.Store(n)
@@ -390,9 +403,22 @@ func Batch[T any](p *Pipeline, name string, in *Link[T], policy BatchPolicy[T], 
 				m.duration.Observe(time.Since(first).Seconds())
 				m.flushes[trigger].Inc()
 			}
-			return em.Emit(ctx, b)
+		}
+		flush := func(trigger int) error {
+			if len(buf) == 0 {
+				return nil
+			}
+			if err := em.Emit(ctx, buf); err != nil {
+				return err
+			}
+			taken(trigger)
+			return nil
 		}
 		for {
+			var ready chan<- []T // Adaptive: offer the batch while taking more input
+			if policy.Adaptive && len(buf) > 0 {
+				ready = l.ch
+			}
 			select {
 			case v, ok := <-in.ch:
 				if !ok {
@@ -404,7 +430,9 @@ func Batch[T any](p *Pipeline, name string, in *Link[T], policy BatchPolicy[T], 
 				}
 				if len(buf) == 0 {
 					first = time.Now()
-					timer.Reset(policy.Linger)
+					if !policy.Adaptive {
+						timer.Reset(policy.Linger)
+					}
 				}
 				buf = append(buf, v)
 				if policy.Size != nil {
@@ -422,6 +450,9 @@ func Batch[T any](p *Pipeline, name string, in *Link[T], policy BatchPolicy[T], 
 						return err
 					}
 				}
+			case ready <- buf:
+				s.emitted()
+				taken(triggerReady)
 			case <-timer.C:
 				if err := flush(triggerLinger); err != nil {
 					return err
@@ -430,6 +461,83 @@ func Batch[T any](p *Pipeline, name string, in *Link[T], policy BatchPolicy[T], 
 				return ctx.Err()
 			}
 		}
+	}
+	return l
+}
+
+// Shard adds a stage that routes each input to one of n outbound links, the one
+// numbered key(v) mod n, keeping the order of the inputs that share a link: n
+// lanes that run side by side, each in order. It returns the n links.
+func Shard[T any](p *Pipeline, name string, in *Link[T], n int, key func(T) int, opts ...Option) []*Link[T] {
+	if n < 1 {
+		panic(fmt.Sprintf("pipeline: stage %q: %d lanes", name, n))
+	}
+	s := p.add(name)
+	conf := confOf(opts)
+	attach(in, s, conf)
+	outs := make([]*Emitter[T], n)
+	links := make([]*Link[T], n)
+	for i := range outs {
+		links[i] = newLink[T](p, s)
+		outs[i] = &Emitter[T]{link: links[i], st: s}
+	}
+	s.run = loop(s, in, conf, func(ctx context.Context, v T) (time.Duration, error) {
+		em := outs[(key(v)%n+n)%n]
+		em.blocked = 0
+		err := em.Emit(ctx, v)
+		return em.blocked, err
+	})
+	return links
+}
+
+// Merge adds a stage that forwards the inputs of every link in ins into one
+// outbound link, each link's inputs in their order (lanes joining again). Its
+// outbound link closes once every input link is closed and drained.
+func Merge[T any](p *Pipeline, name string, ins []*Link[T], opts ...Option) *Link[T] {
+	s := p.add(name)
+	conf := confOf(opts)
+	for _, in := range ins {
+		attach(in, s, conf)
+	}
+	s.queue = func() (length, capacity int) {
+		for _, in := range ins {
+			length, capacity = length+len(in.ch), capacity+cap(in.ch)
+		}
+		return length, capacity
+	}
+	l := newLink[T](p, s)
+	s.run = func(ctx context.Context) error {
+		errs := make(chan error, len(ins))
+		for _, in := range ins {
+			go func() {
+				em := &Emitter[T]{link: l, st: s}
+				for {
+					select {
+					case v, ok := <-in.ch:
+						if !ok {
+							errs <- nil
+							return
+						}
+						s.in.Add(1)
+						s.observe(0, outcomeOK)
+						if err := em.Emit(ctx, v); err != nil {
+							errs <- err
+							return
+						}
+					case <-ctx.Done():
+						errs <- ctx.Err()
+						return
+					}
+				}
+			}()
+		}
+		var first error
+		for range ins {
+			if err := <-errs; err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
 	}
 	return l
 }

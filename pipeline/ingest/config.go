@@ -17,7 +17,16 @@ import (
 type Config struct {
 	BatchSize   int           `koanf:"batch_size"`   // orders per batch
 	BatchBytes  int           `koanf:"batch_bytes"`  // message bytes per batch
-	BatchLinger time.Duration `koanf:"batch_linger"` // a batch is flushed this long after its first order
+	// BatchLinger 0 (the default) batches adaptively: a batch goes to its writer
+	// as soon as the writer is free, so a lone order is written at once and
+	// orders arriving while the writer is busy are written together next (group
+	// commit). > 0: a batch is flushed this long after its first order (or when
+	// full), whether the writer is free or not.
+	BatchLinger time.Duration `koanf:"batch_linger"`
+	// Writers is the number of batch writers (each its own database connection):
+	// the partitions are spread over them (partition mod Writers), each partition
+	// keeps its order, different partitions are written side by side.
+	Writers int `koanf:"writers"`
 
 	QueueCapacity      int `koanf:"queue_capacity"`       // mailbox capacity of the per-message stages
 	BatchQueueCapacity int `koanf:"batch_queue_capacity"` // mailbox capacity of the per-batch stages
@@ -37,6 +46,9 @@ type Config struct {
 	// ShutdownTimeout bounds the soft stop: drain, flush, commit.
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
 }
+
+// writers is Writers, at least 1.
+func (c Config) writers() int { return max(c.Writers, 1) }
 
 // Retry is the flow's retry policy (transient database and broker errors).
 func (c Config) Retry() pipeline.Retry { return pipeline.Retry{Min: c.RetryMin, Max: c.RetryMax} }

@@ -122,17 +122,36 @@ func New(kafka kafkaedge.Config, cfg Config, deps Deps) (*Ingest, error) {
 	return in, nil
 }
 
-// wire builds the flow; it reads like the diagram in the README.
+// wire builds the flow; it reads like the diagram in the README. With several
+// writers, the validated orders are routed by partition to that many lanes, each
+// with its own batch and upsert stages (and database connection), so batches of
+// different partitions are written side by side while each partition keeps its
+// order; the lanes join again before the cache.
 func (in *Ingest) wire(p *pipeline.Pipeline) {
 	batchCap := pipeline.Capacity(in.cfg.BatchQueueCapacity)
 	fetched := pipeline.Source(p, "fetch", in.src.Run)
 	decoded := pipeline.Map(p, "decode", fetched, in.decode, pipeline.OnReject(rejected(in, "decode", messageOf)))
 	valid := pipeline.Map(p, "validate", decoded, in.validate, pipeline.OnReject(rejected(in, "validate", itemMessage)))
-	batches := pipeline.Batch(p, "batch", valid, pipeline.BatchPolicy[*item]{
-		Count: in.cfg.BatchSize, Bytes: in.cfg.BatchBytes, Linger: in.cfg.BatchLinger,
+	policy := pipeline.BatchPolicy[*item]{
+		Count: in.cfg.BatchSize, Bytes: in.cfg.BatchBytes,
+		Linger: in.cfg.BatchLinger, Adaptive: in.cfg.BatchLinger == 0,
 		Size: func(it *item) int { return len(it.msg.Value) },
-	})
-	stored := pipeline.Map(p, "upsert", batches, in.upsert, batchCap)
+	}
+	var stored *pipeline.Link[*batch]
+	if w := in.cfg.writers(); w == 1 {
+		batches := pipeline.Batch(p, "batch", valid, policy)
+		stored = pipeline.Map(p, "upsert", batches, in.upsert, batchCap)
+	} else {
+		// the lanes share the per-message mailbox budget of one batch stage
+		laneCap := pipeline.Capacity(max(in.cfg.QueueCapacity/w, 1))
+		lanes := pipeline.Shard(p, "route", valid, w, func(it *item) int { return int(it.msg.Partition) })
+		written := make([]*pipeline.Link[*batch], w)
+		for i, lane := range lanes {
+			batches := pipeline.Batch(p, fmt.Sprintf("batch-%d", i+1), lane, policy, laneCap)
+			written[i] = pipeline.Map(p, fmt.Sprintf("upsert-%d", i+1), batches, in.upsert, batchCap)
+		}
+		stored = pipeline.Merge(p, "merge", written, batchCap)
+	}
 	cached := pipeline.Map(p, "cache", stored, in.fill, batchCap)
 	pipeline.Sink(p, "commit", cached, in.commit, batchCap,
 		pipeline.Every(in.cfg.CommitInterval, in.commitTick), pipeline.OnClose(in.commitTick))
