@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,31 +32,35 @@ const benchDirectBatch = 1000
 
 // BenchmarkIngest measures the whole ingest flow consuming a backlog: N
 // canonical-shaped orders (one item each, unique uids; N = INGEST_BENCH_ORDERS,
-// default 20,000) are produced to a fresh 4-partition topic before the flow
+// default 50,000) are produced to a fresh 4-partition topic before the flow
 // starts, then ingest.New + Run with the real database store, the otter cache and
 // Prometheus metrics consume them on a dedicated PostgreSQL cluster with default
-// durability (twice with the change feed between instances on, the default,
-// and twice with it off, ABBA; feed-ratio is on / off). The clock runs from the first fetched message until the consumer
+// durability. The clock runs from the first fetched message until the consumer
 // group has committed every offset (group lag 0, polled); the group join before
-// the first fetch is reported apart as startup-s.
+// the first fetch is reported apart as startup-s. Every run has its own group
+// and a fresh migrated database.
 //
-// Baselines, measured in the same iteration on the same cluster, each into a fresh
-// migrated database: the same orders written directly with the store's ApplyBatch
-// in 1,000-order batches on one connection (baseline-orders/s; ratio = flow /
-// baseline, the flow's overhead over its own database ceiling), and a raw pgx COPY
-// of the same rows into the same four tables (copy-orders/s; copy-ratio = flow /
-// COPY, the figure of the pipeline issue's target). The direct writes run before
-// and after the flow and are averaged, so that load changing during the run
-// falls on both sides alike.
+// The flow runs with the default configuration (pipeline.writers 2, adaptive
+// batching, the change feed on) twice, with 1 and 4 writers twice each, and
+// with the change feed off twice, in the order D 1 4 Q Q 4 1 D (D default, Q
+// feed off), so that load drifting during the run falls on every variant alike.
 //
-// upsert-busy is the share of the flow's time its upsert stage spent in batch
-// transactions: near 1 the flow is bound by the database; well below 1 the upsert
-// stage waited for batches (fetch or decode did not keep up). INGEST_BENCH_DEBUG=1
-// prints the stages' counters every 5 ms to show where.
+// The ceiling (copy-orders/s; copy-ratio = flow / ceiling, the performance
+// issue's target) is a single-connection pgx COPY of the same rows into a
+// minimal schema of the same four tables: primary keys, foreign keys and one
+// secondary index (minimalSchemaSQL), one transaction per 1,000 orders, measured
+// at the start and at the end and averaged. Beside it: the same COPY into the
+// project's schema (schema-copy-orders/s: what the schema itself costs), and the
+// store's ApplyBatch called directly in 1,000-order batches on one connection
+// (baseline-orders/s; ratio = flow / ApplyBatch).
+//
+// upsert-busy is the share of the flow's time its upsert stages spent in batch
+// transactions (summed over the writers: above 1 they overlap). INGEST_BENCH_DEBUG=1
+// prints the stages' counters every 5 ms.
 //
 //	TEST_KAFKA_BROKERS=127.0.0.1:19092 go test -run '^$' -bench Ingest -benchtime 1x ./pipeline/ingest/
 func BenchmarkIngest(b *testing.B) {
-	n := 20000
+	n := 50000
 	if s := os.Getenv("INGEST_BENCH_ORDERS"); s != "" {
 		v, err := strconv.Atoi(s)
 		if err != nil || v < 1 {
@@ -70,8 +75,10 @@ func BenchmarkIngest(b *testing.B) {
 	brokers := testenv.KafkaBrokers(b)
 	cluster := testenv.NewCluster(b, testenv.ClusterOptions{Durable: true})
 	g := ordersgen.New(42)
+	defaults := configs.Default().Pipeline
 
-	var flowTime, quietTime, upsertTime, copyTime, startup, writes time.Duration
+	var flowTime, quietTime, upsertTime, copyTime, schemaCopyTime, startup, writes time.Duration
+	lanes := map[int]time.Duration{}
 	var written int
 	var batches uint64
 	b.ResetTimer()
@@ -83,48 +90,71 @@ func BenchmarkIngest(b *testing.B) {
 		testenv.KafkaProduce(b, brokers, topic, msgs...)
 		b.StartTimer()
 
+		cp1 := directCopy(b, cluster, ords, true)
+		sc1 := directCopy(b, cluster, ords, false)
 		up1 := directUpsert(b, cluster, ords)
-		cp1 := directCopy(b, cluster, ords)
-		// The flow with the change feed (the default) and without it, ABBA, on
-		// the same backlog (each run its own group and database).
-		res := runFlow(b, cluster, brokers, topic, n, true)
-		quiet1 := runFlow(b, cluster, brokers, topic, n, false)
-		quiet2 := runFlow(b, cluster, brokers, topic, n, false)
-		res2 := runFlow(b, cluster, brokers, topic, n, true)
+		run := func(writers int, feed bool) flowResult {
+			cfg := defaults
+			cfg.Writers = writers
+			return runFlow(b, cluster, brokers, topic, n, cfg, feed)
+		}
+		res := run(defaults.Writers, true)
+		w1a, w4a := run(1, true), run(4, true)
+		quiet1, quiet2 := run(defaults.Writers, false), run(defaults.Writers, false)
+		w4b, w1b := run(4, true), run(1, true)
+		res2 := run(defaults.Writers, true)
+		up2 := directUpsert(b, cluster, ords)
+		sc2 := directCopy(b, cluster, ords, false)
+		cp2 := directCopy(b, cluster, ords, true)
+
 		res.flow, res.startup, res.writes = (res.flow+res2.flow)/2, (res.startup+res2.startup)/2, (res.writes+res2.writes)/2
 		res.batches = (res.batches + res2.batches) / 2
 		quietTime += (quiet1.flow + quiet2.flow) / 2
-		up2 := directUpsert(b, cluster, ords)
-		cp2 := directCopy(b, cluster, ords)
-
+		lanes[1] += (w1a.flow + w1b.flow) / 2
+		lanes[4] += (w4a.flow + w4b.flow) / 2
 		flowTime += res.flow
 		startup += res.startup
 		writes += res.writes
 		batches += res.batches
 		upsertTime += (up1 + up2) / 2
 		copyTime += (cp1 + cp2) / 2
+		schemaCopyTime += (sc1 + sc2) / 2
 		written += n
 	}
 	b.StopTimer()
+	lanes[defaults.Writers] = flowTime
 
 	rate := float64(written) / flowTime.Seconds()
 	baseline := float64(written) / upsertTime.Seconds()
 	ceiling := float64(written) / copyTime.Seconds()
+	schemaCopy := float64(written) / schemaCopyTime.Seconds()
 	b.ReportMetric(rate, "orders/s")
 	b.ReportMetric(baseline, "baseline-orders/s")
 	b.ReportMetric(rate/baseline, "ratio")
 	b.ReportMetric(ceiling, "copy-orders/s")
 	b.ReportMetric(rate/ceiling, "copy-ratio")
+	b.ReportMetric(schemaCopy, "schema-copy-orders/s")
+	b.ReportMetric(float64(defaults.Writers), "writers")
+	for _, w := range []int{1, 4} {
+		r := float64(written) / lanes[w].Seconds()
+		b.ReportMetric(r, fmt.Sprintf("w%d-orders/s", w))
+		b.ReportMetric(r/ceiling, fmt.Sprintf("w%d-copy-ratio", w))
+	}
 	b.ReportMetric(startup.Seconds()/float64(b.N), "startup-s")
 	b.ReportMetric(writes.Seconds()/flowTime.Seconds(), "upsert-busy")
 	quiet := float64(written) / quietTime.Seconds()
 	b.ReportMetric(quiet, "nofeed-orders/s")
 	b.ReportMetric(rate/quiet, "feed-ratio")
 	b.Logf("%d orders per iteration, brokers %s", n, brokers)
-	b.Logf("flow          : %8.0f orders/s (startup %.2fs not counted), %d batches, upsert stage busy %.0f%% (%.0f orders/s while writing)",
-		rate, startup.Seconds()/float64(b.N), batches, 100*writes.Seconds()/flowTime.Seconds(), float64(written)/writes.Seconds())
-	b.Logf("ApplyBatch    : %8.0f orders/s  flow/upsert %.2f", baseline, rate/baseline)
-	b.Logf("COPY          : %8.0f orders/s  flow/COPY   %.2f", ceiling, rate/ceiling)
+	b.Logf("flow, %d writers: %8.0f orders/s (startup %.2fs not counted), %d batches, upsert stages busy %.0f%% (%.0f orders/s while writing)",
+		defaults.Writers, rate, startup.Seconds()/float64(b.N), batches, 100*writes.Seconds()/flowTime.Seconds(), float64(written)/writes.Seconds())
+	for _, w := range []int{1, 2, 4} {
+		r := float64(written) / lanes[w].Seconds()
+		b.Logf("flow, %d writers: %8.0f orders/s  flow/COPY %.2f", w, r, r/ceiling)
+	}
+	b.Logf("COPY, minimal : %8.0f orders/s  (the ceiling: PKs, FKs, one index)", ceiling)
+	b.Logf("COPY, schema  : %8.0f orders/s  (the project's schema)", schemaCopy)
+	b.Logf("ApplyBatch    : %8.0f orders/s  flow/ApplyBatch %.2f", baseline, rate/baseline)
 	b.Logf("without feed  : %8.0f orders/s  flow/no-feed %.2f (the change feed's cost)", quiet, rate/quiet)
 }
 
@@ -170,12 +200,12 @@ var benchDebug = os.Getenv("INGEST_BENCH_DEBUG") != ""
 // flowRuns counts runFlow's runs (benchmarks run one at a time).
 var flowRuns int
 
-func runFlow(b *testing.B, cluster *testenv.Cluster, brokers, topic string, n int, feed bool) flowResult {
+func runFlow(b *testing.B, cluster *testenv.Cluster, brokers, topic string, n int, cfg ingest.Config, feed bool) flowResult {
 	b.Helper()
 	tdb := dbtest.New(b, dbtest.On(cluster))
 	db, store := tdb.Bun, tdb.Store
 	flowRuns++ // every run its own group: each consumes the whole backlog
-	group := fmt.Sprintf("%s-group-%d", topic, flowRuns)
+	group := fmt.Sprintf("%s-group-%d-w%d", topic, flowRuns, cfg.Writers)
 	if !feed {
 		store.WithoutChangeFeed()
 		group += "-nofeed"
@@ -187,7 +217,7 @@ func runFlow(b *testing.B, cluster *testenv.Cluster, brokers, topic string, n in
 	if benchDebug {
 		level = slog.LevelDebug
 	}
-	in, err := ingest.New(kcfg, configs.Default().Pipeline, ingest.Deps{
+	in, err := ingest.New(kcfg, cfg, ingest.Deps{
 		Store:   store,
 		Cache:   cached,
 		Metrics: reg,
@@ -320,10 +350,11 @@ func directUpsert(b *testing.B, cluster *testenv.Cluster, ords []orders.Order) t
 	return time.Since(t0)
 }
 
-// directCopy writes ords with pgx COPY into the four tables (insert only), one
-// transaction per 1,000 orders on one connection, into a fresh database and
-// returns the time taken: the write ceiling of this machine.
-func directCopy(b *testing.B, cluster *testenv.Cluster, ords []orders.Order) time.Duration {
+// directCopy writes ords with pgx COPY, one transaction per 1,000 orders on one
+// connection, into a fresh database, and returns the time taken: into the
+// minimal schema of the four tables (minimalSchemaSQL), the write ceiling of
+// this machine, or into the project's own migrated schema.
+func directCopy(b *testing.B, cluster *testenv.Cluster, ords []orders.Order, minimal bool) time.Duration {
 	b.Helper()
 	ctx := context.Background()
 	dsn := dbtest.New(b, dbtest.On(cluster), dbtest.Pool(1)).DSN
@@ -333,13 +364,45 @@ func directCopy(b *testing.B, cluster *testenv.Cluster, ords []orders.Order) tim
 	}
 	defer conn.Close(ctx)
 	recs := benchRecords(ords)
+	schema := "public"
+	if minimal {
+		schema = "minimal"
+		if _, err := conn.Exec(ctx, minimalSchemaSQL(recs[:1])); err != nil {
+			b.Fatalf("minimal schema: %v", err)
+		}
+	}
 	t0 := time.Now()
 	for i := 0; i < len(recs); i += benchDirectBatch {
-		if err := copyOrders(ctx, conn, recs[i:min(i+benchDirectBatch, len(recs))]); err != nil {
+		if err := copyOrders(ctx, conn, schema, recs[i:min(i+benchDirectBatch, len(recs))]); err != nil {
 			b.Fatal(err)
 		}
 	}
 	return time.Since(t0)
+}
+
+// minimalSchemaSQL creates the schema "minimal" with the four tables the store
+// writes, with the columns and types it writes (ordersdb.BatchRows) and nothing
+// else: a primary key per table (items: order_uid, position), a foreign key from
+// each part to its order, and one secondary index (orders by date_created, as a
+// listing would need). No checks, no sequence, no version table, no change feed:
+// what our schema adds costs against us.
+func minimalSchemaSQL(sample []orders.Record) string {
+	keys := map[string]string{"orders": "order_uid", "delivery": "order_uid", "payment": "order_uid", "items": "order_uid, position"}
+	var sb strings.Builder
+	sb.WriteString("CREATE SCHEMA minimal;\n")
+	for _, t := range ordersdb.BatchRows(sample) {
+		fmt.Fprintf(&sb, "CREATE TABLE minimal.%s (", t.Table)
+		for k, c := range t.Columns {
+			fmt.Fprintf(&sb, "%s %s NOT NULL, ", c, t.Types[k])
+		}
+		fmt.Fprintf(&sb, "PRIMARY KEY (%s)", keys[t.Table])
+		if t.Table != "orders" {
+			sb.WriteString(", FOREIGN KEY (order_uid) REFERENCES minimal.orders (order_uid) ON DELETE CASCADE")
+		}
+		sb.WriteString(");\n")
+	}
+	sb.WriteString("CREATE INDEX ON minimal.orders (date_created);\n")
+	return sb.String()
 }
 
 // benchRecords gives ords Kafka-like versions (partition 0, offsets 0..).
@@ -353,7 +416,7 @@ func benchRecords(ords []orders.Order) []orders.Record {
 
 // copyOrders writes recs with COPY into orders, delivery, payment and items in one
 // transaction (the same columns and rows ApplyBatch writes: ordersdb.BatchRows).
-func copyOrders(ctx context.Context, conn *pgx.Conn, recs []orders.Record) error {
+func copyOrders(ctx context.Context, conn *pgx.Conn, schema string, recs []orders.Record) error {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("copy: begin: %w", err)
@@ -361,7 +424,7 @@ func copyOrders(ctx context.Context, conn *pgx.Conn, recs []orders.Record) error
 	defer func() { _ = tx.Rollback(ctx) }() // a no-op after Commit
 	for _, t := range ordersdb.BatchRows(recs) {
 		src := pgx.CopyFromSlice(t.Len, func(i int) ([]any, error) { return t.Row(i), nil })
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{t.Table}, t.Columns, src); err != nil {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{schema, t.Table}, t.Columns, src); err != nil {
 			return fmt.Errorf("copy %s: %w", t.Table, err)
 		}
 	}

@@ -1,12 +1,24 @@
 package ordersdb
 
-import "github.com/orderflow/orders-service/modules/orders"
+import (
+	"context"
+
+	"github.com/uptrace/bun"
+
+	"github.com/orderflow/orders-service/modules/orders"
+)
 
 // NewerSQL exposes newerSQL to the tests of package ordersdb_test.
 var NewerSQL = newerSQL
 
-// ApplyOrdersSQL and OrdersArgs expose the orders statement of ApplyBatch and
-// its parameters, for plan checks.
+// ApplyOrdersSQL exposes the orders statement of ApplyBatch, for plan checks.
 var ApplyOrdersSQL = applyOrdersSQL
 
-func OrdersArgs(recs []orders.Record) []any { return ordersTable.args(recs) }
+// StageOrders copies recs into the staging table of the orders statement on
+// conn, as ApplyBatch does; call it in a transaction (the rows go at its end).
+func StageOrders(ctx context.Context, conn bun.Conn, recs []orders.Record) error {
+	if _, err := conn.ExecContext(ctx, stageOrdersSQL); err != nil {
+		return err
+	}
+	return copyIn(ctx, batchTx{conn: conn}, &ordersTable, ordersStaging, recs)
+}

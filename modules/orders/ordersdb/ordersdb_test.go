@@ -119,6 +119,39 @@ func TestApplyBatchWritesOnlyAppliedParts(t *testing.T) {
 	}
 }
 
+// The batch is sent with COPY in text format: text with COPY's special
+// characters (tab, newline, carriage return, backslash, "\N" which would read
+// as NULL unescaped) and times with sub-microsecond digits come back as sent,
+// in new and in replaced orders alike.
+func TestApplyBatchKeepsSpecialText(t *testing.T) {
+	ctx := context.Background()
+	s := dbtest.New(t).Store
+	special := []string{"a\tb", "tab\there", "line\nbreak\r\nCRLF", `back\slash \\ \N`, "\\N", `\.`, "ünï\tcødé €", ""}
+	for round, ver := range []int64{1, 2} { // inserted, then replaced
+		o := storetest.NewOrder("copy-text", round+1) // 2 and 3 items
+		o.Delivery.Address = special[round]
+		o.Delivery.Region = special[3]
+		o.Payment.Bank = special[4]
+		o.Items[0].Name = special[5]
+		o.Items[1].Brand = special[6]
+		o.Entry = special[2]
+		o.Locale = special[7]
+		o.DateCreated = time.Date(2026, 12, 3, 7, 8, 9, 123456789, time.FixedZone("x", 3600))
+		if _, err := s.ApplyBatch(ctx, []orders.Record{{Order: o, Version: at(ver)}}); err != nil {
+			t.Fatal(err)
+		}
+		got, _, err := s.Get(ctx, "copy-text")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := o
+		want.DateCreated = o.DateCreated.Truncate(time.Microsecond).UTC()
+		if gj, wj := fmt.Sprintf("%+v", got), fmt.Sprintf("%+v", want); gj != wj {
+			t.Fatalf("round %d: stored\n%s\nwant\n%s", round, gj, wj)
+		}
+	}
+}
+
 func TestInvalidUIDs(t *testing.T) {
 	ctx := context.Background()
 	s := dbtest.New(t).Store

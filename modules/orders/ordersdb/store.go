@@ -1,6 +1,7 @@
 package ordersdb
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"database/sql"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
+	"github.com/uptrace/bun/driver/pgdriver"
 
 	"github.com/orderflow/orders-service/modules/orders"
 )
@@ -63,9 +65,14 @@ func (s *Store) ApplyBatch(ctx context.Context, recs []orders.Record) ([]orders.
 	}
 	recs = dedupe(recs)
 	var stored []orders.Stored
-	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	conn, err := s.db.Conn(ctx) // COPY needs the transaction's connection
+	if err != nil {
+		return nil, fmt.Errorf("apply batch: %w", redact(err))
+	}
+	defer func() { _ = conn.Close() }()
+	err = conn.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		var err error
-		if stored, err = applyBatch(ctx, tx, recs); err != nil || s.quiet {
+		if stored, err = applyBatch(ctx, batchTx{tx, conn}, recs); err != nil || s.quiet {
 			return err
 		}
 		return announce(ctx, tx, stored)
@@ -76,9 +83,26 @@ func (s *Store) ApplyBatch(ctx context.Context, recs []orders.Record) ([]orders.
 	return stored, nil
 }
 
+// batchTx is a batch's transaction and the connection it runs on (COPY is sent
+// on the connection).
+type batchTx struct {
+	bun.Tx
+	conn bun.Conn
+}
+
+// copyIn writes rows into table into (t's own or a staging table with its
+// columns) with COPY.
+func copyIn[R any](ctx context.Context, tx batchTx, t *table[R], into string, rows []R) error {
+	buf := t.copyText(make([]byte, 0, 256*len(rows)), rows)
+	if _, err := pgdriver.CopyFrom(ctx, tx.conn, bytes.NewReader(buf), t.copySQL(into)); err != nil {
+		return fmt.Errorf("%s: %w", t.name, err)
+	}
+	return nil
+}
+
 // applyBatch writes recs, de-duplicated and sorted by uid, in tx and returns what
 // is stored for each of them.
-func applyBatch(ctx context.Context, tx bun.Tx, recs []orders.Record) ([]orders.Stored, error) {
+func applyBatch(ctx context.Context, tx batchTx, recs []orders.Record) ([]orders.Stored, error) {
 	ords := recs // the ingest's batches: all orders
 	var tombs []orders.Record
 	if slices.ContainsFunc(recs, func(r orders.Record) bool { return r.Deleted || r.Version.IsZero() }) {
@@ -144,8 +168,14 @@ func applyBatch(ctx context.Context, tx bun.Tx, recs []orders.Record) ([]orders.
 // writeOrders runs applyOrdersSQL for recs and then replaces the delivery, payment
 // and items of the orders it applied. It returns those uids and, for those that
 // replaced a version on another partition, that version.
-func writeOrders(ctx context.Context, tx bun.Tx, recs []orders.Record) (applied []string, prev map[string]orders.Version, err error) {
-	rows, err := tx.QueryContext(ctx, applyOrdersSQL, ordersTable.args(recs)...)
+func writeOrders(ctx context.Context, tx batchTx, recs []orders.Record) (applied []string, prev map[string]orders.Version, err error) {
+	if _, err := tx.ExecContext(ctx, stageOrdersSQL); err != nil {
+		return nil, nil, fmt.Errorf("orders: staging: %w", err)
+	}
+	if err := copyIn(ctx, tx, &ordersTable, ordersStaging, recs); err != nil {
+		return nil, nil, err
+	}
+	rows, err := tx.QueryContext(ctx, applyOrdersSQL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("orders: %w", err)
 	}
@@ -193,25 +223,21 @@ func writeOrders(ctx context.Context, tx bun.Tx, recs []orders.Record) (applied 
 			return !ok
 		})
 	}
-	deliverySQL, paymentSQL := upsertDeliverySQL, upsertPaymentSQL
-	if len(replaced) == 0 { // all new: no conflict possible, skip the speculative insertion
-		deliverySQL, paymentSQL = insertDeliverySQL, insertPaymentSQL
-	}
-	if _, err := tx.ExecContext(ctx, deliverySQL, deliveryTable.args(recs)...); err != nil {
-		return nil, nil, fmt.Errorf("delivery: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, paymentSQL, paymentTable.args(recs)...); err != nil {
-		return nil, nil, fmt.Errorf("payment: %w", err)
-	}
-	if len(replaced) > 0 {
+	if len(replaced) > 0 { // their former parts go; the new ones are inserted like those of new orders
 		slices.Sort(replaced)
-		if _, err := tx.ExecContext(ctx, deleteItemsSQL, pgdialect.Array(replaced)); err != nil {
-			return nil, nil, fmt.Errorf("delete items: %w", err)
+		if _, err := tx.ExecContext(ctx, deletePartsSQL, pgdialect.Array(replaced)); err != nil {
+			return nil, nil, fmt.Errorf("delete parts: %w", err)
 		}
 	}
+	if err := copyIn(ctx, tx, &deliveryTable, deliveryTable.name, recs); err != nil {
+		return nil, nil, err
+	}
+	if err := copyIn(ctx, tx, &paymentTable, paymentTable.name, recs); err != nil {
+		return nil, nil, err
+	}
 	if items := itemRows(recs); len(items) > 0 {
-		if _, err := tx.ExecContext(ctx, insertItemsSQL, itemsTable.args(items)...); err != nil {
-			return nil, nil, fmt.Errorf("items: %w", err)
+		if err := copyIn(ctx, tx, &itemsTable, itemsTable.name, items); err != nil {
+			return nil, nil, err
 		}
 	}
 	return applied, prev, nil
@@ -219,7 +245,7 @@ func writeOrders(ctx context.Context, tx bun.Tx, recs []orders.Record) (applied 
 
 // writeTombstones runs applyTombstonesSQL for recs and returns the uids whose
 // tombstone it stored.
-func writeTombstones(ctx context.Context, tx bun.Tx, recs []orders.Record) ([]string, error) {
+func writeTombstones(ctx context.Context, tx batchTx, recs []orders.Record) ([]string, error) {
 	var applied []string
 	if err := tx.NewRaw(applyTombstonesSQL, tombstonesTable.args(recs)...).Scan(ctx, &applied); err != nil {
 		return nil, fmt.Errorf("tombstones: %w", err)
@@ -229,7 +255,7 @@ func writeTombstones(ctx context.Context, tx bun.Tx, recs []orders.Record) ([]st
 
 // readStored returns what is stored for uids: the version of the order, else of
 // the tombstone (Deleted); uids with neither are absent.
-func readStored(ctx context.Context, tx bun.Tx, uids []string) (map[string]orders.Stored, error) {
+func readStored(ctx context.Context, tx batchTx, uids []string) (map[string]orders.Stored, error) {
 	rows, err := tx.QueryContext(ctx, storedSQL, pgdialect.Array(uids), pgdialect.Array(uids))
 	if err != nil {
 		return nil, fmt.Errorf("stored versions: %w", err)

@@ -156,7 +156,19 @@ func TestOrdersStatementLooksUpTombstones(t *testing.T) {
 	for i := range recs {
 		recs[i] = orders.Record{Order: storetest.NewOrder(fmt.Sprintf("plan-%04d", i), i), Version: orders.Version{Offset: int64(i), Time: 1}}
 	}
-	rows, err := db.QueryContext(ctx, "EXPLAIN "+ordersdb.ApplyOrdersSQL, ordersdb.OrdersArgs(recs)...)
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.ExecContext(ctx, "ROLLBACK") //nolint:errcheck // the end of the test
+	if err := ordersdb.StageOrders(ctx, conn, recs); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := conn.QueryContext(ctx, "EXPLAIN "+ordersdb.ApplyOrdersSQL)
 	if err != nil {
 		t.Fatal(err)
 	}
