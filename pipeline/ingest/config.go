@@ -15,8 +15,8 @@ import (
 // its validation are the configuration's (configs/default.yaml and
 // configs.Validate): New expects a valid Config.
 type Config struct {
-	BatchSize   int           `koanf:"batch_size"`   // orders per batch
-	BatchBytes  int           `koanf:"batch_bytes"`  // message bytes per batch
+	BatchSize  int `koanf:"batch_size"`  // orders per batch
+	BatchBytes int `koanf:"batch_bytes"` // message bytes per batch
 	// BatchLinger 0 (the default) batches adaptively: a batch goes to its writer
 	// as soon as the writer is free, so a lone order is written at once and
 	// orders arriving while the writer is busy are written together next (group
