@@ -59,7 +59,10 @@ func newShell(log *slog.Logger, hist *prometheus.HistogramVec, onError fiber.Err
 }
 
 func (s *shell) handle(c *fiber.Ctx) error {
-	start := time.Now()
+	start := c.Context().Time() // fasthttp's clock reading just before the handler
+	if start.IsZero() {         // a RequestCtx not served by a fasthttp server
+		start = time.Now()
+	}
 	s.setRequestID(c)
 	entry := c.Route()
 
@@ -113,8 +116,11 @@ func (s *shell) setRequestID(c *fiber.Ctx) {
 	var buf [32]byte
 	n := copy(buf[:], s.idPrefix[:])
 	b := strconv.AppendUint(buf[:n], s.idSeq.Add(1), 16)
-	c.Response().Header.SetBytesV(fiber.HeaderXRequestID, b)
+	c.Response().Header.SetCanonical(keyRequestID, b)
 }
+
+// keyRequestID is X-Request-ID as fasthttp normalises it.
+var keyRequestID = []byte("X-Request-Id")
 
 func validRequestID(b []byte) bool {
 	if len(b) == 0 || len(b) > maxRequestIDLen {

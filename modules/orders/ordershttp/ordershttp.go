@@ -122,14 +122,16 @@ func (h *handlers) get(c *fiber.Ctx) error {
 		return err
 	}
 	resp := c.Response()
+	// The keys are already in fasthttp's canonical form: SetCanonical skips
+	// normalising them on every hit.
 	if hit {
-		resp.Header.Set(headerXCache, "hit")
+		resp.Header.SetCanonical(keyXCache, valueHit)
 	} else {
-		resp.Header.Set(headerXCache, "miss")
+		resp.Header.SetCanonical(keyXCache, valueMiss)
 	}
-	resp.Header.Set(fiber.HeaderCacheControl, "no-cache")
-	resp.Header.SetBytesV(headerOrderVersion, e.VersionText)
-	resp.Header.SetBytesV(fiber.HeaderETag, e.ETag)
+	resp.Header.SetCanonical(keyCacheControl, valueNoCache)
+	resp.Header.SetCanonical(keyOrderVersion, e.VersionText)
+	resp.Header.SetCanonical(keyETag, e.ETag)
 	if etagMatches(c.Request().Header.Peek(fiber.HeaderIfNoneMatch), e.ETag) {
 		resp.SetStatusCode(fiber.StatusNotModified)
 		return nil
@@ -138,6 +140,17 @@ func (h *handlers) get(c *fiber.Ctx) error {
 	resp.SetBodyRaw(e.Body)
 	return nil
 }
+
+// The response headers of the lookup, as fasthttp normalises them.
+var (
+	keyXCache       = []byte(headerXCache)
+	keyCacheControl = []byte(fiber.HeaderCacheControl)
+	keyOrderVersion = []byte(headerOrderVersion)
+	keyETag         = []byte("Etag") // fiber.HeaderETag ("ETag") normalised
+	valueHit        = []byte("hit")
+	valueMiss       = []byte("miss")
+	valueNoCache    = []byte("no-cache")
+)
 
 // pathUID returns the :uid path parameter, URL-unescaped, validated and copied
 // out of fasthttp's reused request buffer (the cache may keep it as a key).
