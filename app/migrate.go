@@ -24,7 +24,7 @@ func cmdMigrate(ctx context.Context, args, environ []string, stdout, stderr io.W
 	if action != "up" && action != "down" && action != "status" {
 		return usageError{fmt.Errorf("migrate: unknown action %q (want up, down or status)", action)}
 	}
-	db, err := ordersdb.Open(ctx, cfg.Postgres.DSN, 2)
+	db, err := ordersdb.OpenForMigrations(ctx, cfg.Postgres.DSN)
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}

@@ -201,19 +201,33 @@ func setMemoryLimit(cfg configs.Config, log *slog.Logger) {
 }
 
 // openDB connects to PostgreSQL and applies pending migrations (under an advisory
-// lock, so instances starting together do not race).
+// lock, so instances starting together do not race) on connections of their own
+// without timeouts: a long migration or another instance's lock is waited for.
 func openDB(ctx context.Context, cfg configs.Config) (*bun.DB, error) {
 	db, err := ordersdb.Open(ctx, cfg.Postgres.DSN, cfg.Postgres.PoolSize)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	if cfg.Postgres.MigrateOnStart {
-		if err := migrations.Up(ctx, db); err != nil {
+		if err := migrate(ctx, cfg.Postgres.DSN); err != nil {
 			db.Close()
-			return nil, fmt.Errorf("migrate: %w", err)
+			return nil, err
 		}
 	}
 	return db, nil
+}
+
+// migrate applies the pending migrations on a pool of their own (ordersdb.OpenForMigrations).
+func migrate(ctx context.Context, dsn string) error {
+	mdb, err := ordersdb.OpenForMigrations(ctx, dsn)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer mdb.Close()
+	if err := migrations.Up(ctx, mdb); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
 }
 
 // newStore returns the orders database store over db, with the read replica of

@@ -13,6 +13,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"strings"
 	"time"
@@ -47,8 +48,16 @@ func (s State) String() string {
 
 // Migrations returns the embedded migrations, discovered afresh on each call.
 func Migrations() (*migrate.Migrations, error) {
+	return discover(files)
+}
+
+// Files returns the embedded migration files (for UpFS with one more).
+func Files() fs.FS { return files }
+
+// discover reads the migrations of fsys (SQL files named as those of this package).
+func discover(fsys fs.FS) (*migrate.Migrations, error) {
 	ms := migrate.NewMigrations()
-	if err := ms.Discover(files); err != nil {
+	if err := ms.Discover(fsys); err != nil {
 		return nil, fmt.Errorf("discover migrations: %w", err)
 	}
 	return ms, nil
@@ -57,7 +66,19 @@ func Migrations() (*migrate.Migrations, error) {
 // Up applies every pending migration as one group. It returns nil when there was
 // nothing to do.
 func Up(ctx context.Context, db *bun.DB) error {
-	err := withMigrator(ctx, db, func(m *migrate.Migrator) error {
+	return UpFS(ctx, db, files)
+}
+
+// UpFS is Up with the migrations of fsys instead of this package's: for tests
+// of the migrator itself (e.g. a migration that builds an index concurrently on
+// a large table while the service ingests). Files named *.tx.up.sql run in a
+// transaction; others (CREATE INDEX CONCURRENTLY) statement by statement.
+func UpFS(ctx context.Context, db *bun.DB, fsys fs.FS) error {
+	ms, err := discover(fsys)
+	if err != nil {
+		return fmt.Errorf("migrate up: %w", err)
+	}
+	err = withMigrator(ctx, db, ms, func(m *migrate.Migrator) error {
 		group, err := m.Migrate(ctx)
 		if err != nil {
 			return err
@@ -76,7 +97,11 @@ func Up(ctx context.Context, db *bun.DB) error {
 // Down rolls back the last applied group (the migrations of the last Up call that
 // applied something). It returns nil when nothing is applied.
 func Down(ctx context.Context, db *bun.DB) error {
-	err := withMigrator(ctx, db, func(m *migrate.Migrator) error {
+	ms, err := Migrations()
+	if err != nil {
+		return fmt.Errorf("migrate down: %w", err)
+	}
+	err = withMigrator(ctx, db, ms, func(m *migrate.Migrator) error {
 		group, err := m.Rollback(ctx)
 		if err != nil {
 			return err
@@ -95,7 +120,11 @@ func Down(ctx context.Context, db *bun.DB) error {
 // Status returns every embedded migration in order with whether it is applied.
 func Status(ctx context.Context, db *bun.DB) ([]State, error) {
 	var out []State
-	err := withMigrator(ctx, db, func(m *migrate.Migrator) error {
+	ms, err := Migrations()
+	if err != nil {
+		return nil, fmt.Errorf("migrate status: %w", err)
+	}
+	err = withMigrator(ctx, db, ms, func(m *migrate.Migrator) error {
 		ms, err := m.MigrationsWithStatus(ctx)
 		if err != nil {
 			return err
@@ -130,16 +159,43 @@ func FormatStatus(statuses []State) string {
 
 // withMigrator runs fn with a migrator whose bookkeeping tables exist, while
 // holding the migration advisory lock on a dedicated connection.
-func withMigrator(ctx context.Context, db *bun.DB, fn func(*migrate.Migrator) error) (err error) {
-	ms, err := Migrations()
-	if err != nil {
-		return err
+// lockPoll is how often a migrator retries the advisory lock held by another.
+const lockPoll = 250 * time.Millisecond
+
+// lock takes the advisory lock on conn, retrying pg_try_advisory_lock every
+// lockPoll (until ctx ends) rather than waiting inside pg_advisory_lock: a
+// session waiting in a statement holds a snapshot, and CREATE INDEX
+// CONCURRENTLY in the migration running elsewhere waits for every older
+// snapshot to end, so the two would wait for each other forever (seen with two
+// instances starting during such a migration).
+func lock(ctx context.Context, conn bun.Conn) error {
+	logged := false
+	for {
+		var ok bool
+		if err := conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock(?)", lockKey).Scan(&ok); err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		if !logged {
+			slog.InfoContext(ctx, "migrations_waiting", "reason", "another instance is migrating")
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(lockPoll):
+		}
 	}
+}
+
+func withMigrator(ctx context.Context, db *bun.DB, ms *migrate.Migrations, fn func(*migrate.Migrator) error) (err error) {
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("lock connection: %w", err)
 	}
-	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock(?)", lockKey); err != nil {
+	if err := lock(ctx, conn); err != nil {
 		_ = conn.Close()
 		return fmt.Errorf("advisory lock: %w", err)
 	}

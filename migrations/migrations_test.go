@@ -4,15 +4,20 @@ import (
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
+	"testing/fstest"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/driver/pgdriver"
 
 	"github.com/orderflow/orders-service/migrations"
+	"github.com/orderflow/orders-service/modules/orders/ordersdb"
 	"github.com/orderflow/orders-service/modules/testkit/dbtest"
 	"github.com/orderflow/orders-service/modules/testkit/testenv"
 )
@@ -249,5 +254,66 @@ func TestSchemaVersionsAndTombstones(t *testing.T) {
 	}
 	if !indexed {
 		t.Fatal("order_tombstones has no index on deleted_at (the purge)")
+	}
+}
+
+// A migration that runs longer than the service's statement and read timeouts
+// (an index built concurrently on a large table, here after a 10 s sleep) is
+// applied through OpenForMigrations, and a second instance starting meanwhile
+// waits for the advisory lock as long as it takes, then finds nothing to do.
+func TestLongMigrationAndWaitingInstance(t *testing.T) {
+	ctx := context.Background()
+	dsn := dbtest.New(t).DSN
+	fsys := fstest.MapFS{}
+	names, err := fs.Glob(migrations.Files(), "*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range names {
+		raw, err := fs.ReadFile(migrations.Files(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fsys[name] = &fstest.MapFile{Data: raw}
+	}
+	fsys["29991231000001_slow_index.up.sql"] = &fstest.MapFile{Data: []byte(
+		"SELECT pg_sleep(10);\n--bun:split\nCREATE INDEX CONCURRENTLY IF NOT EXISTS orders_slow_idx ON orders (customer_id);\n")}
+	fsys["29991231000001_slow_index.down.sql"] = &fstest.MapFile{Data: []byte("DROP INDEX CONCURRENTLY IF EXISTS orders_slow_idx;\n")}
+	if ordersdb.DefaultStatementTimeout >= 10*time.Second {
+		t.Fatalf("the statement timeout (%v) is not shorter than the migration", ordersdb.DefaultStatementTimeout)
+	}
+
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range errs {
+		wg.Go(func() {
+			db, err := ordersdb.OpenForMigrations(ctx, dsn)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer db.Close()
+			errs[i] = migrations.UpFS(ctx, db, fsys)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("instance %d: %v", i, err)
+		}
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var valid bool
+	var applied int
+	if err := conn.QueryRow(ctx, `SELECT (SELECT indisvalid FROM pg_index WHERE indexrelid = 'orders_slow_idx'::regclass),
+		(SELECT count(*) FROM bun_migrations WHERE name = '29991231000001')`).Scan(&valid, &applied); err != nil {
+		t.Fatal(err)
+	}
+	if !valid || applied != 1 {
+		t.Fatalf("index valid %v, migration applied %d times; want true and 1", valid, applied)
 	}
 }

@@ -6,10 +6,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/uptrace/bun"
 
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/ordersdb"
@@ -176,4 +180,69 @@ func BenchmarkGet(b *testing.B) {
 	run("Hit", func(i int) string { return batches[1+i%10][i/10%benchBatch].Order.OrderUID }, nil)
 	run("Miss", func(i int) string { return fmt.Sprintf("missing-%d", i) }, orders.ErrNotFound)
 	run("Tombstone", func(i int) string { return deleted[i%benchBatch].Order.OrderUID }, orders.ErrNotFound)
+}
+
+// statementTimer is a bun query hook that adds up the time of each statement,
+// named by its first words.
+type statementTimer struct {
+	mu sync.Mutex
+	d  map[string]time.Duration
+}
+
+func (t *statementTimer) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context {
+	return ctx
+}
+
+func (t *statementTimer) AfterQuery(_ context.Context, e *bun.QueryEvent) {
+	name := e.Query
+	if i := strings.IndexAny(name, "(\n"); i > 0 && i < 60 {
+		name = name[:i]
+	}
+	name = strings.TrimSpace(name[:min(len(name), 60)])
+	t.mu.Lock()
+	t.d[name] += time.Since(e.StartTime)
+	t.mu.Unlock()
+}
+
+// BenchmarkApplyBatchStatements writes 50 batches of 1,000 new canonical-shaped
+// orders with ApplyBatch on one connection (change feed on) and prints where the
+// time goes, statement by statement (bun's query hook; the COPYs of the batch
+// go around the hook and are the rest of each transaction's time). It is the
+// profile behind the write path's shape, not a figure of the bench table.
+//
+//	go test -run '^$' -bench ApplyBatchStatements -benchtime 1x ./modules/orders/ordersdb/
+func BenchmarkApplyBatchStatements(b *testing.B) {
+	cluster := testenv.NewCluster(b, testenv.ClusterOptions{Durable: true})
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		tdb := dbtest.New(b, dbtest.On(cluster), dbtest.Pool(1))
+		st := &statementTimer{d: map[string]time.Duration{}}
+		store := ordersdb.New(tdb.Bun.WithQueryHook(st))
+		batches := benchBatches(b, 50)
+		ctx := context.Background()
+		b.StartTimer()
+		t0 := time.Now()
+		for _, batch := range batches {
+			if _, err := store.ApplyBatch(ctx, batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+		total := time.Since(t0)
+		b.StopTimer()
+		hooked := time.Duration(0)
+		names := make([]string, 0, len(st.d))
+		for n, d := range st.d {
+			names = append(names, n)
+			hooked += d
+		}
+		sort.Slice(names, func(i, j int) bool { return st.d[names[i]] > st.d[names[j]] })
+		b.ReportMetric(float64(50*benchBatch)/total.Seconds(), "orders/s")
+		b.Logf("%d orders in %v: %.0f orders/s", 50*benchBatch, total.Round(time.Millisecond), float64(50*benchBatch)/total.Seconds())
+		for _, n := range names {
+			b.Logf("%5.1f%%  %8.1f ms  %s", 100*st.d[n].Seconds()/total.Seconds(), float64(st.d[n].Microseconds())/1000, n)
+		}
+		b.Logf("%5.1f%%  %8.1f ms  the COPYs (orders into the staging table, delivery, payment, items) and the client",
+			100*(total-hooked).Seconds()/total.Seconds(), float64((total-hooked).Microseconds())/1000)
+		b.StartTimer()
+	}
 }

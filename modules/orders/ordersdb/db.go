@@ -1,7 +1,7 @@
 // Package ordersdb is the PostgreSQL implementation of orders.Store, written with
-// bun (pgdriver + pgdialect). Writes are bulk statements over array parameters
-// (INSERT ... SELECT FROM unnest(...)), one transaction per batch, each row
-// guarded by the version (orders.Version) of what is stored for its uid: an order,
+// bun (pgdriver + pgdialect). Writes are one transaction per batch: the rows are
+// COPYed (the orders into a staging table, then one guarded INSERT ... SELECT),
+// each order guarded by the version (orders.Version) of what is stored for its uid: an order,
 // or the tombstone a delete leaves in order_tombstones. Reads load an order with
 // its delivery, payment, items and version in one round trip.
 package ordersdb
@@ -29,7 +29,22 @@ const pingTimeout = 5 * time.Second
 // ping bounded by 5s (and by ctx), and returns the handle, with OpenTelemetry
 // query spans enabled. The caller closes it. Errors never contain the password.
 func Open(ctx context.Context, dsn string, poolSize int) (*bun.DB, error) {
-	db, u, err := open(dsn, poolSize)
+	return openChecked(ctx, dsn, poolSize, false)
+}
+
+// OpenForMigrations is Open for the migrator: two connections (the advisory
+// lock's and the migration's) without statement timeout or read timeout, since
+// a migration may rightly run for minutes (CREATE INDEX CONCURRENTLY on a large
+// table) and waiting for another instance's migration to release the lock is
+// not an error. It is separate from the service's pool, so a pool of one
+// connection does not deadlock the migrator against its own lock. The caller
+// closes it once the migrations are done.
+func OpenForMigrations(ctx context.Context, dsn string) (*bun.DB, error) {
+	return openChecked(ctx, dsn, 2, true)
+}
+
+func openChecked(ctx context.Context, dsn string, poolSize int, unbounded bool) (*bun.DB, error) {
+	db, u, err := open(dsn, poolSize, unbounded)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
@@ -46,15 +61,16 @@ func Open(ctx context.Context, dsn string, poolSize int) (*bun.DB, error) {
 // does not connect, so a replica that is down at start delays nothing; the store's
 // prober connects and finds out when it answers. The caller closes it.
 func OpenReplica(dsn string, poolSize int) (*bun.DB, error) {
-	db, _, err := open(dsn, poolSize)
+	db, _, err := open(dsn, poolSize, false)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres replica: %w", err)
 	}
 	return db, nil
 }
 
-// open makes the pool of Open without connecting.
-func open(dsn string, poolSize int) (*bun.DB, *url.URL, error) {
+// open makes the pool of Open without connecting; unbounded: without statement
+// and read timeouts (OpenForMigrations).
+func open(dsn string, poolSize int, unbounded bool) (*bun.DB, *url.URL, error) {
 	if poolSize < 1 {
 		return nil, nil, fmt.Errorf("pool size %d: want >= 1", poolSize)
 	}
@@ -62,7 +78,15 @@ func open(dsn string, poolSize int) (*bun.DB, *url.URL, error) {
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		return nil, nil, errors.New("invalid DSN: want postgres://user:pass@host:port/db?sslmode=disable")
 	}
-	connector, err := newConnector(withStatementTimeout(u))
+	withTimeout, extra := withStatementTimeout(u), []pgdriver.Option(nil)
+	if unbounded {
+		q := u.Query()
+		q.Set("statement_timeout", "0")
+		c := *u
+		c.RawQuery = q.Encode()
+		withTimeout, extra = c.String(), []pgdriver.Option{pgdriver.WithReadTimeout(0)}
+	}
+	connector, err := newConnector(withTimeout, extra...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -94,11 +118,11 @@ func withStatementTimeout(u *url.URL) string {
 }
 
 // newConnector turns the panic pgdriver raises on an unusable DSN into an error.
-func newConnector(dsn string) (c *pgdriver.Connector, err error) {
+func newConnector(dsn string, opts ...pgdriver.Option) (c *pgdriver.Connector, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("invalid DSN: %v", r)
 		}
 	}()
-	return pgdriver.NewConnector(pgdriver.WithDSN(dsn)), nil
+	return pgdriver.NewConnector(append([]pgdriver.Option{pgdriver.WithDSN(dsn)}, opts...)...), nil
 }

@@ -47,6 +47,9 @@ type figure struct {
 	Met func(m metrics) bool
 }
 
+// growthTask is what runs BenchmarkGrowth.
+const growthTask = "go tool task bench:growth"
+
 // metrics are one benchmark's results by unit.
 type metrics map[string]float64
 
@@ -148,6 +151,42 @@ var figures = []figure{
 		RatioMetric: "w2-copy-ratio", Target: "-",
 	},
 	{
+		Bench: "BenchmarkGrowth", Name: "ingest with 5,000,000 orders stored vs an empty database (orders/s)",
+		Metric: "orders/s", Baseline: "the same on an empty database (ABBA)", BaselineMetric: "empty-orders/s",
+		RatioMetric: "ingest-ratio", Target: ">= 0.8 x empty", Optional: growthTask,
+		Met: func(m metrics) bool { return m["ingest-ratio"] >= 0.8 },
+	},
+	{
+		Bench: "BenchmarkGrowth", Name: "cache-miss GET /order/{uid}, one client, 5,000,000 stored: p99 (ms)",
+		Metric: "miss-p99-ms", Baseline: "the same on an empty database", BaselineMetric: "empty-miss-p99-ms",
+		Target: "<= 5 ms", Optional: growthTask,
+		Met: func(m metrics) bool { return m["miss-p99-ms"] <= 5 },
+	},
+	{
+		Bench: "BenchmarkGrowth", Name: "cache-miss GET /order/{uid}, 64 clients, 5,000,000 stored (req/s)",
+		Metric: "miss-req/s", Baseline: "the same on an empty database", BaselineMetric: "empty-miss-req/s",
+		RatioMetric: "miss-ratio", Target: ">= 0.8 x empty", Optional: growthTask,
+		Met: func(m metrics) bool { return m["miss-ratio"] >= 0.8 },
+	},
+	{
+		Bench: "BenchmarkGrowth", Name: "list, the page after the middle vs the first page, 5,000,000 stored (ms)",
+		Metric: "list-deep-ms", Baseline: "the first page, same database", BaselineMetric: "list-first-ms",
+		RatioMetric: "list-ratio", Target: "within 2 x of each other", Optional: growthTask,
+		Met: func(m metrics) bool { return m["list-ratio"] <= 2 && m["list-ratio"] >= 0.5 },
+	},
+	{
+		Bench: "BenchmarkGrowth", Name: "start-up to /ready, 5,000,000 stored (s)",
+		Metric: "startup-s", Baseline: "the same on an empty database", BaselineMetric: "empty-startup-s",
+		Target: "<= 10 s", Optional: growthTask,
+		Met: func(m metrics) bool { return m["startup-s"] <= 10 },
+	},
+	{
+		Bench: "BenchmarkGrowth", Name: "an index built by a migration during 2,000 orders/s: largest group lag (messages)",
+		Metric: "index-max-lag", Baseline: "the build's duration (s)", BaselineMetric: "index-s",
+		RatioMetric: "none", Target: "<= 4,000 (2 s of traffic)", Optional: growthTask,
+		Met: func(m metrics) bool { return m["index-max-lag"] <= 4000 },
+	},
+	{
 		Bench: "BenchmarkBacklogRSS", Name: "service peak RSS draining a 1,000,000-message backlog (MiB)",
 		Metric: "peak-rss-MiB", Baseline: "the cache bound (cache.max_bytes)", BaselineMetric: "cache-max-MiB",
 		Target: "< 512 MiB", Optional: "BACKLOG_BENCH=1",
@@ -228,8 +267,13 @@ func parse(r io.Reader) (map[string]metrics, map[string]string, error) {
 // rows evaluates the figures against results; missing lists the benchmarks absent
 // (optional ones not run are marked in their rows instead).
 func rows(results map[string]metrics) (out []Row, missing []string) {
+	return rowsOf(figures, results)
+}
+
+// rowsOf is rows for the figures figs.
+func rowsOf(figs []figure, results map[string]metrics) (out []Row, missing []string) {
 	seen := map[string]bool{}
-	for _, f := range figures {
+	for _, f := range figs {
 		r := Row{Figure: f.Name, Benchmark: f.Bench, Unit: f.Metric, Baseline: f.Baseline, Target: f.Target}
 		m, ok := results[f.Bench]
 		if !ok && f.Optional != "" {
@@ -341,6 +385,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	jsonPath := fs.String("json", "", "also write the table as JSON to this file")
+	only := fs.String("only", "", "only the figures of this benchmark (e.g. BenchmarkGrowth)")
 	meta := metaFlags{}
 	fs.Var(meta, "meta", "key=value recorded in the JSON context and printed under the table (repeatable)")
 	if err := fs.Parse(args); err != nil {
@@ -365,7 +410,20 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return 2
 	}
-	rs, missing := rows(results)
+	figs := figures
+	if *only != "" {
+		figs = nil
+		for _, f := range figures {
+			if f.Bench == *only {
+				figs = append(figs, f)
+			}
+		}
+		if len(figs) == 0 {
+			fmt.Fprintf(stderr, "bench: -only %s: no such benchmark in the table\n", *only)
+			return 2
+		}
+	}
+	rs, missing := rowsOf(figs, results)
 	markdown(stdout, rs)
 
 	ctx := map[string]string{}

@@ -88,11 +88,50 @@ func TestParseAndRows(t *testing.T) {
 	if put := byName[figures[13].Name]; *put.Value != 130 || *put.BaselineValue != 6.2 || put.Met != nil {
 		t.Errorf("PUT under load row %+v", put)
 	}
-	if w2 := byName[figures[len(figures)-2].Name]; *w2.Value != 7000 || *w2.BaselineValue != 19565 || *w2.Ratio != 0.3578 || w2.Met != nil {
+	if w2 := byName[figureOf(t, "BenchmarkIngest", "w2-orders/s").Name]; *w2.Value != 7000 || *w2.BaselineValue != 19565 || *w2.Ratio != 0.3578 || w2.Met != nil {
 		t.Errorf("2 writers row %+v", w2)
 	}
 	if rss := byName[figures[len(figures)-1].Name]; rss.NotRun != "BACKLOG_BENCH=1" || rss.Value != nil || rss.Met != nil {
 		t.Errorf("backlog row %+v", rss)
+	}
+}
+
+// figureOf returns the figure of bench with metric.
+func figureOf(t *testing.T, bench, metric string) figure {
+	t.Helper()
+	for _, f := range figures {
+		if f.Bench == bench && f.Metric == metric {
+			return f
+		}
+	}
+	t.Fatalf("no figure %s %s", bench, metric)
+	return figure{}
+}
+
+func TestGrowthOnly(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "growth.txt")
+	line := "BenchmarkGrowth-2 1 1 ns/op 4.1 empty-miss-p99-ms 3000 empty-miss-req/s 12000 empty-orders/s 1.2 empty-startup-s " +
+		"900 index-max-lag 35.5 index-s 0.95 ingest-ratio 3.1 list-deep-ms 2.9 list-first-ms 1.07 list-ratio 4.7 miss-p99-ms " +
+		"0.7 miss-ratio 2100 miss-req/s 11400 orders/s 1.5 startup-s 5000000 stored-orders 2.5 warmup-s\n"
+	if err := os.WriteFile(in, []byte(line), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"-only", "BenchmarkGrowth", in}, nil, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	table := out.String()
+	for _, want := range []string{"| 11,400 |", "| 0.95 |", ">= 0.8 x empty | yes", "| 4.70 |", "<= 5 ms | yes", "| 0.70 | >= 0.8 x empty | NO", "| 900 |"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	if strings.Contains(table, "BenchmarkIngest") || strings.Contains(table, "hot cache") {
+		t.Errorf("-only shows other benchmarks:\n%s", table)
+	}
+	if code := run([]string{"-only", "BenchmarkNope", in}, nil, &out, &errOut); code != 2 {
+		t.Errorf("-only of an unknown benchmark: exit %d, want 2", code)
 	}
 }
 
