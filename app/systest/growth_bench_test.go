@@ -209,17 +209,28 @@ func growthLoad(b *testing.B, dsn string, n int) {
 	}
 	for lo := 1; lo <= n; lo += growthChunk {
 		hi := min(lo+growthChunk-1, n)
-		t0 := time.Now()
 		for _, s := range stmts {
 			if _, err := conn.Exec(ctx, s, lo, hi); err != nil {
 				b.Fatalf("load %d..%d: %v", lo, hi, err)
 			}
 		}
-		b.Logf("loaded orders %d..%d in %v", lo, hi, time.Since(t0).Round(time.Millisecond))
 	}
+	t0 := time.Now()
 	if _, err := conn.Exec(ctx, "VACUUM ANALYZE"); err != nil {
 		b.Fatal(err)
 	}
+	var size string
+	if err := conn.QueryRow(ctx, "SELECT pg_size_pretty(pg_database_size(current_database()))").Scan(&size); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("VACUUM ANALYZE in %v; the database holds %s", time.Since(t0).Round(time.Second), size)
+	var sizes string
+	if err := conn.QueryRow(ctx, `SELECT string_agg(c.relname || ' ' || pg_size_pretty(pg_relation_size(c.oid)), ', ' ORDER BY pg_relation_size(c.oid) DESC)
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = 'public' AND c.relkind IN ('r', 'i') AND pg_relation_size(c.oid) > 1048576`).Scan(&sizes); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("relations: %s", sizes)
 }
 
 // growthRun measures one database: start-up, warm-up and ingest with the

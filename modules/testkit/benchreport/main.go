@@ -181,6 +181,11 @@ var figures = []figure{
 		Met: func(m metrics) bool { return m["startup-s"] <= 10 },
 	},
 	{
+		Bench: "BenchmarkGrowth", Name: "cache warm-up after /ready (newest orders up to 256 MiB), 5,000,000 stored (s)",
+		Metric: "warmup-s", Baseline: "start-up to /ready, same run (s)", BaselineMetric: "startup-s",
+		RatioMetric: "none", Target: "-", Optional: growthTask,
+	},
+	{
 		Bench: "BenchmarkGrowth", Name: "an index built by a migration during 2,000 orders/s: largest group lag (messages)",
 		Metric: "index-max-lag", Baseline: "the build's duration (s)", BaselineMetric: "index-s",
 		RatioMetric: "none", Target: "<= 4,000 (2 s of traffic)", Optional: growthTask,
