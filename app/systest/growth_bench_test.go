@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -61,7 +62,10 @@ import (
 // Ratios: ingest-ratio (large / empty orders/s), miss-ratio (large / empty
 // req/s), list-ratio (deep / first page time, on the large database).
 //
-//	GROWTH_BENCH=1 TEST_KAFKA_BROKERS=127.0.0.1:19092 go test -run '^$' -bench Growth -benchtime 1x -timeout 60m ./app/systest/
+// GROWTH_PG_SETTINGS (name=value,...) sets PostgreSQL settings of the cluster,
+// to measure a tuning (e.g. shared_buffers=1GB).
+//
+//	TEST_KAFKA_BROKERS=127.0.0.1:19092 go test -run '^$' -bench Growth -benchtime 1x -timeout 60m ./app/systest/
 func BenchmarkGrowth(b *testing.B) {
 	brokers := os.Getenv(testenv.KafkaBrokersEnv)
 	if brokers == "" {
@@ -70,7 +74,18 @@ func BenchmarkGrowth(b *testing.B) {
 	n := testkit.EnvInt(b, "GROWTH_ORDERS", 5_000_000, 1000)
 	ingestN := testkit.EnvInt(b, "GROWTH_INGEST_ORDERS", 50_000, 100)
 	lookupSeconds := testkit.EnvInt(b, "GROWTH_LOOKUP_SECONDS", 5, 1)
-	cluster := testenv.NewCluster(b, testenv.ClusterOptions{Durable: true})
+	settings := map[string]string{}
+	if v := os.Getenv("GROWTH_PG_SETTINGS"); v != "" { // e.g. shared_buffers=1GB,effective_cache_size=8GB
+		for _, kv := range strings.Split(v, ",") {
+			k, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
+			if !ok {
+				b.Fatalf("GROWTH_PG_SETTINGS=%q: want name=value,...", v)
+			}
+			settings[k] = val
+		}
+		b.Logf("PostgreSQL settings: %v", settings)
+	}
+	cluster := testenv.NewCluster(b, testenv.ClusterOptions{Durable: true, Settings: settings})
 	g := ordersgen.New(99)
 
 	big := cluster.CreateDB(b)
