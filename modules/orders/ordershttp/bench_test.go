@@ -59,9 +59,17 @@ func BenchmarkOrderLookupLoad(b *testing.B) {
 	body := entry.Body
 
 	bare := bareApp(map[string][]byte{canonicalUID: body})
+	// The same bare handler with the server timeouts the service runs with
+	// (httpx defaults: read 10 s, write 30 s, idle 60 s): fasthttp sets a
+	// deadline per request for them, a cost of the server's configuration
+	// rather than of the handler and its middleware.
+	timed := bareAppWith(map[string][]byte{canonicalUID: body}, fiber.Config{
+		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second,
+	})
 
 	serviceURL := listen(b, s.app)
 	bareURL := listen(b, bare)
+	timedURL := listen(b, timed)
 	path := "/order/" + canonicalUID
 
 	gen := "go"
@@ -83,19 +91,23 @@ func BenchmarkOrderLookupLoad(b *testing.B) {
 		rounds = 1
 	}
 	b.ResetTimer()
-	var svc, bar loadResult
+	var svc, bar, tim loadResult
 	for i := 0; i < b.N; i++ {
 		run(bareURL, time.Second) // warm-up: connections, page faults, caches
 		run(serviceURL, time.Second)
-		var bars, svcs []loadResult
+		run(timedURL, time.Second)
+		var bars, svcs, tims []loadResult
 		for r := 0; r < rounds; r++ {
 			bars = append(bars, run(bareURL, round))
 			svcs = append(svcs, run(serviceURL, round))
+			tims = append(tims, run(timedURL, round))
 		}
-		bar, svc = combine(bars), combine(svcs)
+		bar, svc, tim = combine(bars), combine(svcs), combine(tims)
 	}
 	b.StopTimer()
 
+	b.ReportMetric(tim.rps, "timed-req/s")
+	b.ReportMetric(svc.rps/tim.rps, "timed-ratio")
 	ratio := svc.rps / bar.rps
 	b.ReportMetric(svc.rps, "req/s")
 	b.ReportMetric(svc.p99.Seconds()*1e3, "p99-ms")
@@ -105,6 +117,7 @@ func BenchmarkOrderLookupLoad(b *testing.B) {
 	b.Logf("load generator %s, %d connections, %s per server", gen, conns, dur)
 	b.Logf("bare fiber : %9.0f req/s  p99 %v", bar.rps, bar.p99)
 	b.Logf("service    : %9.0f req/s  p99 %v  (%.2f x bare)", svc.rps, svc.p99, ratio)
+	b.Logf("bare with the service's server timeouts: %9.0f req/s  p99 %v  (service %.2f x it)", tim.rps, tim.p99, svc.rps/tim.rps)
 }
 
 // BenchmarkGetOrderHandler measures the hit path in-process (no network): the
@@ -144,7 +157,13 @@ func BenchmarkGetOrderHandler(b *testing.B) {
 
 // bareApp is the baseline: a Fiber app that serves bodies from a map.
 func bareApp(bodies map[string][]byte) *fiber.App {
-	bare := fiber.New(fiber.Config{DisableStartupMessage: true})
+	return bareAppWith(bodies, fiber.Config{})
+}
+
+// bareAppWith is bareApp with the server configuration cfg.
+func bareAppWith(bodies map[string][]byte, cfg fiber.Config) *fiber.App {
+	cfg.DisableStartupMessage = true
+	bare := fiber.New(cfg)
 	bare.Get("/order/:uid", func(c *fiber.Ctx) error {
 		v, ok := bodies[c.Params("uid")]
 		if !ok {

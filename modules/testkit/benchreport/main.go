@@ -141,6 +141,11 @@ var figures = []figure{
 		Target: "-",
 	},
 	{
+		Bench: "BenchmarkOrderLookupLoad", Name: "GET /order/{uid}, hot cache, vs bare with the service's server timeouts (req/s)",
+		Metric: "req/s", Baseline: "bare Fiber handler with read/write/idle timeouts 10/30/60 s", BaselineMetric: "timed-req/s",
+		RatioMetric: "timed-ratio", Target: "-",
+	},
+	{
 		Bench: "BenchmarkIngest", Name: "ingest flow, 1 writer, vs the write ceiling (orders/s)",
 		Metric: "w1-orders/s", Baseline: "pgx COPY, one connection, minimal schema (PKs, FKs, one index)", BaselineMetric: "copy-orders/s",
 		RatioMetric: "w1-copy-ratio", Target: "-",
