@@ -20,8 +20,8 @@ func TestDefaults(t *testing.T) {
 	if c.Postgres.ReadDSN != "" {
 		t.Fatalf("read_dsn defaults to %q, want empty (the primary)", c.Postgres.ReadDSN)
 	}
-	if c.Pipeline.BatchLinger != 0 || c.Pipeline.Writers != 4 {
-		t.Fatalf("batch_linger %v (want 0: adaptive), writers %d (want 4)", c.Pipeline.BatchLinger, c.Pipeline.Writers)
+	if c.Pipeline.BatchLinger != 0 || c.Pipeline.Writers != 2 {
+		t.Fatalf("batch_linger %v (want 0: adaptive), writers %d (want 2)", c.Pipeline.BatchLinger, c.Pipeline.Writers)
 	}
 	if err := c.RequireDSN(); err == nil || !strings.Contains(err.Error(), "ORDERS_POSTGRES_DSN") {
 		t.Fatalf("RequireDSN: %v", err)

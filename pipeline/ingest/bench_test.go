@@ -41,10 +41,10 @@ const benchDirectBatch = 1000
 // the first fetch is reported apart as startup-s. Every run has its own group
 // and a fresh migrated database.
 //
-// The flow runs with the default configuration (pipeline.writers 4, adaptive
+// The flow runs with the default configuration (pipeline.writers 2, adaptive
 // batching, the change feed on) twice, with the other writer counts of 1, 2
 // and 4 twice each, and with the change feed off twice, in the order
-// D 1 2 Q Q 2 1 D (D default, Q feed off), so that load drifting during the
+// D 1 4 Q Q 4 1 D (D default, Q feed off), so that load drifting during the
 // run falls on every variant alike (w1/w2/w4-orders/s; the default's is orders/s).
 //
 // The ceiling (copy-orders/s; copy-ratio = flow / ceiling, the performance

@@ -62,12 +62,14 @@ const freshSample = 50
 // linger (linger-ms, FRESH_BENCH_LINGER, default 50 ms: a batch waits that long
 // for more orders): the two run ABBA, FRESH_BENCH_SECONDS each (default 8), on
 // fresh topics and databases; linger-p99-ms is the fixed linger's p99. The
-// achieved produce rate is reported as orders/s.
+// achieved produce rate is reported as orders/s. FRESH_BENCH_WRITERS sets
+// pipeline.writers (default the configuration's).
 //
 //	TEST_KAFKA_BROKERS=127.0.0.1:19092 go test -run '^$' -bench Freshness -benchtime 1x ./pipeline/ingest/
 func BenchmarkFreshness(b *testing.B) {
 	seconds := testkit.EnvInt(b, "FRESH_BENCH_SECONDS", 8, 1)
 	cfg := configs.Default().Pipeline
+	cfg.Writers = testkit.EnvInt(b, "FRESH_BENCH_WRITERS", cfg.Writers, 1)
 	fixed := cfg
 	fixed.BatchLinger = 50 * time.Millisecond
 	if s := os.Getenv("FRESH_BENCH_LINGER"); s != "" {

@@ -16,7 +16,7 @@ cpu: AMD EPYC
 BenchmarkUpsert/Interleaved-2         	      20	 150000000 ns/op	     14000 copy-orders/s	     11000 upsert-orders/s	         0.7857 upsert/copy
 PASS
 pkg: github.com/orderflow/orders-service/pipeline/ingest
-BenchmarkIngest-2   	       1	8996964590 ns/op	     16071 baseline-orders/s	     19565 copy-orders/s	         0.3155 copy-ratio	      6173 orders/s	         0.3841 ratio	         0.2111 startup-s	      6500 nofeed-orders/s	         0.9497 feed-ratio	      5000 w1-orders/s	         0.2556 w1-copy-ratio	      7000 w2-orders/s	         0.3578 w2-copy-ratio
+BenchmarkIngest-2   	       1	8996964590 ns/op	     16071 baseline-orders/s	     19565 copy-orders/s	         0.3155 copy-ratio	      6173 orders/s	         0.3841 ratio	         0.2111 startup-s	      6500 nofeed-orders/s	         0.9497 feed-ratio	      5000 w1-orders/s	         0.2556 w1-copy-ratio	      7000 w4-orders/s	         0.3578 w4-copy-ratio
 --- BENCH: BenchmarkIngest-2
     bench_test.go:98: 20000 orders per iteration
 BenchmarkOrderLookupLoad-2   	       1	22000000000 ns/op	         3.1 bare-p99-ms	     50000 bare-req/s	         4.2 p99-ms	         0.86 ratio	     43000 req/s
@@ -88,8 +88,8 @@ func TestParseAndRows(t *testing.T) {
 	if put := byName[figures[13].Name]; *put.Value != 130 || *put.BaselineValue != 6.2 || put.Met != nil {
 		t.Errorf("PUT under load row %+v", put)
 	}
-	if w2 := byName[figureOf(t, "BenchmarkIngest", "w2-orders/s").Name]; *w2.Value != 7000 || *w2.BaselineValue != 19565 || *w2.Ratio != 0.3578 || w2.Met != nil {
-		t.Errorf("2 writers row %+v", w2)
+	if w4 := byName[figureOf(t, "BenchmarkIngest", "w4-orders/s").Name]; *w4.Value != 7000 || *w4.BaselineValue != 19565 || *w4.Ratio != 0.3578 || w4.Met != nil {
+		t.Errorf("4 writers row %+v", w4)
 	}
 	if rss := byName[figures[len(figures)-1].Name]; rss.NotRun != "BACKLOG_BENCH=1" || rss.Value != nil || rss.Met != nil {
 		t.Errorf("backlog row %+v", rss)
