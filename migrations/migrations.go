@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"strings"
+	"testing/fstest"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -51,8 +52,27 @@ func Migrations() (*migrate.Migrations, error) {
 	return discover(files)
 }
 
-// Files returns the embedded migration files (for UpFS with one more).
-func Files() fs.FS { return files }
+// FilesWith returns the embedded migration files plus extra (file name →
+// SQL), for UpFS: a migration of a test's own run through the service's
+// migrator (e.g. an index built concurrently while the service ingests).
+func FilesWith(extra map[string]string) (fs.FS, error) {
+	names, err := fs.Glob(files, "*.sql")
+	if err != nil {
+		return nil, err
+	}
+	out := make(fstest.MapFS, len(names)+len(extra))
+	for _, name := range names {
+		raw, err := fs.ReadFile(files, name)
+		if err != nil {
+			return nil, err
+		}
+		out[name] = &fstest.MapFile{Data: raw}
+	}
+	for name, sql := range extra {
+		out[name] = &fstest.MapFile{Data: []byte(sql)}
+	}
+	return out, nil
+}
 
 // discover reads the migrations of fsys (SQL files named as those of this package).
 func discover(fsys fs.FS) (*migrate.Migrations, error) {

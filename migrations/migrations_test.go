@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"io"
-	"io/fs"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -264,21 +262,13 @@ func TestSchemaVersionsAndTombstones(t *testing.T) {
 func TestLongMigrationAndWaitingInstance(t *testing.T) {
 	ctx := context.Background()
 	dsn := dbtest.New(t).DSN
-	fsys := fstest.MapFS{}
-	names, err := fs.Glob(migrations.Files(), "*.sql")
+	fsys, err := migrations.FilesWith(map[string]string{
+		"29991231000001_slow_index.up.sql":   "SELECT pg_sleep(10);\n--bun:split\nCREATE INDEX CONCURRENTLY IF NOT EXISTS orders_slow_idx ON orders (customer_id);\n",
+		"29991231000001_slow_index.down.sql": "DROP INDEX CONCURRENTLY IF EXISTS orders_slow_idx;\n",
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range names {
-		raw, err := fs.ReadFile(migrations.Files(), name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fsys[name] = &fstest.MapFile{Data: raw}
-	}
-	fsys["29991231000001_slow_index.up.sql"] = &fstest.MapFile{Data: []byte(
-		"SELECT pg_sleep(10);\n--bun:split\nCREATE INDEX CONCURRENTLY IF NOT EXISTS orders_slow_idx ON orders (customer_id);\n")}
-	fsys["29991231000001_slow_index.down.sql"] = &fstest.MapFile{Data: []byte("DROP INDEX CONCURRENTLY IF EXISTS orders_slow_idx;\n")}
 	if ordersdb.DefaultStatementTimeout >= 10*time.Second {
 		t.Fatalf("the statement timeout (%v) is not shorter than the migration", ordersdb.DefaultStatementTimeout)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -17,7 +16,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -412,22 +410,13 @@ func growthIndexUnderLoad(b *testing.B, brokers, dsn string, g *ordersgen.Gen) (
 			}
 		}
 	}()
-	fsys := fstest.MapFS{}
-	names, err := fs.Glob(migrations.Files(), "*.sql")
+	fsys, err := migrations.FilesWith(map[string]string{
+		"29991231000001_growth_index.up.sql":   "CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_growth_customer_idx ON orders (customer_id);\n",
+		"29991231000001_growth_index.down.sql": "DROP INDEX CONCURRENTLY IF EXISTS orders_growth_customer_idx;\n",
+	})
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, name := range names {
-		raw, err := fs.ReadFile(migrations.Files(), name)
-		if err != nil {
-			b.Fatal(err)
-		}
-		fsys[name] = &fstest.MapFile{Data: raw}
-	}
-	fsys["29991231000001_growth_index.up.sql"] = &fstest.MapFile{
-		Data: []byte("CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_growth_customer_idx ON orders (customer_id);\n"),
-	}
-	fsys["29991231000001_growth_index.down.sql"] = &fstest.MapFile{Data: []byte("DROP INDEX CONCURRENTLY IF EXISTS orders_growth_customer_idx;\n")}
 	db, err := ordersdb.OpenForMigrations(context.Background(), dsn)
 	if err != nil {
 		b.Fatal(err)
