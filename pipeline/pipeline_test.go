@@ -409,21 +409,24 @@ func TestAdaptiveBatchHandsOverWhenReadyAndGroupsWhileBusy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ready := 0.0
+	flushes := map[string]float64{}
 	for _, mf := range mfs {
 		if mf.GetName() != "orders_pipeline_batch_flushes_total" {
 			continue
 		}
 		for _, mt := range mf.GetMetric() {
 			for _, l := range mt.GetLabel() {
-				if l.GetName() == "trigger" && l.GetValue() == "ready" {
-					ready += mt.GetCounter().GetValue()
+				if l.GetName() == "trigger" {
+					flushes[l.GetValue()] += mt.GetCounter().GetValue()
 				}
 			}
 		}
 	}
-	if ready != 1 { // the second batch was flushed by the drain
-		t.Fatalf("flushes by readiness %v, want 1", ready)
+	// The first batch went the moment the sink was free; the second, whole,
+	// either to the free sink or by the drain: once release is closed the sink
+	// being ready and the input closing race, and either is right.
+	if flushes["ready"] < 1 || flushes["ready"]+flushes["drain"] != 2 || flushes["count"]+flushes["linger"]+flushes["bytes"] != 0 {
+		t.Fatalf("flushes by trigger %v, want the first by readiness and the second by readiness or drain", flushes)
 	}
 }
 
