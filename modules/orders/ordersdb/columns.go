@@ -516,17 +516,6 @@ JOIN payment p ON p.order_uid = o.order_uid
 // row (both do for an order re-created after a delete: the order is the newer).
 var getSQL = lookupSQL("")
 
-// replicaGetSQL is getSQL for a standby, with the read floor ($2, a pg_lsn) checked
-// in the same statement: when the standby has replayed the floor (or is not in
-// recovery) it answers as getSQL does; otherwise it answers one row with seq
-// behindSeq and nothing else.
-var replicaGetSQL = "WITH f AS (SELECT coalesce(pg_last_wal_replay_lsn() >= $2::pg_lsn, true) AS ok)\n" +
-	lookupSQL(" AND (SELECT ok FROM f)") +
-	"\nUNION ALL\nSELECT " + strconv.Itoa(behindSeq) + "::bigint, " + strings.Join(zeroColumns(), ", ") + ", '[]'::json\nFROM f WHERE NOT f.ok"
-
-// behindSeq is the seq of replicaGetSQL's row that says the standby is behind.
-const behindSeq = -1
-
 // lookupSQL is getSQL with cond appended to the WHERE clause of both parts.
 func lookupSQL(cond string) string {
 	cols := []string{"0::bigint"}
@@ -540,15 +529,6 @@ func lookupSQL(cond string) string {
 	cols = append(cols, "'[]'::json")
 	return selectOrderSQL + "WHERE o.order_uid = $1" + cond + "\nUNION ALL\nSELECT " + strings.Join(cols, ", ") +
 		"\nFROM order_tombstones t WHERE t.order_uid = $1" + cond
-}
-
-// zeroColumns are zero values of the kinds of readColumns.
-func zeroColumns() []string {
-	cols := make([]string, len(readColumns))
-	for i, c := range readColumns {
-		cols[i] = zeroSQL[c.kind]
-	}
-	return cols
 }
 
 // copySQL returns COPY <into> (<columns>) FROM STDIN, the statement that reads

@@ -77,7 +77,7 @@ type ReplicaStats struct {
 type replica struct {
 	db   *bun.DB
 	opts ReplicaOptions
-	get  lazyStmt // replicaGetSQL
+	get  lazyStmt // getSQL, prepared on the replica
 
 	probed    atomic.Bool   // the last probe answered
 	standby   atomic.Bool   // the last answered probe found a server in recovery
@@ -93,7 +93,7 @@ type replica struct {
 }
 
 // NewWithReplica returns a Store over the primary db that also reads from read, a
-// streaming standby of it (or a pool in front of standbys): Get (the cache's
+// streaming standby of it (one server: see reached): Get (the cache's
 // read-through) and List go to the replica when it has replayed the read floor
 // (SetReadFloor) and is up; everything else, and every read the replica cannot
 // answer, goes to db. It starts a prober (every opts.ProbeInterval); Close stops
@@ -102,7 +102,7 @@ func NewWithReplica(db, read *bun.DB, opts ReplicaOptions) *Store {
 	s := New(db)
 	opts = opts.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &replica{db: read, opts: opts, get: lazyStmt{sql: replicaGetSQL}, stop: cancel, done: make(chan struct{})}
+	r := &replica{db: read, opts: opts, get: lazyStmt{sql: getSQL}, stop: cancel, done: make(chan struct{})}
 	s.replica = r
 	go r.run(ctx, s)
 	return s
@@ -216,8 +216,7 @@ func (r *replica) run(ctx context.Context, s *Store) {
 func (r *replica) probe(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	defer cancel()
-	var lsn sql.NullString
-	if err := r.db.DB.QueryRowContext(pctx, "SELECT pg_last_wal_replay_lsn()::text").Scan(&lsn); err != nil {
+	if _, err := r.replay(pctx, true); err != nil {
 		if ctx.Err() != nil {
 			return // closing
 		}
@@ -226,65 +225,118 @@ func (r *replica) probe(ctx context.Context) {
 		}
 		return
 	}
-	if !lsn.Valid { // not in recovery: a primary is never behind
-		r.standby.Store(false)
-		r.replayed.Store(math.MaxUint64)
-	} else {
-		l, err := ParseLSN(lsn.String)
-		if err != nil {
-			r.probed.Store(false)
-			return
-		}
-		r.standby.Store(true)
-		r.replayed.Store(uint64(l))
-	}
 	r.probed.Store(true)
 }
 
-// getReplica runs the lookup on the replica with the read floor checked in the
-// same statement. ok is false when the primary must answer: the replica is behind
-// the floor or failed. err is set only when ctx ended (the caller gave up).
+// replay asks the replica how far it has replayed (pg_last_wal_replay_lsn; a
+// server not in recovery is never behind) and records it: the probe's answer
+// as it is (a replaced server may be behind the last one), a read's only if
+// higher (positions only grow on one standby; a slower asker must not lower it).
+func (r *replica) replay(ctx context.Context, probe bool) (uint64, error) {
+	var lsn sql.NullString
+	if err := r.db.DB.QueryRowContext(ctx, "SELECT pg_last_wal_replay_lsn()::text").Scan(&lsn); err != nil {
+		return 0, err
+	}
+	if !lsn.Valid {
+		r.standby.Store(false)
+		r.replayed.Store(math.MaxUint64)
+		return math.MaxUint64, nil
+	}
+	l, err := ParseLSN(lsn.String)
+	if err != nil {
+		return 0, err
+	}
+	r.standby.Store(true)
+	if probe {
+		r.replayed.Store(uint64(l))
+		return uint64(l), nil
+	}
+	for {
+		cur := r.replayed.Load()
+		if uint64(l) <= cur && cur != math.MaxUint64 || r.replayed.CompareAndSwap(cur, uint64(l)) {
+			return uint64(l), nil
+		}
+	}
+}
+
+// reached reports whether the replica has replayed floor: as last recorded (a
+// probe or an earlier read), or else as it answers now. Either answer was given
+// before the read that follows takes its snapshot, so that read sees every
+// commit before floor. (The check cannot be part of the read's own statement:
+// a statement takes its snapshot first and evaluates pg_last_wal_replay_lsn()
+// after, so replay crossing the floor in between passed the check with a
+// snapshot short of it; TestReadReplica's racing case caught that.) Hence the
+// read replica must be one server: a DSN that spreads connections over several
+// standbys would check one and read another. err is the replica's failure.
+func (r *replica) reached(ctx context.Context, floor LSN) (bool, error) {
+	if r.caughtUp(floor) {
+		return true, nil
+	}
+	replayed, err := r.replay(ctx, false)
+	if err != nil {
+		return false, err
+	}
+	return replayed >= uint64(floor), nil
+}
+
+// getReplica runs the lookup on the replica once it has replayed the read floor
+// (reached). ok is false when the primary must answer: the replica is behind the
+// floor or failed. err is set only when ctx ended (the caller gave up).
 func (s *Store) getReplica(ctx context.Context, uid string) (list []orders.Record, seqs []int64, ok bool, err error) {
 	r := s.replica
 	rctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	defer cancel()
-	list, seqs, err = r.get.query(rctx, r.db.DB, uid, s.ReadFloor().String())
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, nil, false, err
-		}
-		r.failed(err)
-		return nil, nil, false, nil
+	if ok, err := r.usableAt(ctx, rctx, s.ReadFloor()); !ok {
+		return nil, nil, false, err
 	}
-	if len(seqs) == 1 && seqs[0] == behindSeq {
-		r.behind.Add(1)
-		return nil, nil, false, nil
+	list, seqs, err = r.get.query(rctx, r.db.DB, uid)
+	if err != nil {
+		return nil, nil, false, r.readFailed(ctx, err)
 	}
 	r.reads.Add(1)
 	return list, seqs, true, nil
 }
 
-// listReplica runs List's query on the replica when the prober last saw it at or
-// past the floor. ok is false when the primary must answer; err is set only when
-// ctx ended.
+// listReplica runs List's query on the replica once it has replayed the read
+// floor (reached). ok is false when the primary must answer; err is set only
+// when ctx ended.
 func (s *Store) listReplica(ctx context.Context, limit int, after int64) (page orders.Page, ok bool, err error) {
 	r := s.replica
-	if !r.caughtUp(s.ReadFloor()) {
-		r.behind.Add(1)
-		return orders.Page{}, false, nil
-	}
 	rctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	defer cancel()
+	if ok, err := r.usableAt(ctx, rctx, s.ReadFloor()); !ok {
+		return orders.Page{}, false, err
+	}
 	page, err = list(rctx, r.db, limit, after)
 	if err != nil {
-		if ctx.Err() != nil {
-			return orders.Page{}, false, err
-		}
-		r.failed(err)
-		return orders.Page{}, false, nil
+		return orders.Page{}, false, r.readFailed(ctx, err)
 	}
 	r.reads.Add(1)
 	return page, true, nil
+}
+
+// usableAt reports whether a read may go to the replica now, given floor
+// (reached, bounded by rctx); a replica behind it or failing counts as such. err
+// is set only when ctx, the caller's, ended.
+func (r *replica) usableAt(ctx, rctx context.Context, floor LSN) (bool, error) {
+	ok, err := r.reached(rctx, floor)
+	if err != nil {
+		return false, r.readFailed(ctx, err)
+	}
+	if !ok {
+		r.behind.Add(1)
+	}
+	return ok, nil
+}
+
+// readFailed records a failed replica read, unless the caller gave up (ctx
+// ended: its error is returned).
+func (r *replica) readFailed(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return err
+	}
+	r.failed(err)
+	return nil
 }
 
 // lazyStmt is a statement prepared on first use (database/sql then prepares it on

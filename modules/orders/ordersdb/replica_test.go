@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"math"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/ordersdb"
+	"github.com/orderflow/orders-service/modules/testkit"
 	"github.com/orderflow/orders-service/modules/testkit/dbtest"
 	"github.com/orderflow/orders-service/modules/testkit/storetest"
 	"github.com/orderflow/orders-service/modules/testkit/testenv"
@@ -260,6 +263,70 @@ func TestReadReplica(t *testing.T) {
 		}
 		if st := s.ReplicaStats(); st.Reads != 2 || st.BehindFloor != 2 {
 			t.Fatalf("stats after resume %+v: want 2 replica reads", st)
+		}
+	})
+
+	// The floor is checked before the replica's read takes its snapshot: a read
+	// racing the replay that crosses the floor gets the floor's version or a newer
+	// one, never the older one the replica showed a moment before.
+	t.Run("a read racing the replay never shows less than the floor", func(t *testing.T) {
+		r := newReplicaSetup(t, primary, standby)
+		s := r.store(t)
+		t.Cleanup(func() { _ = standby.ResumeReplay(context.Background()) })
+		uid := "replica-race"
+		rounds := testkit.EnvInt(t, "REPLICA_RACE_ROUNDS", 40, 5)
+		for k := 1; k <= rounds; k++ {
+			if err := standby.WaitCaughtUp(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := standby.PauseReplay(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.ApplyBatch(ctx, []orders.Record{{Order: storetest.NewOrder(uid, k), Version: at(int64(k))}}); err != nil {
+				t.Fatal(err)
+			}
+			s.SetReadFloor(r.primaryLSN(t))
+			var (
+				wg    sync.WaitGroup
+				stale atomic.Pointer[orders.Version]
+				seen  atomic.Int64 // reads answered at the floor's version by the replica
+				stop  atomic.Bool
+			)
+			for range 3 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for !stop.Load() {
+						_, v, err := s.Get(ctx, uid)
+						if err != nil && !errors.Is(err, orders.ErrNotFound) {
+							t.Errorf("get: %v", err)
+							return
+						}
+						if v.Compare(at(int64(k))) < 0 {
+							stale.Store(&v)
+							return
+						}
+					}
+				}()
+			}
+			time.Sleep(5 * time.Millisecond)
+			if err := standby.ResumeReplay(ctx); err != nil {
+				t.Fatal(err)
+			}
+			before := s.ReplicaStats().Reads
+			deadline := time.Now().Add(10 * time.Second)
+			for s.ReplicaStats().Reads < before+50 && stale.Load() == nil && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			seen.Store(int64(s.ReplicaStats().Reads - before))
+			stop.Store(true)
+			wg.Wait()
+			if v := stale.Load(); v != nil {
+				t.Fatalf("round %d: a read answered %v below the floor's version %v", k, *v, at(int64(k)))
+			}
+			if seen.Load() == 0 {
+				t.Fatalf("round %d: the replica answered no read once caught up", k)
+			}
 		}
 	})
 
