@@ -118,6 +118,15 @@ func replayDLQ(ctx context.Context, o dlqOptions, cfg configs.Config, recs []kaf
 		}
 		return topic, key, value, hs
 	}
+	kept := recs[:0:0]
+	for i := range recs {
+		if ok, why := kafkaedge.Replayable(&recs[i]); !ok {
+			fmt.Fprintf(w, "skipped %s/%d@%d key=%q: %s\n", o.topic, recs[i].Partition, recs[i].Offset, recs[i].Key, why)
+			continue
+		}
+		kept = append(kept, recs[i])
+	}
+	recs = kept
 	if o.dryRun {
 		for i := range recs {
 			r := &recs[i]

@@ -300,6 +300,7 @@ func (c Config) Validate() error {
 	check(c.Pipeline.QueueCapacity >= 1, "pipeline.queue_capacity", "want >= 1")
 	check(c.Pipeline.BatchQueueCapacity >= 1, "pipeline.batch_queue_capacity", "want >= 1")
 	check(c.Pipeline.CommitInterval > 0, "pipeline.commit_interval", "want > 0")
+	check(c.Pipeline.CommitStallBound > 0, "pipeline.commit_stall_bound", "want > 0")
 	check(c.Pipeline.MaxMessageBytes >= 1024, "pipeline.max_message_bytes", "want >= 1024")
 	check(c.Pipeline.RetryMin > 0, "pipeline.retry_min", "want > 0")
 	check(c.Pipeline.RetryMax >= c.Pipeline.RetryMin, "pipeline.retry_max", "want >= pipeline.retry_min")

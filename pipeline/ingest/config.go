@@ -38,6 +38,10 @@ type Config struct {
 
 	// CommitInterval is the longest time a completed offset waits to be committed.
 	CommitInterval time.Duration `koanf:"commit_interval"`
+	// CommitStallBound: offset commits failing for longer than this (or failing
+	// in a way only an operator can end, e.g. a DLQ topic not authorised) make
+	// the flow not ready (/ready 503) until a commit succeeds.
+	CommitStallBound time.Duration `koanf:"commit_stall_bound"`
 	// TombstoneRetention is how long a delete's tombstone is kept (so that older
 	// versions arriving later stay refused); 0 keeps them forever.
 	TombstoneRetention time.Duration `koanf:"tombstone_retention"`
@@ -45,6 +49,14 @@ type Config struct {
 	TombstonePurgeInterval time.Duration `koanf:"tombstone_purge_interval"`
 	// ShutdownTimeout bounds the soft stop: drain, flush, commit.
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
+}
+
+// commitStallBound is CommitStallBound, 30 s when unset.
+func (c Config) commitStallBound() time.Duration {
+	if c.CommitStallBound <= 0 {
+		return 30 * time.Second
+	}
+	return c.CommitStallBound
 }
 
 // writers is Writers, at least 1.

@@ -176,6 +176,9 @@ func (in *Ingest) Run(ctx context.Context) error {
 		purged := make(chan struct{})
 		go func() { defer close(purged); in.purgeTombstones(purgeCtx) }()
 		err = in.p.Run(ctx)
+		if err == nil {
+			err = in.src.Stopped() // the source stopped by itself; the rest drained
+		}
 		stopPurge()
 		<-purged
 	}
@@ -218,6 +221,9 @@ func (in *Ingest) Ready() error {
 	case "running":
 		if !in.p.Running() {
 			return errors.New("ingest: pipeline not running")
+		}
+		if err := in.com.Stalled(in.cfg.commitStallBound()); err != nil {
+			return fmt.Errorf("ingest: commits stalled: %w", err)
 		}
 		return in.src.Healthy()
 	case "failed", "stopped":

@@ -75,6 +75,10 @@ var (
 	descCommitted = prometheus.NewDesc("orders_pipeline_committed_offset", "Last committed offset per owned partition.", []string{"partition"}, nil)
 	descDLQTxn    = prometheus.NewDesc("orders_pipeline_dlq_transactions_total", "Kafka transactions that wrote dead letters with their offsets, by outcome (committed, aborted).", []string{"outcome"}, nil)
 	descUp        = prometheus.NewDesc("orders_pipeline_up", "1 while the ingest flow runs and the broker is reachable.", nil, nil)
+	descFailing   = prometheus.NewDesc("orders_pipeline_commit_failing_seconds", "Seconds the offset commits have failed without a success in between (0 while they succeed); past pipeline.commit_stall_bound, or at once for a failure only an operator can end, /ready answers 503.", nil, nil)
+	descStalled   = prometheus.NewDesc("orders_pipeline_commit_stalled", "1 while the offset commits cannot make progress (see orders_pipeline_commit_failing_seconds).", nil, nil)
+	descTruncated = prometheus.NewDesc("orders_pipeline_dlq_truncated_total", "Dead letters cut to fit the DLQ topic (value shortened, x-value-truncated header with the original size).", nil, nil)
+	descFetchErrs = prometheus.NewDesc("orders_pipeline_fetch_errors_total", "Fetched messages carrying an error, by kind: record (unreadable record, dead-lettered with class fetch), partition (about a partition, logged).", []string{"kind"}, nil)
 	descRenewals  = prometheus.NewDesc("orders_pipeline_dlq_producer_renewals_total", "Times the transactional producer was replaced after it could not finish a transaction (stuck or failed for good, but not fenced).", nil, nil)
 )
 
@@ -82,7 +86,7 @@ var (
 type collector struct{ in *Ingest }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descDLQ, descRetries, descSplits, descWritten, descVersions, descTombs, descCross, descLag, descCommitted, descUp, descDLQTxn, descRenewals} {
+	for _, d := range []*prometheus.Desc{descDLQ, descRetries, descSplits, descWritten, descVersions, descTombs, descCross, descLag, descCommitted, descUp, descDLQTxn, descRenewals, descFailing, descStalled, descTruncated, descFetchErrs} {
 		ch <- d
 	}
 }
@@ -97,6 +101,18 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descDLQTxn, prometheus.CounterValue, float64(txns), "committed")
 		ch <- prometheus.MustNewConstMetric(descDLQTxn, prometheus.CounterValue, float64(aborted), "aborted")
 		ch <- prometheus.MustNewConstMetric(descRenewals, prometheus.CounterValue, float64(in.com.Renewals()))
+		ch <- prometheus.MustNewConstMetric(descFailing, prometheus.GaugeValue, in.com.FailingFor().Seconds())
+		stalled := 0.0
+		if in.com.Stalled(in.cfg.commitStallBound()) != nil {
+			stalled = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descStalled, prometheus.GaugeValue, stalled)
+		ch <- prometheus.MustNewConstMetric(descTruncated, prometheus.CounterValue, float64(in.com.Truncated()))
+	}
+	if in.src != nil {
+		records, partitions := in.src.FetchErrors()
+		ch <- prometheus.MustNewConstMetric(descFetchErrs, prometheus.CounterValue, float64(records), "record")
+		ch <- prometheus.MustNewConstMetric(descFetchErrs, prometheus.CounterValue, float64(partitions), "partition")
 	}
 	ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(in.retries.Load()))
 	ch <- prometheus.MustNewConstMetric(descSplits, prometheus.CounterValue, float64(in.splits.Load()))

@@ -55,7 +55,10 @@ func consumerConfig(cfg SourceConfig) kafka.ConfigMap {
 		// brief broker outage into a lost assignment, whose uncommitted messages are
 		// redelivered (and bad ones dead-lettered again). The price: a member killed
 		// with SIGKILL keeps its partitions until the session expires.
-		"enable.partition.eof":       false,
+		"enable.partition.eof": false,
+		// A record set that fails its CRC is reported with its offset (and
+		// dead-lettered, class fetch) instead of decoded as if it were sound.
+		"check.crcs":                 true,
 		"queued.max.messages.kbytes": cfg.QueuedMaxKBytes,
 		"fetch.max.bytes":            cfg.FetchMaxBytes,
 		"statistics.interval.ms":     int(cfg.StatsInterval / time.Millisecond),
@@ -81,7 +84,8 @@ func transactionalConfig(cfg CommitterConfig) kafka.ConfigMap {
 		"linger.ms":                  5,
 		"compression.type":           "lz4",
 		"message.max.bytes":          MaxRecordBytes,
-		"go.delivery.reports":        false, // CommitTransaction fails if any dead letter was not delivered
+		"go.delivery.reports":        false, // each transaction reads its letters' reports on its own channel
+		"go.delivery.report.fields":  "none",
 		"queue.buffering.max.kbytes": 65536,
 	})
 	return cm

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,6 +81,17 @@ type Committer struct {
 	txns      atomic.Uint64
 	aborts    atomic.Uint64
 	renewals  atomic.Uint64
+	truncated atomic.Uint64
+
+	// The commits' health: since when they fail (unix nanoseconds, 0 while they
+	// succeed), the last failure, and whether it needs an operator.
+	failingSince atomic.Int64
+	lastFailure  atomic.Pointer[string]
+	needsOp      atomic.Bool
+	retryAt      atomic.Int64 // unix nanoseconds: Commit does nothing before it (backoff after a failure)
+	backoff      atomic.Int64 // the current backoff (doubles per failure up to maxCommitBackoff)
+	attempts     atomic.Int64 // Commit calls running
+	attemptSince atomic.Int64 // unix nanoseconds: start of the oldest one running, 0 if none
 
 	cm         kafka.ConfigMap // the producer's configuration, for renew
 	stuckSince time.Time       // first failure of a run of failed transactional steps; guarded by mu
@@ -158,14 +170,84 @@ func (c *Committer) Start() {
 // stop: the producer was fenced by another instance with the same transactional
 // id, or failed for good.
 func (c *Committer) Commit() error {
-	if err := c.tr.commit(c.commitFunc()); err != nil {
+	if at := c.retryAt.Load(); at != 0 && time.Now().UnixNano() < at {
+		return nil // backing off after a failed commit; the next call past it retries
+	}
+	if c.attempts.Add(1) == 1 {
+		c.attemptSince.Store(time.Now().UnixNano())
+	}
+	err := c.tr.commit(c.commitFunc())
+	if c.attempts.Add(-1) == 0 {
+		c.attemptSince.Store(0)
+	}
+	if err != nil {
 		if ferr := c.Err(); ferr != nil {
 			return ferr
 		}
-		c.log.Warn("commit_failed", "err", err)
+		c.failing(err)
+		return nil
+	}
+	if c.failingSince.Swap(0) != 0 {
+		c.needsOp.Store(false)
+		c.retryAt.Store(0)
+		c.backoff.Store(0)
+		c.log.Info("commit_recovered")
 	}
 	return nil
 }
+
+// maxCommitBackoff caps the pause between failed commits, so that a commit path
+// that cannot make progress does not open a transaction every 100 ms.
+const maxCommitBackoff = 5 * time.Second
+
+// failing records a failed commit: the start of a run of failures, the next
+// backoff, the error (logged once per distinct text, so a stall does not flood
+// the log).
+func (c *Committer) failing(err error) {
+	c.failingSince.CompareAndSwap(0, time.Now().UnixNano())
+	b := min(max(2*time.Duration(c.backoff.Load()), 100*time.Millisecond), maxCommitBackoff)
+	c.backoff.Store(int64(b))
+	c.retryAt.Store(time.Now().Add(b).UnixNano())
+	c.needsOp.Store(errors.Is(err, ErrNeedsOperator))
+	msg := err.Error()
+	if prev := c.lastFailure.Swap(&msg); prev == nil || *prev != msg {
+		c.log.Warn("commit_failed", "err", err, "needs_operator", errors.Is(err, ErrNeedsOperator))
+	}
+}
+
+// FailingFor returns how long the commits have failed without a success in
+// between (0 while they succeed).
+// A commit still running counts from its start: a transaction whose letters
+// the broker keeps refusing with a retriable error hangs for the whole
+// OpTimeout before it fails.
+func (c *Committer) FailingFor() time.Duration {
+	if since := c.failingSince.Load(); since != 0 {
+		return time.Since(time.Unix(0, since))
+	}
+	if since := c.attemptSince.Load(); since != 0 {
+		return time.Since(time.Unix(0, since))
+	}
+	return 0
+}
+
+// Stalled returns an error when the commits cannot make progress: they have
+// failed for longer than bound, or the last failure needs an operator (see
+// ErrNeedsOperator). Offsets then stop, lag grows on every partition, and the
+// held dead letters reach their bound and stop the fetching: /ready says so.
+func (c *Committer) Stalled(bound time.Duration) error {
+	d := c.FailingFor()
+	if d == 0 || (d <= bound && !c.needsOp.Load()) {
+		return nil
+	}
+	last := ""
+	if p := c.lastFailure.Load(); p != nil {
+		last = *p
+	}
+	return fmt.Errorf("kafka: no offset committed for %s: %s", d.Round(time.Second), last)
+}
+
+// Truncated returns how many dead letters were cut to fit the DLQ topic.
+func (c *Committer) Truncated() uint64 { return c.truncated.Load() }
 
 // bind sets the consumer whose offsets the committer commits (NewSource calls
 // it; Source.Close unbinds it with nil once the consumer is closed).
@@ -318,13 +400,26 @@ func (c *Committer) commit(member groupMember, offs []kafka.TopicPartition, lett
 		return nil, c.failed(ctx, "begin", err)
 	}
 	c.state = txnOpen
+	reports := make(chan kafka.Event, len(letters))
 	for _, m := range letters {
-		if err := c.produce(ctx, m); err != nil {
-			return nil, c.failed(ctx, "produce", err)
+		err := c.produce(ctx, m, reports)
+		for err != nil && letterTooLarge(err) { // over the producer's own message.max.bytes
+			fitted, ok := c.fit(m, err)
+			if !ok {
+				break
+			}
+			m = fitted
+			err = c.produce(ctx, m, reports)
+		}
+		if err != nil {
+			return nil, c.failed(ctx, "produce", c.classify(err))
 		}
 	}
 	if n := c.p.Flush(int(c.cfg.OpTimeout / time.Millisecond)); n > 0 {
 		return nil, c.failed(ctx, "produce", fmt.Errorf("%d dead letters not delivered in %s", n, c.cfg.OpTimeout))
+	}
+	if err := c.undelivered(reports); err != nil {
+		return nil, c.failed(ctx, "produce", err)
 	}
 	crashPoint("txn-produced")
 	if err := c.p.SendOffsetsToTransaction(ctx, offs, meta); err != nil {
@@ -398,10 +493,11 @@ func (c *Committer) abort(ctx context.Context) error {
 	return nil
 }
 
-// produce hands m to librdkafka, waiting while its queue is full.
-func (c *Committer) produce(ctx context.Context, m *kafka.Message) error {
+// produce hands m to librdkafka, waiting while its queue is full; its delivery
+// report goes to reports.
+func (c *Committer) produce(ctx context.Context, m *kafka.Message, reports chan kafka.Event) error {
 	for {
-		err := c.p.Produce(m, nil)
+		err := c.p.Produce(m, reports)
 		var kerr kafka.Error
 		if err == nil || !errors.As(err, &kerr) || kerr.Code() != kafka.ErrQueueFull {
 			return err
@@ -410,6 +506,107 @@ func (c *Committer) produce(ctx context.Context, m *kafka.Message) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// undelivered reads the delivery reports of a transaction's dead letters (all
+// in reports once Flush returned) and returns the first failure, classified.
+// Each letter refused as too large is replaced, among the held letters, by a
+// smaller one (fitLetter) for the next attempt: so that one letter the DLQ topic
+// cannot take never holds back every commit.
+func (c *Committer) undelivered(reports chan kafka.Event) error {
+	var first error
+	for {
+		select {
+		case ev := <-reports:
+			m, ok := ev.(*kafka.Message)
+			if !ok || m.TopicPartition.Error == nil {
+				continue
+			}
+			err := m.TopicPartition.Error
+			if letterTooLarge(err) {
+				if held := c.heldLetter(m); held != nil {
+					c.fit(held, err)
+				}
+			}
+			if first == nil {
+				first = c.classify(fmt.Errorf("dead letter of %s: %w", refText(m.Opaque), err))
+			}
+		default:
+			return first
+		}
+	}
+}
+
+// heldLetter returns the letter held for the delivery report m (by its Opaque).
+func (c *Committer) heldLetter(m *kafka.Message) *kafka.Message {
+	ref, ok := m.Opaque.(letterRef)
+	if !ok {
+		return nil
+	}
+	c.tr.mu.Lock()
+	defer c.tr.mu.Unlock()
+	if ps := c.tr.parts[ref.partition]; ps != nil {
+		return ps.letters[ref.offset]
+	}
+	return nil
+}
+
+// fit replaces the held letter m, refused as too large (why), by a smaller one
+// (fitLetter) and returns it; ok is false when nothing is left to cut.
+func (c *Committer) fit(m *kafka.Message, why error) (*kafka.Message, bool) {
+	fitted, ok := fitLetter(m)
+	if !ok {
+		return m, false
+	}
+	if c.tr.replaceLetter(fitted) {
+		c.truncated.Add(1)
+		c.log.Warn("dlq_letter_truncated", "source", refText(m.Opaque), "value_bytes", len(m.Value),
+			"kept_bytes", len(fitted.Value), "err", why)
+	}
+	return fitted, true
+}
+
+// refText names a letter's source position ("partition@offset").
+func refText(opaque any) string {
+	if ref, ok := opaque.(letterRef); ok {
+		return strconv.Itoa(int(ref.partition)) + "@" + strconv.FormatInt(ref.offset, 10)
+	}
+	return "?"
+}
+
+// letterTooLarge reports whether err refuses a record for its size.
+func letterTooLarge(err error) bool {
+	var kerr kafka.Error
+	if !errors.As(err, &kerr) {
+		return false
+	}
+	switch kerr.Code() {
+	case kafka.ErrMsgSizeTooLarge, kafka.ErrRecordListTooLarge, kafka.ErrInvalidMsgSize:
+		return true
+	}
+	return false
+}
+
+// ErrNeedsOperator marks a commit failure that retrying alone does not end: the
+// DLQ topic or the transactional id is not authorised, a broker policy refuses
+// the letters, the topic does not take them. The commits are retried (the
+// operator may fix it), and the Committer reports itself stalled at once.
+var ErrNeedsOperator = errors.New("needs an operator")
+
+// classify wraps err with ErrNeedsOperator when retrying cannot help.
+func (c *Committer) classify(err error) error {
+	var kerr kafka.Error
+	if !errors.As(err, &kerr) {
+		return err
+	}
+	switch kerr.Code() {
+	case kafka.ErrTopicAuthorizationFailed, kafka.ErrClusterAuthorizationFailed,
+		kafka.ErrTransactionalIDAuthorizationFailed, kafka.ErrGroupAuthorizationFailed,
+		kafka.ErrPolicyViolation, kafka.ErrInvalidRecord, kafka.ErrTopicException,
+		kafka.ErrUnsupportedForMessageFormat, kafka.ErrInvalidRequiredAcks:
+		return fmt.Errorf("%w: %w", ErrNeedsOperator, err)
+	}
+	return err
 }
 
 // fatalOrRenew handles a fatal error of the producer. Fenced (another producer

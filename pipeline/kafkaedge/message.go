@@ -23,6 +23,8 @@
 package kafkaedge
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"strconv"
 	"strings"
 	"time"
@@ -46,6 +48,13 @@ const (
 	// HeaderWriteID marks a record appended by an API write (PUT, DELETE), so
 	// that the instance which applies it can answer the waiting request.
 	HeaderWriteID = "x-write-id"
+	// HeaderValueTruncated marks a dead letter whose value was cut so that the
+	// DLQ topic takes it (see fitLetter); it holds the original value's size in
+	// bytes. The original record stays at its x-source-* position while the
+	// input topic's retention keeps it; a DLQ replay does not re-publish it.
+	HeaderValueTruncated = "x-value-truncated"
+	// HeaderValueSHA256 is the hex SHA-256 of a truncated letter's original value.
+	HeaderValueSHA256 = "x-value-sha256"
 )
 
 // MaxRecordBytes is the largest record the service's producers send
@@ -185,6 +194,22 @@ func deadLetter(dlqTopic string, r *Record, f Failure) *kafka.Message {
 	return m
 }
 
+// Replayable reports whether the dead letter r can be replayed: not one whose
+// value was cut to fit the DLQ topic (replaying the prefix would publish a
+// different order, and an empty value would be a tombstone), nor one the client
+// could not read (class fetch: what it holds is not the record). why says where
+// the original is.
+func Replayable(r *Record) (ok bool, why string) {
+	src := r.Header(HeaderSourceTopic) + "/" + r.Header(HeaderSourcePartition) + "@" + r.Header(HeaderSourceOffset)
+	if size := r.Header(HeaderValueTruncated); size != "" {
+		return false, "its value was cut from " + size + " bytes to fit the DLQ topic; the original is at " + src + " while the topic's retention keeps it"
+	}
+	if r.Header(HeaderErrorClass) == ClassFetch {
+		return false, "the client could not read the original record at " + src
+	}
+	return true, ""
+}
+
 // Replay returns what a DLQ replay re-publishes for the dead letter r: the
 // original key and value, the original (non-x-*) headers, the x-source-topic,
 // -partition, -offset and -timestamp headers (the record's Origin, hence its
@@ -207,4 +232,64 @@ func Replay(r *Record, fallback string) (topic string, key, value []byte, header
 		topic = fallback
 	}
 	return topic, r.Key, r.Value, headers
+}
+
+// Sizes a truncated dead letter keeps (fitLetter): a first cut keeps a prefix of
+// the value, enough to recognise the message; a letter still refused keeps no
+// value and none of the original headers.
+const (
+	letterKeepValue = 64 << 10
+	letterKeepKey   = 1 << 10
+)
+
+// fitLetter returns a smaller copy of the dead letter m, for a DLQ topic that
+// refused it as too large (a topic not created by the service keeps the broker's
+// ~1 MiB limit, and a near-limit message plus the x-* headers exceeds it). The
+// first cut keeps letterKeepValue bytes of the value and letterKeepKey of the
+// key and adds HeaderValueTruncated and HeaderValueSHA256; a letter already cut
+// loses the rest of its value and the original headers. The x-* headers, hence the reason and the source position, always stay.
+// ok is false when there is nothing left to cut.
+func fitLetter(m *kafka.Message) (fitted *kafka.Message, ok bool) {
+	cut := false
+	for _, h := range m.Headers {
+		if h.Key == HeaderValueTruncated {
+			cut = true
+		}
+	}
+	out := &kafka.Message{TopicPartition: m.TopicPartition, Key: m.Key, Opaque: m.Opaque}
+	out.TopicPartition.Error = nil
+	if !cut {
+		if len(m.Value) <= letterKeepValue && len(m.Key) <= letterKeepKey {
+			// A small letter is never cut: refused "too large", it shared a
+			// request with a large one (or the topic takes less than
+			// letterKeepValue: the commits stall, visibly, for an operator).
+			return m, false
+		}
+		sum := sha256.Sum256(m.Value)
+		out.Key = out.Key[:min(len(out.Key), letterKeepKey)]
+		out.Value = m.Value[:min(len(m.Value), letterKeepValue)]
+		out.Headers = append(append(out.Headers, m.Headers...),
+			kafka.Header{Key: HeaderValueTruncated, Value: []byte(strconv.Itoa(len(m.Value)))},
+			kafka.Header{Key: HeaderValueSHA256, Value: []byte(hex.EncodeToString(sum[:]))})
+		return out, true
+	}
+	if len(m.Value) == 0 && !hasOriginalHeaders(m) {
+		return m, false
+	}
+	out.Value = []byte{}
+	for _, h := range m.Headers {
+		if IsServiceHeader(h.Key) {
+			out.Headers = append(out.Headers, h)
+		}
+	}
+	return out, true
+}
+
+func hasOriginalHeaders(m *kafka.Message) bool {
+	for _, h := range m.Headers {
+		if !IsServiceHeader(h.Key) {
+			return true
+		}
+	}
+	return false
 }

@@ -140,6 +140,31 @@ func (t *tracker) hold(ps *partState, offset int64, m *kafka.Message) bool {
 	return true
 }
 
+// replaceLetter puts m (a fitted letter: its Opaque is the held one's
+// letterRef) in place of the letter held for the same offset; false when that
+// letter is no longer held (committed, or its partition revoked).
+func (t *tracker) replaceLetter(m *kafka.Message) bool {
+	ref, ok := m.Opaque.(letterRef)
+	if !ok {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ps := t.parts[ref.partition]
+	if ps == nil || ps.revoked.Load() {
+		return false
+	}
+	old, ok := ps.letters[ref.offset]
+	if !ok {
+		return false
+	}
+	t.release(old)
+	ps.letters[ref.offset] = m
+	t.held.Add(1)
+	t.heldBytes.Add(letterSize(m))
+	return true
+}
+
 // release forgets one held letter's share of the counters. Caller holds mu.
 func (t *tracker) release(m *kafka.Message) {
 	t.held.Add(-1)

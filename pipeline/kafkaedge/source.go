@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"maps"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -50,12 +52,23 @@ type Source struct {
 	// poll goroutine only
 	paused bool
 
+	unreadableRecords, fetchErrors atomic.Uint64
+
 	mu        sync.Mutex
 	lag       map[int32]int64
 	brokersUp bool
 	statsAt   time.Time
 	closed    bool
 	stopLogs  func()
+	stopErr   error // why Run stopped by itself (ErrUnreadableRecords)
+}
+
+// Stopped returns why Run stopped fetching by itself, nil if it did not: the
+// flow drains softly, then must fail with it.
+func (s *Source) Stopped() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopErr
 }
 
 // NewSource creates the consumer (it connects lazily; nothing is fetched before
@@ -134,7 +147,7 @@ func (s *Source) Run(ctx context.Context, out *pipeline.Emitter[*Message]) error
 		switch e := s.c.Poll(timeout).(type) {
 		case *kafka.Message:
 			if e.TopicPartition.Error != nil {
-				s.log.Warn("kafka_fetch_error", "partition", e.TopicPartition.Partition, "err", e.TopicPartition.Error)
+				s.unreadable(e)
 				continue
 			}
 			m := s.wrap(e)
@@ -148,6 +161,17 @@ func (s *Source) Run(ctx context.Context, out *pipeline.Emitter[*Message]) error
 			if e.IsFatal() {
 				return fmt.Errorf("consumer: %w", e)
 			}
+			if unreadableRecords(e) {
+				// Fetch nothing more; what was handed out drains and commits
+				// (a soft stop), then the flow fails with Stopped's error.
+				s.unreadableRecords.Add(1)
+				s.log.Error("kafka_records_unreadable", "err", e.Error(),
+					"action", "the flow stops after draining what it holds: no record at or past this one is committed")
+				s.mu.Lock()
+				s.stopErr = fmt.Errorf("%w: %w", ErrUnreadableRecords, e)
+				s.mu.Unlock()
+				return nil
+			}
 			if e.Code() == kafka.ErrAllBrokersDown {
 				s.mu.Lock()
 				s.brokersUp = false
@@ -157,6 +181,66 @@ func (s *Source) Run(ctx context.Context, out *pipeline.Emitter[*Message]) error
 		}
 	}
 	return nil
+}
+
+// ClassFetch is the error class of a dead letter for a record the client could
+// not read (a record set failing its CRC, one it cannot decompress or parse).
+const ClassFetch = "fetch"
+
+// unreadable handles a fetched message that carries an error instead of a
+// record. One with a position (librdkafka reports a corrupt or undecodable record
+// set at its offset, then moves on) is dead-lettered there with what is known
+// (class fetch), so the watermark passes it only once its letter is in the DLQ,
+// never silently. One without a position is about the partition, not a record
+// (an authorization failure, an offset reset): nothing is skipped; it is logged
+// and counted.
+func (s *Source) unreadable(e *kafka.Message) {
+	err := e.TopicPartition.Error
+	topic := ""
+	if e.TopicPartition.Topic != nil {
+		topic = *e.TopicPartition.Topic
+	}
+	if e.TopicPartition.Offset < 0 || e.TopicPartition.Partition < 0 || topic != s.cfg.Topic {
+		s.fetchErrors.Add(1)
+		s.log.Warn("kafka_fetch_error", "topic", topic, "partition", e.TopicPartition.Partition, "err", err)
+		return
+	}
+	m := s.wrap(e)
+	s.unreadableRecords.Add(1)
+	s.log.Error("kafka_record_unreadable", "partition", m.Partition, "offset", m.Offset, "err", err,
+		"action", "dead-lettered (class fetch): the watermark passes it once its letter is in the DLQ")
+	m.Ack.DeadLetter(Failure{
+		Class:  ClassFetch,
+		Stage:  "fetch",
+		Reason: fmt.Sprintf("the Kafka client could not read the record at %s/%d@%d: %v", topic, m.Partition, m.Offset, err),
+	})
+}
+
+// ErrUnreadableRecords stops the flow: the client could not read a record set
+// (it failed its CRC, or cannot be decompressed or parsed) and reported it
+// without its partition, so it cannot be dead-lettered. librdkafka then goes on
+// parsing at a wrong position and resets the partition to its beginning, again
+// and again; stopping instead commits what is done before the bad records, skips
+// nothing, and says where they are (the offset is in the message). An operator
+// restores the records, or moves the group past them
+// (kafka-consumer-groups --reset-offsets --to-offset), and restarts.
+var ErrUnreadableRecords = errors.New("kafka: records cannot be read (the flow stops so that none is skipped)")
+
+// unreadableRecords reports whether a consumer error says fetched data cannot be read.
+func unreadableRecords(e kafka.Error) bool {
+	switch e.Code() {
+	case kafka.ErrBadMsg, kafka.ErrBadCompression:
+		return true
+	case kafka.ErrNotImplemented:
+		return strings.Contains(e.Error(), "MagicByte")
+	}
+	return false
+}
+
+// FetchErrors returns how many fetched messages carried an error: unreadable
+// records (dead-lettered) and errors about a partition (logged).
+func (s *Source) FetchErrors() (records, partitions uint64) {
+	return s.unreadableRecords.Load(), s.fetchErrors.Load()
 }
 
 // emitSlice is how long Run waits for mailbox room before it polls again.
