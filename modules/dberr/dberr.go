@@ -90,6 +90,7 @@ func classifySQLState(code string) Class {
 		"57P01", // admin_shutdown
 		"57P02", // crash_shutdown
 		"57P03", // cannot_connect_now
+		"25006", // read_only_sql_transaction: the server became a standby (a failover); the pool reconnects to the new primary
 		"58030": // io_error (server side)
 		return Transient
 	case "42804", // datatype_mismatch

@@ -66,10 +66,13 @@ func (c Config) writers() int { return max(c.Writers, 1) }
 func (c Config) Retry() pipeline.Retry { return pipeline.Retry{Min: c.RetryMin, Max: c.RetryMax} }
 
 // BatchWriter is what the flow needs of orders.Store: ApplyBatch writes a batch
-// in one transaction and reports what is stored per uid; PurgeTombstones
-// forgets old deletes. Its errors are classified by dberr.Classify.
+// in one transaction and reports what is stored per uid; ProbeWrite tries one
+// without keeping it; PurgeTombstones forgets old deletes. Its errors are classified by dberr.Classify.
 type BatchWriter interface {
 	ApplyBatch(ctx context.Context, recs []orders.Record) ([]orders.Stored, error)
+	// ProbeWrite writes rec as ApplyBatch would and rolls it back: nil when
+	// the schema takes such an order now.
+	ProbeWrite(ctx context.Context, rec orders.Record) error
 	PurgeTombstones(ctx context.Context, cutoff time.Time, purged func(uids []string)) (int64, error)
 }
 

@@ -410,6 +410,11 @@ type freshWriter struct{ c *freshClock }
 // Invalidate passes through to the cache.
 func (c *freshClock) Invalidate(uids ...string) { c.cache.Invalidate(uids...) }
 
+// ProbeWrite passes through to the store.
+func (w freshWriter) ProbeWrite(ctx context.Context, rec orders.Record) error {
+	return w.c.store.ProbeWrite(ctx, rec)
+}
+
 // PurgeTombstones passes through to the store.
 func (w freshWriter) PurgeTombstones(ctx context.Context, cutoff time.Time, purged func([]string)) (int64, error) {
 	return w.c.store.PurgeTombstones(ctx, cutoff, purged)

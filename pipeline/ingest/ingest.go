@@ -12,6 +12,7 @@ package ingest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -410,6 +411,30 @@ func (in *Ingest) write(ctx context.Context, out *batch, part []*item, tries int
 			}
 		case dberr.Data:
 			if len(part) == 1 {
+				// Before this order goes to the DLQ: does a known-good order fail
+				// the same way? Then the schema is at fault (a new NOT NULL
+				// column, a changed type), not the data, and every order would
+				// be dead-lettered: stop instead.
+				perr := in.probeSchema(ctx)
+				if perr != nil && ctx.Err() != nil {
+					return ctx.Err()
+				}
+				switch {
+				case perr == nil: // the schema takes orders: this one is poison
+				case dberr.Classify(perr) == dberr.Transient: // cannot tell now: retry the order later
+					uncertain = true
+					wait := b.Next()
+					in.log.WarnContext(ctx, "upsert_probe_retry", "attempt", attempt, "retry_in", wait, "err", perr)
+					if err := pipeline.Sleep(ctx, wait); err != nil {
+						return err
+					}
+					continue
+				default:
+					in.log.ErrorContext(ctx, "upsert_schema_refuses_orders", "err", err, "probe_err", perr,
+						"action", "the flow stops instead of dead-lettering every order: migrate or fix the schema, then restart")
+					return fmt.Errorf("%w: a known-good order fails too (%v); the order at %d@%d: %w",
+						ErrSchemaRefusesOrders, perr, part[0].msg.Partition, part[0].msg.Offset, err)
+				}
 				it := part[0]
 				in.poison.Add(1)
 				it.dead = true
@@ -438,6 +463,24 @@ func (in *Ingest) write(ctx context.Context, out *batch, part []*item, tries int
 			return fmt.Errorf("upsert: %w", err)
 		}
 	}
+}
+
+// ErrSchemaRefusesOrders stops the flow: the database refuses a known-good
+// order (the canonical sample) as it refused an order of a batch, so the schema
+// is at fault and dead-lettering would take every order.
+var ErrSchemaRefusesOrders = errors.New("the database schema refuses valid orders")
+
+// probeSchema writes the canonical sample order (under a uid of its own, at
+// version 0@0) and rolls it back: nil when the schema takes it, the write's
+// error otherwise.
+func (in *Ingest) probeSchema(ctx context.Context) error {
+	var o orders.Order
+	if err := json.Unmarshal(orders.Sample(), &o); err != nil {
+		return fmt.Errorf("probe: the sample order: %w", err)
+	}
+	o.OrderUID = "schema-probe-" + newWriteID()
+	o.Payment.Transaction = o.OrderUID
+	return in.store.ProbeWrite(ctx, orders.Record{Order: o, Version: orders.Version{Partition: 0, Offset: 0, Time: time.Now().UnixMilli()}})
 }
 
 // account counts what a write did and logs the versions it compared across

@@ -52,6 +52,10 @@ func (t timedWriter) PurgeTombstones(ctx context.Context, cutoff time.Time, purg
 	return t.w.PurgeTombstones(ctx, cutoff, purged)
 }
 
+func (t timedWriter) ProbeWrite(ctx context.Context, rec orders.Record) error {
+	return t.w.ProbeWrite(ctx, rec)
+}
+
 func (t timedWriter) ApplyBatch(ctx context.Context, recs []orders.Record) ([]orders.Stored, error) {
 	t0 := time.Now()
 	applied, err := t.w.ApplyBatch(ctx, recs)

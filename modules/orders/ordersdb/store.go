@@ -6,6 +6,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sync/atomic"
@@ -81,6 +82,32 @@ func (s *Store) ApplyBatch(ctx context.Context, recs []orders.Record) ([]orders.
 		return nil, fmt.Errorf("apply batch: %w", redact(err))
 	}
 	return stored, nil
+}
+
+// errProbeRollback ends ProbeWrite's transaction.
+var errProbeRollback = errors.New("probe: roll back")
+
+// ProbeWrite writes rec as ApplyBatch does, in a transaction it always rolls
+// back, and returns the error the write met (nil: the schema takes such an
+// order now). The flow probes with a known-good order before it dead-letters
+// one the database refused: when the known-good order fails the same way, the
+// schema, not the data, is at fault.
+func (s *Store) ProbeWrite(ctx context.Context, rec orders.Record) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("probe write: %w", redact(err))
+	}
+	defer func() { _ = conn.Close() }()
+	err = conn.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := applyBatch(ctx, batchTx{tx, conn}, []orders.Record{rec}); err != nil {
+			return err
+		}
+		return errProbeRollback
+	})
+	if errors.Is(err, errProbeRollback) {
+		return nil
+	}
+	return fmt.Errorf("probe write: %w", redact(err))
 }
 
 // batchTx is a batch's transaction and the connection it runs on (COPY is sent
