@@ -432,7 +432,7 @@ func (in *Ingest) write(ctx context.Context, out *batch, part []*item, tries int
 				default:
 					in.log.ErrorContext(ctx, "upsert_schema_refuses_orders", "err", err, "probe_err", perr,
 						"action", "the flow stops instead of dead-lettering every order: migrate or fix the schema, then restart")
-					return fmt.Errorf("%w: a known-good order fails too (%v); the order at %d@%d: %w",
+					return fmt.Errorf("%w: a known-good order fails too (%w); the order at %d@%d: %w",
 						ErrSchemaRefusesOrders, perr, part[0].msg.Partition, part[0].msg.Offset, err)
 				}
 				it := part[0]
