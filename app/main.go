@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/orderflow/orders-service/configs"
+	"github.com/orderflow/orders-service/pipeline/kafkaedge"
 )
 
 // exitUsage is the exit code for configuration and usage errors.
@@ -120,6 +121,9 @@ func loadConfig(name string, args, environ []string, stderr io.Writer, addFlags 
 		return configs.Config{}, nil, usageError{err}
 	}
 	cfg, err := configs.Load(*path, environ)
+	if err == nil {
+		kafkaedge.UseSecurity(cfg.Kafka) // every Kafka client of this process
+	}
 	return cfg, fs.Args(), err
 }
 

@@ -110,10 +110,18 @@ func runService(ctx context.Context, cfg configs.Config, log *slog.Logger, ready
 				return ingest.Ready()
 			},
 			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
-			PipelineStats: func() any {
-				return serviceStats{Stats: ingest.Snapshot(), Coherence: coh.stats(cached)}
+			PipelineStats: func(detailed bool) any {
+				st := serviceStats{Stats: ingest.Snapshot(), Coherence: coh.stats(cached)}
+				if !detailed { // error texts are for token holders
+					st.Error = redactedError(st.Error)
+					if st.Coherence.Feed != nil {
+						st.Coherence.Feed.Error = redactedError(st.Coherence.Feed.Error)
+					}
+				}
+				return st
 			},
 			ReadyDetails: func() any { return coh.stats(cached) },
+			Trusted:      ordershttp.HasToken(cfg.API.Token),
 		},
 		Orders: ordershttp.Options{APIToken: cfg.API.Token, MaxBodyBytes: cfg.HTTP.BodyLimit, Writer: writer},
 	})
@@ -174,6 +182,15 @@ func runService(ctx context.Context, cfg configs.Config, log *slog.Logger, ready
 	err = p.Wait()
 	log.Info("service_stopped", "error", errString(err))
 	return err
+}
+
+// redactedError replaces an internal error text for callers without the API
+// token: they learn that there is an error, not what it says.
+func redactedError(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "(hidden: send the API token to see it)"
 }
 
 // serviceStats is GET /api/v1/pipeline/stats: the pipeline's statistics and

@@ -2,9 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 	"time"
+
+	"google.golang.org/grpc/credentials"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
@@ -27,17 +33,10 @@ func setupTracing(ctx context.Context, cfg configs.Tracing, service string) (fun
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(cfg.SampleRatio))),
 		sdktrace.WithResource(resource.NewSchemaless(semconv.ServiceName(service))),
 	}
-	switch cfg.Exporter {
-	case "otlp-grpc":
-		exp, err := otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(cfg.Endpoint), otlptracegrpc.WithInsecure())
+	if cfg.Exporter != "none" && cfg.Exporter != "" {
+		exp, err := newExporter(ctx, cfg)
 		if err != nil {
-			return nil, fmt.Errorf("tracing: otlp grpc exporter: %w", err)
-		}
-		opts = append(opts, sdktrace.WithBatcher(exp))
-	case "otlp-http":
-		exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpoint(cfg.Endpoint), otlptracehttp.WithInsecure())
-		if err != nil {
-			return nil, fmt.Errorf("tracing: otlp http exporter: %w", err)
+			return nil, err
 		}
 		opts = append(opts, sdktrace.WithBatcher(exp))
 	}
@@ -48,6 +47,76 @@ func setupTracing(ctx context.Context, cfg configs.Tracing, service string) (fun
 		defer cancel()
 		return tp.Shutdown(ctx)
 	}, nil
+}
+
+// otlpTarget splits the tracing endpoint into host:port and whether to use TLS:
+// https:// is TLS, http:// and a bare host:port are plain text.
+func otlpTarget(endpoint string) (hostport string, useTLS bool) {
+	switch {
+	case strings.HasPrefix(endpoint, "https://"):
+		return strings.TrimSuffix(strings.TrimPrefix(endpoint, "https://"), "/"), true
+	case strings.HasPrefix(endpoint, "http://"):
+		return strings.TrimSuffix(strings.TrimPrefix(endpoint, "http://"), "/"), false
+	}
+	return endpoint, false
+}
+
+// otlpTLS returns the TLS configuration of an https endpoint: the system's CAs,
+// or those of caFile.
+func otlpTLS(caFile string) (*tls.Config, error) {
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile == "" {
+		return conf, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("tracing: ca_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("tracing: ca_file %s: no PEM certificate", caFile)
+	}
+	conf.RootCAs = pool
+	return conf, nil
+}
+
+// newExporter builds the OTLP exporter of cfg, over TLS for an https endpoint.
+func newExporter(ctx context.Context, cfg configs.Tracing) (sdktrace.SpanExporter, error) {
+	hostport, useTLS := otlpTarget(cfg.Endpoint)
+	var tlsConf *tls.Config
+	if useTLS {
+		var err error
+		if tlsConf, err = otlpTLS(cfg.CAFile); err != nil {
+			return nil, err
+		}
+	}
+	switch cfg.Exporter {
+	case "otlp-grpc":
+		opts := []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(hostport)}
+		if useTLS {
+			opts = append(opts, otlptracegrpc.WithTLSCredentials(credentials.NewTLS(tlsConf)))
+		} else {
+			opts = append(opts, otlptracegrpc.WithInsecure())
+		}
+		exp, err := otlptracegrpc.New(ctx, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("tracing: otlp grpc exporter: %w", err)
+		}
+		return exp, nil
+	case "otlp-http":
+		opts := []otlptracehttp.Option{otlptracehttp.WithEndpoint(hostport)}
+		if useTLS {
+			opts = append(opts, otlptracehttp.WithTLSClientConfig(tlsConf))
+		} else {
+			opts = append(opts, otlptracehttp.WithInsecure())
+		}
+		exp, err := otlptracehttp.New(ctx, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("tracing: otlp http exporter: %w", err)
+		}
+		return exp, nil
+	}
+	return nil, fmt.Errorf("tracing: unknown exporter %q", cfg.Exporter)
 }
 
 // traceHandler adds trace_id and span_id to log records whose context carries a span.

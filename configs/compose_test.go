@@ -13,28 +13,67 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 )
 
+// composeSecrets are what configs/compose-env.sh writes to .env: the stack has
+// no default credentials.
+var composeSecrets = []string{"ORDERS_API_TOKEN=t", "GRAFANA_ADMIN_PASSWORD=g", "KAFKA_UI_PASSWORD=k"}
+
 // loadCompose loads ../docker-compose.yaml the way `docker compose --profile produce`
-// would, without the caller's environment, so the file's own defaults apply.
+// would, with only the secrets as its environment (not the caller's, nor a .env),
+// so the file's own defaults apply.
 func loadCompose(t *testing.T) *types.Project {
 	t.Helper()
+	p, err := loadComposeWith(composeSecrets)
+	if err != nil {
+		t.Fatalf("load docker-compose.yaml: %v", err)
+	}
+	return p
+}
+
+func loadComposeWith(env []string) (*types.Project, error) {
 	root, err := filepath.Abs("..")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	opts, err := cli.NewProjectOptions(
 		[]string{filepath.Join(root, "docker-compose.yaml")},
 		cli.WithWorkingDirectory(root),
 		cli.WithProfiles([]string{"produce"}),
 		cli.WithResolvedPaths(true),
+		cli.WithEnv(env),
 	)
 	if err != nil {
-		t.Fatalf("compose options: %v", err)
+		return nil, err
 	}
-	p, err := opts.LoadProject(context.Background())
-	if err != nil {
-		t.Fatalf("load docker-compose.yaml: %v", err)
+	return opts.LoadProject(context.Background())
+}
+
+// The admin tools (Kafka UI, Prometheus, Grafana, Jaeger) listen on 127.0.0.1
+// only, and without their secrets in the environment the stack does not start
+// (no default password).
+func TestComposeAdminToolsLocalAndWithoutDefaultCredentials(t *testing.T) {
+	p := loadCompose(t)
+	for _, name := range []string{"kafka-ui", "prometheus", "grafana", "jaeger", "postgres", "kafka"} {
+		for _, pc := range service(t, p, name).Ports {
+			if pc.Published != "" && pc.HostIP != "127.0.0.1" {
+				t.Errorf("%s publishes %d on %q, want 127.0.0.1 only", name, pc.Target, pc.HostIP)
+			}
+		}
 	}
-	return p
+	g := service(t, p, "grafana").Environment["GF_SECURITY_ADMIN_PASSWORD"]
+	if g == nil || *g != "g" {
+		t.Errorf("grafana's admin password %v does not come from GRAFANA_ADMIN_PASSWORD", g)
+	}
+	ui := service(t, p, "kafka-ui").Environment
+	if a := ui["AUTH_TYPE"]; a == nil || *a != "LOGIN_FORM" || ui["SPRING_SECURITY_USER_PASSWORD"] == nil || *ui["SPRING_SECURITY_USER_PASSWORD"] != "k" {
+		t.Errorf("kafka-ui without a login from KAFKA_UI_PASSWORD: %v", ui)
+	}
+	for i, secret := range composeSecrets {
+		env := slices.Delete(slices.Clone(composeSecrets), i, i+1)
+		name, _, _ := strings.Cut(secret, "=")
+		if _, err := loadComposeWith(env); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("without %s the stack loads (%v): it must not fall back to a default", name, err)
+		}
+	}
 }
 
 func service(t *testing.T, p *types.Project, name string) types.ServiceConfig {

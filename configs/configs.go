@@ -104,8 +104,12 @@ type Log struct {
 
 // Tracing configures OpenTelemetry export.
 type Tracing struct {
-	Exporter    string  `koanf:"exporter"`
+	Exporter string `koanf:"exporter"`
+	// Endpoint is the collector: https://host:port exports over TLS (verified
+	// against the system's CAs or CAFile), http://host:port or a bare host:port
+	// in plain text.
 	Endpoint    string  `koanf:"endpoint"`
+	CAFile      string  `koanf:"ca_file"`
 	SampleRatio float64 `koanf:"sample_ratio"`
 }
 
@@ -312,6 +316,14 @@ func (c Config) Validate() error {
 	check(oneOf(c.Tracing.Exporter, "none", "otlp-grpc", "otlp-http"), "tracing.exporter", fmt.Sprintf("want none, otlp-grpc or otlp-http, got %q", c.Tracing.Exporter))
 	check(c.Tracing.Exporter == "none" || c.Tracing.Endpoint != "", "tracing.endpoint", "required when tracing.exporter is not none")
 	check(c.Tracing.SampleRatio >= 0 && c.Tracing.SampleRatio <= 1, "tracing.sample_ratio", "want 0..1")
+	if e := c.Tracing.Endpoint; strings.Contains(e, "://") {
+		u, err := url.Parse(e)
+		check(err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "", "tracing.endpoint",
+			fmt.Sprintf("want https://host:port, http://host:port or host:port, got %q", e))
+	}
+	check(c.Tracing.CAFile == "" || readable(c.Tracing.CAFile), "tracing.ca_file", fmt.Sprintf("cannot read %q", c.Tracing.CAFile))
+	check(c.Tracing.CAFile == "" || strings.HasPrefix(c.Tracing.Endpoint, "https://"), "tracing.ca_file", "only with an https:// tracing.endpoint")
+	c.validateKafkaSecurity(check)
 	return first
 }
 
@@ -369,4 +381,48 @@ func oneOf(s string, set ...string) bool {
 		}
 	}
 	return false
+}
+
+// validateKafkaSecurity checks the kafka.security_protocol, sasl_* and ssl_*
+// settings together.
+func (c *Config) validateKafkaSecurity(check func(ok bool, key, reason string)) {
+	k := c.Kafka
+	proto := strings.ToLower(k.SecurityProtocol)
+	check(oneOf(proto, "", "plaintext", "ssl", "sasl_plaintext", "sasl_ssl"), "kafka.security_protocol",
+		fmt.Sprintf("want plaintext, ssl, sasl_plaintext or sasl_ssl, got %q", k.SecurityProtocol))
+	sasl := strings.HasPrefix(proto, "sasl_")
+	tls := proto == "ssl" || proto == "sasl_ssl"
+	if sasl {
+		check(oneOf(k.SASLMechanism, "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), "kafka.sasl_mechanism",
+			fmt.Sprintf("want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 with %s, got %q", proto, k.SASLMechanism))
+		check(k.SASLUsername != "", "kafka.sasl_username", "required with "+proto)
+		check(k.SASLPassword != "", "kafka.sasl_password", "required with "+proto)
+	} else {
+		check(k.SASLMechanism == "" && k.SASLUsername == "" && k.SASLPassword == "", "kafka.sasl_mechanism",
+			"sasl_* settings need kafka.security_protocol sasl_plaintext or sasl_ssl")
+	}
+	for _, f := range []struct{ key, path string }{
+		{"kafka.ssl_ca_location", k.SSLCALocation},
+		{"kafka.ssl_certificate_location", k.SSLCertificateLocation},
+		{"kafka.ssl_key_location", k.SSLKeyLocation},
+	} {
+		if f.path == "" {
+			continue
+		}
+		check(tls, f.key, "ssl_* settings need kafka.security_protocol ssl or sasl_ssl")
+		check(readable(f.path), f.key, fmt.Sprintf("cannot read %q", f.path))
+	}
+	check((k.SSLCertificateLocation == "") == (k.SSLKeyLocation == ""), "kafka.ssl_key_location",
+		"kafka.ssl_certificate_location and kafka.ssl_key_location go together (mutual TLS)")
+	check(k.SSLKeyPassword == "" || k.SSLKeyLocation != "", "kafka.ssl_key_password", "only with kafka.ssl_key_location")
+}
+
+// readable reports whether the file at path can be opened for reading.
+func readable(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	_ = f.Close()
+	return true
 }

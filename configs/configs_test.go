@@ -87,6 +87,12 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"ORDERS_PIPELINE_BATCH_LINGER=soon", "ORDERS_PIPELINE_BATCH_LINGER"},
 		{"ORDERS_LOG_LEVEL=loud", "ORDERS_LOG_LEVEL"},
 		{"ORDERS_KAFKA_TOPICS=typo", "ORDERS_KAFKA_TOPICS"},
+		{"ORDERS_KAFKA_SECURITY_PROTOCOL=tls", "ORDERS_KAFKA_SECURITY_PROTOCOL"},
+		{"ORDERS_KAFKA_SECURITY_PROTOCOL=sasl_ssl", "ORDERS_KAFKA_SASL_MECHANISM"},
+		{"ORDERS_KAFKA_SASL_USERNAME=u", "ORDERS_KAFKA_SASL_MECHANISM"},
+		{"ORDERS_KAFKA_SSL_CA_LOCATION=/nonexistent/ca.pem", "ORDERS_KAFKA_SSL_CA_LOCATION"},
+		{"ORDERS_TRACING_ENDPOINT=ftp://collector:4317", "ORDERS_TRACING_ENDPOINT"},
+		{"ORDERS_TRACING_CA_FILE=/nonexistent/ca.pem", "ORDERS_TRACING_CA_FILE"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.env, func(t *testing.T) {
@@ -113,5 +119,42 @@ func TestUnknownFileKey(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml"), nil); err == nil || !strings.Contains(err.Error(), "--config") {
 		t.Fatalf("missing file: %v", err)
+	}
+}
+
+// The Kafka security settings load together and become librdkafka's properties;
+// the SASL password comes from the environment.
+func TestKafkaSecurity(t *testing.T) {
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, []byte("-----BEGIN CERTIFICATE-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load("", []string{
+		"ORDERS_KAFKA_SECURITY_PROTOCOL=sasl_ssl",
+		"ORDERS_KAFKA_SASL_MECHANISM=SCRAM-SHA-512",
+		"ORDERS_KAFKA_SASL_USERNAME=orders",
+		"ORDERS_KAFKA_SASL_PASSWORD=s3cret",
+		"ORDERS_KAFKA_SSL_CA_LOCATION=" + ca,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"security.protocol": "sasl_ssl", "sasl.mechanism": "SCRAM-SHA-512",
+		"sasl.username": "orders", "sasl.password": "s3cret", "ssl.ca.location": ca,
+	}
+	got := c.Kafka.Security()
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("properties %v, want exactly %v", got, want)
+	}
+	// Mutual TLS needs both halves.
+	if _, err := Load("", []string{"ORDERS_KAFKA_SECURITY_PROTOCOL=ssl", "ORDERS_KAFKA_SSL_CERTIFICATE_LOCATION=" + ca}); err == nil ||
+		!strings.Contains(err.Error(), "ORDERS_KAFKA_SSL_KEY_LOCATION") {
+		t.Errorf("a certificate without its key: %v", err)
 	}
 }

@@ -73,7 +73,7 @@ func liveServer(t *testing.T) (string, func(any)) {
 	var stats atomic.Pointer[any]
 	app := ordershttp.NewApp(store, ordershttp.AppConfig{
 		HTTP: httpx.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
-		Ops: httpx.Ops{PipelineStats: func() any {
+		Ops: httpx.Ops{PipelineStats: func(bool) any {
 			if p := stats.Load(); p != nil {
 				return *p
 			}

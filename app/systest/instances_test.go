@@ -85,7 +85,9 @@ func write(t *testing.T, s *testenv.Service, uid string, body []byte) (int, stri
 
 // readyDetails returns /ready's details.cache of s ("trusted", "bypassed", ...).
 func readyCache(s *testenv.Service) string {
-	resp, err := http.Get(s.URL("/ready")) //nolint:noctx // test reads
+	req, _ := http.NewRequest(http.MethodGet, s.URL("/ready"), nil) //nolint:noctx // test reads
+	req.Header.Set("Authorization", "Bearer "+apiToken)             // details are for token holders
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return "unreachable"
 	}
@@ -252,7 +254,7 @@ func TestInstancesCoherent(t *testing.T) {
 func TestInstanceBypassesCacheWhenFeedUnread(t *testing.T) {
 	brokers := requireEnv(t)
 	f := newFixture(t, "instances-bypass", brokers, durableDB(t))
-	f.extraEnv = append(f.extraEnv, "ORDERS_CACHE_WARMUP_ON_START=false", "ORDERS_CACHE_COHERENCE_BOUND=1s")
+	f.extraEnv = append(f.extraEnv, "ORDERS_API_TOKEN="+apiToken, "ORDERS_CACHE_WARMUP_ON_START=false", "ORDERS_CACHE_COHERENCE_BOUND=1s")
 	s := f.start()
 	defer stop(t, s)
 	o := ordersgen.New(suiteSeed(t) + 32).Order()

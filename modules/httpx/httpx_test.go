@@ -272,23 +272,44 @@ func TestOps(t *testing.T) {
 	var pipeline any
 	app := New(Config{Logger: quiet, Registerer: reg})
 	RegisterOps(app, Ops{
-		Ready:         func(ctx context.Context) error { return readyErr },
-		Metrics:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		PipelineStats: func() any { return pipeline },
+		Ready:   func(ctx context.Context) error { return readyErr },
+		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		PipelineStats: func(detailed bool) any {
+			if m, ok := pipeline.(map[string]any); ok && detailed {
+				return map[string]any{"stages": m["stages"], "error": "internal text"}
+			}
+			return pipeline
+		},
+		ReadyDetails: func() any { return map[string]string{"cache": "trusted"} },
+		Trusted:      func(c *fiber.Ctx) bool { return c.Get("Authorization") == "Bearer t0ken" },
 	})
+	withToken := func(path string) *http.Request {
+		r := httptest.NewRequest("GET", path, nil)
+		r.Header.Set("Authorization", "Bearer t0ken")
+		return r
+	}
 
 	resp, body := do(t, app, httptest.NewRequest("GET", "/health", nil))
 	if resp.StatusCode != 200 || string(body) != `{"status":"ok"}` {
 		t.Errorf("/health: %d %s", resp.StatusCode, body)
 	}
 	resp, body = do(t, app, httptest.NewRequest("GET", "/ready", nil))
-	if resp.StatusCode != 200 {
-		t.Errorf("/ready while ready: %d %s", resp.StatusCode, body)
+	if resp.StatusCode != 200 || string(body) != `{"status":"ready"}` {
+		t.Errorf("/ready while ready, no token: %d %s", resp.StatusCode, body)
+	}
+	resp, body = do(t, app, withToken("/ready"))
+	if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`"details":{"cache":"trusted"}`)) {
+		t.Errorf("/ready while ready, with the token: %d %s", resp.StatusCode, body)
 	}
 	readyErr = ready
+	// Without the token: the plain status, no internal text.
 	resp, body = do(t, app, httptest.NewRequest("GET", "/ready", nil))
-	if resp.StatusCode != 503 || !bytes.Contains(body, []byte("no brokers reachable")) || !json.Valid(body) {
-		t.Errorf("/ready while not ready: %d %s", resp.StatusCode, body)
+	if resp.StatusCode != 503 || string(body) != `{"status":"not ready"}` {
+		t.Errorf("/ready while not ready, no token: %d %s", resp.StatusCode, body)
+	}
+	resp, body = do(t, app, withToken("/ready"))
+	if resp.StatusCode != 503 || !bytes.Contains(body, []byte("no brokers reachable")) || !bytes.Contains(body, []byte("details")) || !json.Valid(body) {
+		t.Errorf("/ready while not ready, with the token: %d %s", resp.StatusCode, body)
 	}
 
 	resp, body = do(t, app, httptest.NewRequest("GET", "/api/v1/pipeline/stats", nil))
@@ -299,6 +320,10 @@ func TestOps(t *testing.T) {
 	resp, body = do(t, app, httptest.NewRequest("GET", "/api/v1/pipeline/stats", nil))
 	if resp.StatusCode != 200 || string(body) != `{"stages":[{"in":3,"stage":"decode"}]}` {
 		t.Errorf("pipeline stats: %d %s", resp.StatusCode, body)
+	}
+	resp, body = do(t, app, withToken("/api/v1/pipeline/stats"))
+	if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`"error":"internal text"`)) {
+		t.Errorf("pipeline stats with the token: %d %s", resp.StatusCode, body)
 	}
 
 	resp, body = do(t, app, httptest.NewRequest("GET", "/metrics", nil))

@@ -32,14 +32,64 @@ type Config struct {
 	CreateTopics      bool `koanf:"create_topics"`
 	Partitions        int  `koanf:"partitions"`
 	ReplicationFactor int  `koanf:"replication_factor"`
+
+	// The connection's security, librdkafka's security.protocol (plaintext,
+	// ssl, sasl_plaintext, sasl_ssl), sasl.* and ssl.* properties; see
+	// Security. Empty fields leave librdkafka's defaults.
+	SecurityProtocol       string `koanf:"security_protocol"`
+	SASLMechanism          string `koanf:"sasl_mechanism"` // PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+	SASLUsername           string `koanf:"sasl_username"`
+	SASLPassword           string `koanf:"sasl_password"`
+	SSLCALocation          string `koanf:"ssl_ca_location"`          // PEM file of the CA(s) that signed the brokers' certificates
+	SSLCertificateLocation string `koanf:"ssl_certificate_location"` // client certificate (mutual TLS)
+	SSLKeyLocation         string `koanf:"ssl_key_location"`         // client key (mutual TLS)
+	SSLKeyPassword         string `koanf:"ssl_key_password"`
+}
+
+// Security returns the librdkafka properties of c's security settings (none
+// for the defaults: plaintext).
+func (c Config) Security() map[string]string {
+	props := map[string]string{}
+	set := func(k, v string) {
+		if v != "" {
+			props[k] = v
+		}
+	}
+	set("security.protocol", c.SecurityProtocol)
+	set("sasl.mechanism", c.SASLMechanism)
+	set("sasl.username", c.SASLUsername)
+	set("sasl.password", c.SASLPassword)
+	set("ssl.ca.location", c.SSLCALocation)
+	set("ssl.certificate.location", c.SSLCertificateLocation)
+	set("ssl.key.location", c.SSLKeyLocation)
+	set("ssl.key.password", c.SSLKeyPassword)
+	return props
+}
+
+// security holds the security properties every client gets (UseSecurity).
+var security atomic.Pointer[map[string]string]
+
+// UseSecurity makes every Kafka client the package builds from now on use c's
+// security settings (Config.Security): the consumer, the transactional
+// producer, the API's appender, the admin client and the tools' producer and
+// reader. The service calls it once, after loading its configuration.
+func UseSecurity(c Config) {
+	props := c.Security()
+	security.Store(&props)
 }
 
 // common are the settings of every client of the service.
 func common(brokers string) kafka.ConfigMap {
-	return kafka.ConfigMap{
+	cm := kafka.ConfigMap{
 		"bootstrap.servers":   brokers,
 		"enable.metrics.push": false, // no client telemetry push (KIP-714)
 	}
+	if p := security.Load(); p != nil {
+		for k, v := range *p {
+			cm[k] = v
+		}
+	}
+	return cm
 }
 
 // consumerConfig is the group consumer of the Source.

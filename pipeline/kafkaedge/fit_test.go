@@ -98,3 +98,22 @@ func TestReplayable(t *testing.T) {
 		t.Error("a letter of class fetch is replayable")
 	}
 }
+
+// Every client the package builds gets the security properties of UseSecurity.
+func TestUseSecurityReachesEveryClient(t *testing.T) {
+	t.Cleanup(func() { UseSecurity(Config{}) })
+	UseSecurity(Config{SecurityProtocol: "sasl_plaintext", SASLMechanism: "PLAIN", SASLUsername: "u", SASLPassword: "p"})
+	for name, cm := range map[string]kafka.ConfigMap{
+		"consumer":      consumerConfig(SourceConfig{Brokers: "b:1", GroupID: "g"}),
+		"transactional": transactionalConfig(CommitterConfig{Brokers: "b:1", TransactionalID: "t"}),
+		"producer":      producerConfig("b:1", "c"),
+	} {
+		if cm["security.protocol"] != "sasl_plaintext" || cm["sasl.username"] != "u" || cm["sasl.password"] != "p" || cm["sasl.mechanism"] != "PLAIN" {
+			t.Errorf("%s client config lacks the security properties: %v", name, cm)
+		}
+	}
+	UseSecurity(Config{})
+	if _, ok := common("b:1")["security.protocol"]; ok {
+		t.Error("the default configuration sets security.protocol")
+	}
+}

@@ -40,6 +40,25 @@ func requireToken(token string) fiber.Handler {
 	}
 }
 
+// HasToken returns a check that a request carries "Authorization: Bearer
+// <token>" (constant-time, as requireToken); with an empty token no request
+// does. The service gives token holders the details of /ready and the
+// pipeline stats (error texts), and everyone else their plain status.
+func HasToken(token string) func(c *fiber.Ctx) bool {
+	if token == "" {
+		return func(*fiber.Ctx) bool { return false }
+	}
+	want := sha256.Sum256([]byte(token))
+	return func(c *fiber.Ctx) bool {
+		got, ok := bearer(c.Get(fiber.HeaderAuthorization))
+		if !ok {
+			return false
+		}
+		sum := sha256.Sum256([]byte(got))
+		return subtle.ConstantTimeCompare(sum[:], want[:]) == 1
+	}
+}
+
 // bearer extracts the credentials of an "Authorization: Bearer <token>" value
 // (the scheme is case-insensitive).
 func bearer(h string) (string, bool) {
