@@ -306,6 +306,7 @@ func (c Config) Validate() error {
 	check(c.Pipeline.CommitInterval > 0, "pipeline.commit_interval", "want > 0")
 	check(c.Pipeline.CommitStallBound > 0, "pipeline.commit_stall_bound", "want > 0")
 	check(c.Pipeline.MaxMessageBytes >= 1024, "pipeline.max_message_bytes", "want >= 1024")
+	check(c.Pipeline.MaxInFlightBytes >= 1<<20, "pipeline.max_inflight_bytes", "want >= 1048576")
 	check(c.Pipeline.RetryMin > 0, "pipeline.retry_min", "want > 0")
 	check(c.Pipeline.RetryMax >= c.Pipeline.RetryMin, "pipeline.retry_max", "want >= pipeline.retry_min")
 	check(c.Pipeline.TombstoneRetention >= 0, "pipeline.tombstone_retention", "want >= 0 (0 keeps tombstones forever)")

@@ -32,6 +32,11 @@ type Config struct {
 	BatchQueueCapacity int `koanf:"batch_queue_capacity"` // mailbox capacity of the per-batch stages
 
 	MaxMessageBytes int `koanf:"max_message_bytes"` // larger messages go to the DLQ
+	// MaxInFlightBytes bounds the bytes of the messages fetched and not yet
+	// ended (stored or dead-lettered), across every stage: memory is bounded by
+	// bytes, not only by the mailboxes' counts. At the bound the source fetches
+	// nothing new. 0: 16 MiB.
+	MaxInFlightBytes int64 `koanf:"max_inflight_bytes"`
 
 	RetryMin time.Duration `koanf:"retry_min"` // first backoff of a transient error
 	RetryMax time.Duration `koanf:"retry_max"` // backoff cap

@@ -113,7 +113,10 @@ func New(kafka kafkaedge.Config, cfg Config, deps Deps) (*Ingest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ingest: new: %w", err)
 	}
-	in.src, err = kafkaedge.NewSource(kafkaedge.SourceConfig{Brokers: kafka.Brokers, Topic: kafka.Topic, GroupID: kafka.GroupID, InstanceID: kafka.InstanceID}, in.com, log)
+	in.src, err = kafkaedge.NewSource(kafkaedge.SourceConfig{
+		Brokers: kafka.Brokers, Topic: kafka.Topic, GroupID: kafka.GroupID, InstanceID: kafka.InstanceID,
+		MaxInFlightBytes: cfg.MaxInFlightBytes,
+	}, in.com, log)
 	if err != nil {
 		in.com.Close()
 		return nil, fmt.Errorf("ingest: new: %w", err)
@@ -328,9 +331,11 @@ func (in *Ingest) deadLetter(m *kafkaedge.Message, f kafkaedge.Failure) {
 func (in *Ingest) upsert(ctx context.Context, items []*item, out *pipeline.Emitter[*batch]) error {
 	b := &batch{items: make([]*item, 0, len(items))}
 	for _, it := range items {
-		if !it.msg.Ack.Revoked() { // partition given away: its results are never committed
-			b.items = append(b.items, it)
+		if it.msg.Ack.Revoked() { // partition given away: its results are never committed
+			it.msg.Ack.Done() // only gives its in-flight bytes back
+			continue
 		}
+		b.items = append(b.items, it)
 	}
 	if len(b.items) == 0 {
 		return nil

@@ -83,6 +83,8 @@ var (
 	descStalled   = prometheus.NewDesc("orders_pipeline_commit_stalled", "1 while the offset commits cannot make progress (see orders_pipeline_commit_failing_seconds).", nil, nil)
 	descTruncated = prometheus.NewDesc("orders_pipeline_dlq_truncated_total", "Dead letters cut to fit the DLQ topic (value shortened, x-value-truncated header with the original size).", nil, nil)
 	descFetchErrs = prometheus.NewDesc("orders_pipeline_fetch_errors_total", "Fetched messages carrying an error, by kind: record (unreadable record, dead-lettered with class fetch), partition (about a partition, logged).", []string{"kind"}, nil)
+	descInFlight  = prometheus.NewDesc("orders_pipeline_inflight_bytes", "Bytes of the messages fetched and not yet stored or dead-lettered; at orders_pipeline_inflight_bytes_limit the source fetches nothing new.", nil, nil)
+	descInFlightL = prometheus.NewDesc("orders_pipeline_inflight_bytes_limit", "The bound of orders_pipeline_inflight_bytes (pipeline.max_inflight_bytes).", nil, nil)
 	descRenewals  = prometheus.NewDesc("orders_pipeline_dlq_producer_renewals_total", "Times the transactional producer was replaced after it could not finish a transaction (stuck or failed for good, but not fenced).", nil, nil)
 )
 
@@ -90,7 +92,7 @@ var (
 type collector struct{ in *Ingest }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descDLQ, descRetries, descSplits, descWritten, descVersions, descTombs, descCross, descLag, descCommitted, descUp, descDLQTxn, descRenewals, descFailing, descStalled, descTruncated, descFetchErrs} {
+	for _, d := range []*prometheus.Desc{descDLQ, descRetries, descSplits, descWritten, descVersions, descTombs, descCross, descLag, descCommitted, descUp, descDLQTxn, descRenewals, descFailing, descStalled, descTruncated, descFetchErrs, descInFlight, descInFlightL} {
 		ch <- d
 	}
 }
@@ -114,6 +116,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descTruncated, prometheus.CounterValue, float64(in.com.Truncated()))
 	}
 	if in.src != nil {
+		used, limit := in.src.InFlightBytes()
+		ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(used))
+		ch <- prometheus.MustNewConstMetric(descInFlightL, prometheus.GaugeValue, float64(limit))
 		records, partitions := in.src.FetchErrors()
 		ch <- prometheus.MustNewConstMetric(descFetchErrs, prometheus.CounterValue, float64(records), "record")
 		ch <- prometheus.MustNewConstMetric(descFetchErrs, prometheus.CounterValue, float64(partitions), "partition")

@@ -117,3 +117,33 @@ func TestUseSecurityReachesEveryClient(t *testing.T) {
 		t.Error("the default configuration sets security.protocol")
 	}
 }
+
+// The in-flight budget admits what fits, one message alone whatever its size,
+// and gets each message's bytes back once however it ends.
+func TestInFlightBudget(t *testing.T) {
+	b := &budget{limit: 100}
+	if !b.take(60) || b.take(50) || !b.take(40) {
+		t.Fatalf("60 then 50 (refused) then 40: used %d", b.used.Load())
+	}
+	b.release(100)
+	if !b.take(500) {
+		t.Fatal("a message larger than the budget must pass when nothing is in flight")
+	}
+	if b.take(1) {
+		t.Fatal("nothing fits next to an oversized message")
+	}
+	b.release(500)
+
+	tr := newTracker("orders", "dlq")
+	tr.assign([]int32{0})
+	a := tr.track(0, 7)
+	a.rec = &Record{Topic: "orders", Offset: 7, Value: []byte("x")}
+	a.budget, a.weight = b, 30
+	b.used.Add(30)
+	a.DeadLetter(Failure{Class: "decode"})
+	a.Done()
+	a.DeadLetter(Failure{Class: "decode"})
+	if got := b.used.Load(); got != 0 {
+		t.Fatalf("used %d after the message ended three ways, want 0 (bytes given back once)", got)
+	}
+}

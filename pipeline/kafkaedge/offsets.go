@@ -22,15 +22,34 @@ type Ack struct {
 	offset int64
 	rec    *Record // the message, for its dead letter
 	done   atomic.Bool
+
+	// The message's share of the in-flight byte budget (Source), given back
+	// once when the message ends (Done, DeadLetter) or is dropped.
+	budget *budget
+	weight int64
+	freed  atomic.Bool
 }
 
 // Done ends the message as stored. Safe for concurrent use. Acks of a revoked
-// partition are ignored: their offsets are never committed.
+// partition are ignored: their offsets are never committed (a message of a
+// revoked partition that a stage drops is ended with Done, which then only
+// gives back its share of the in-flight bytes).
 func (a *Ack) Done() {
-	if a == nil || !a.done.CompareAndSwap(false, true) {
+	if a == nil {
+		return
+	}
+	a.free()
+	if !a.done.CompareAndSwap(false, true) {
 		return
 	}
 	a.part.t.done(a.part, a.offset)
+}
+
+// free gives the message's in-flight bytes back, once.
+func (a *Ack) free() {
+	if a.budget != nil && a.freed.CompareAndSwap(false, true) {
+		a.budget.release(a.weight)
+	}
 }
 
 // DeadLetter ends the message as rejected: its dead letter (key and value
@@ -39,7 +58,11 @@ func (a *Ack) Done() {
 // that offset. It does nothing when the message already ended or its partition
 // was revoked (the next owner reads the message again).
 func (a *Ack) DeadLetter(f Failure) {
-	if a == nil || a.rec == nil || a.done.Load() {
+	if a == nil {
+		return
+	}
+	a.free() // the held letter counts against MaxHeldBytes instead
+	if a.rec == nil || a.done.Load() {
 		return
 	}
 	if t := a.part.t; a.deadLetter(deadLetter(t.dlqTopic, a.rec, f)) {
@@ -65,6 +88,41 @@ func (a *Ack) Revoked() bool {
 		return false
 	}
 	return a.part.revoked.Load()
+}
+
+// budget is the Source's bound on the bytes of the messages in flight: fetched
+// and handed to the pipeline, not yet ended. It bounds memory by bytes where
+// the mailboxes bound it by counts only (a backlog of near-limit orders fills
+// mailboxes of thousands with gigabytes).
+type budget struct {
+	limit int64
+	used  atomic.Int64
+}
+
+// take charges n bytes if they fit, or if nothing is in flight (so that one
+// message larger than the whole budget still passes, alone).
+func (b *budget) take(n int64) bool {
+	for {
+		used := b.used.Load()
+		if used > 0 && used+n > b.limit {
+			return false
+		}
+		if b.used.CompareAndSwap(used, used+n) {
+			return true
+		}
+	}
+}
+
+func (b *budget) release(n int64) { b.used.Add(-n) }
+
+// messageWeight is what a message counts against the budget: its bytes plus
+// what holding it costs besides (the Message, its Ack, headers).
+func messageWeight(r *Record) int64 {
+	n := int64(len(r.Key) + len(r.Value) + 512)
+	for _, h := range r.Headers {
+		n += int64(len(h.Key) + len(h.Value))
+	}
+	return n
 }
 
 // partState tracks one owned partition: the offsets received in order and the

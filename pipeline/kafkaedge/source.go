@@ -38,6 +38,11 @@ type SourceConfig struct {
 	PauseAfter time.Duration
 	// StatsInterval is how often librdkafka reports statistics (lag, broker state; default 1 s).
 	StatsInterval time.Duration
+	// MaxInFlightBytes bounds the bytes of the messages handed to the pipeline
+	// and not yet ended (key, value, headers and some overhead each; default
+	// 16 MiB). At the bound the source fetches nothing new (its partitions are
+	// paused) until messages end; a single larger message passes alone.
+	MaxInFlightBytes int64
 }
 
 // Source consumes one topic as a member of a consumer group and hands each
@@ -51,6 +56,8 @@ type Source struct {
 
 	// poll goroutine only
 	paused bool
+
+	budget *budget // the in-flight bytes (MaxInFlightBytes)
 
 	unreadableRecords, fetchErrors atomic.Uint64
 
@@ -86,6 +93,9 @@ func NewSource(cfg SourceConfig, com *Committer, log *slog.Logger) (*Source, err
 	if cfg.StatsInterval <= 0 {
 		cfg.StatsInterval = time.Second
 	}
+	if cfg.MaxInFlightBytes <= 0 {
+		cfg.MaxInFlightBytes = 16 << 20
+	}
 	if log == nil {
 		log = slog.Default()
 	}
@@ -97,42 +107,62 @@ func NewSource(cfg SourceConfig, com *Committer, log *slog.Logger) (*Source, err
 		return nil, fmt.Errorf("new consumer: %w", err)
 	}
 	com.bind(c)
-	return &Source{cfg: cfg, c: c, com: com, log: log, lag: map[int32]int64{}, stopLogs: stopLogs}, nil
+	return &Source{
+		cfg: cfg, c: c, com: com, log: log, lag: map[int32]int64{}, stopLogs: stopLogs,
+		budget: &budget{limit: cfg.MaxInFlightBytes},
+	}, nil
 }
 
 // Run subscribes and fetches messages into out until ctx ends (the soft stop),
 // then returns nil without closing the consumer (Close does, after the pipeline
 // drained and committed).
 //
-// Backpressure: when out is full (or the dead letters held for the next commit
-// exceed the Committer's MaxHeldBytes), Run waits for room in short slices (so Poll
-// still serves rebalances between them) and fetches nothing new meanwhile;
-// librdkafka's bounded prefetch queue then stops fetching by itself. Only when
-// the mailbox stays full for PauseAfter (the pipeline is stuck, e.g. the database
-// is down) does it pause every assigned partition and go on polling, so the group
-// never evicts this member; it resumes when the mailbox has room again. Pausing
-// for ordinary short stalls would be costly: a pause drops librdkafka's prefetched
-// messages, which are fetched again after the resume. A fatal librdkafka error is
-// returned.
+// Backpressure: when out is full, or the in-flight bytes are at
+// MaxInFlightBytes, or the dead letters held for the next commit exceed the
+// Committer's MaxHeldBytes, Run waits for room in short slices (so Poll still
+// serves rebalances between them). It pauses every assigned partition (and goes
+// on polling, so the group never evicts this member) at once when the held
+// letters are at their bound or the messages polled while waiting pass a few
+// MiB, else after PauseAfter (the pipeline is stuck, e.g. the database is down);
+// it resumes when what waits has gone. Pausing for ordinary short stalls of
+// small messages would be costly: a pause drops librdkafka's prefetched
+// messages, which are fetched again after the resume. A fatal librdkafka error
+// is returned.
 func (s *Source) Run(ctx context.Context, out *pipeline.Emitter[*Message]) error {
 	if err := s.c.Subscribe(s.cfg.Topic, s.rebalance); err != nil {
 		return fmt.Errorf("subscribe %s: %w", s.cfg.Topic, err)
 	}
 	var pending []*Message // fetched, not yet accepted by out (in partition order)
+	var pendingBytes int64
+	pendingCap := min(8<<20, s.budget.limit/4)
+	pop := func() {
+		pendingBytes -= messageWeight(&pending[0].Record)
+		pending[0] = nil
+		pending = pending[1:]
+	}
 	var fullSince time.Time
 	for ctx.Err() == nil {
 		for len(pending) > 0 {
 			m := pending[0]
-			if m.Ack.Revoked() || (s.com.roomForLetters() && (out.TryEmit(m) || (!s.paused && out.EmitWithin(ctx, m, emitSlice)))) {
-				pending[0] = nil
-				pending = pending[1:]
+			if m.Ack.Revoked() {
+				m.Ack.free()
+				pop()
+				continue
+			}
+			letters := s.com.roomForLetters()
+			if letters && s.charge(m) && (out.TryEmit(m) || (!s.paused && out.EmitWithin(ctx, m, emitSlice))) {
+				pop()
 				fullSince = time.Time{}
 				continue
 			}
 			if fullSince.IsZero() {
 				fullSince = time.Now()
 			}
-			if !s.paused && time.Since(fullSince) >= s.cfg.PauseAfter {
+			// Blocked. Fetch nothing new (pause the partitions) at once when the
+			// held dead letters are at their bound or what waits here passes
+			// pendingCap; otherwise after PauseAfter (a pause drops librdkafka's
+			// prefetched messages, which are fetched again: not for short stalls).
+			if !s.paused && (!letters || pendingBytes > pendingCap || time.Since(fullSince) >= s.cfg.PauseAfter) {
 				s.setPaused(true)
 			}
 			break
@@ -151,10 +181,11 @@ func (s *Source) Run(ctx context.Context, out *pipeline.Emitter[*Message]) error
 				continue
 			}
 			m := s.wrap(e)
-			if len(pending) == 0 && s.com.roomForLetters() && out.TryEmit(m) {
+			if len(pending) == 0 && s.com.roomForLetters() && s.charge(m) && out.TryEmit(m) {
 				continue
 			}
 			pending = append(pending, m)
+			pendingBytes += messageWeight(&m.Record)
 		case *kafka.Stats:
 			s.onStats(e.String())
 		case kafka.Error:
@@ -245,6 +276,26 @@ func (s *Source) FetchErrors() (records, partitions uint64) {
 
 // emitSlice is how long Run waits for mailbox room before it polls again.
 const emitSlice = 50 * time.Millisecond
+
+// charge takes m's share of the in-flight bytes, once; false when they do not
+// fit now.
+func (s *Source) charge(m *Message) bool {
+	a := m.Ack
+	if a.budget != nil {
+		return true // charged already
+	}
+	w := messageWeight(&m.Record)
+	if !s.budget.take(w) {
+		return false
+	}
+	a.budget, a.weight = s.budget, w
+	return true
+}
+
+// InFlightBytes returns the bytes of the messages in flight and their bound.
+func (s *Source) InFlightBytes() (used, limit int64) {
+	return s.budget.used.Load(), s.budget.limit
+}
 
 // wrap converts a fetched record and registers it with the Committer.
 func (s *Source) wrap(e *kafka.Message) *Message {
