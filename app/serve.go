@@ -70,6 +70,13 @@ func runService(ctx context.Context, cfg configs.Config, log *slog.Logger, ready
 		return err
 	}
 	defer closeStore() // before the primary pool closes (deferred earlier)
+	slots := readSlots(cfg)
+	store.LimitReads(slots, cfg.Postgres.ReadWait, cfg.Cache.DBTimeout)
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "orders_db_reads_shed_total",
+		Help: "API reads (cache misses, list pages) shed with 503 + Retry-After: no read slot of the primary's pool (postgres.read_slots) within postgres.read_wait.",
+	}, func() float64 { return float64(store.Shed()) }))
+	log.Info("db_read_slots", "slots", slots, "wait", cfg.Postgres.ReadWait.String(), "pool_size", cfg.Postgres.PoolSize)
 	coh := newCoherence(cfg.Cache, db, log)
 	cacheOpts := orderscache.Options{DBTimeout: cfg.Cache.DBTimeout, NegativeTTL: cfg.Cache.NegativeTTL}
 	if coh == nil {
@@ -123,7 +130,10 @@ func runService(ctx context.Context, cfg configs.Config, log *slog.Logger, ready
 			ReadyDetails: func() any { return coh.stats(cached) },
 			Trusted:      ordershttp.HasToken(cfg.API.Token),
 		},
-		Orders: ordershttp.Options{APIToken: cfg.API.Token, MaxBodyBytes: cfg.HTTP.BodyLimit, Writer: writer},
+		Orders: ordershttp.Options{
+			APIToken: cfg.API.Token, MaxBodyBytes: cfg.HTTP.BodyLimit, Writer: writer,
+			ListConcurrency: cfg.API.ListConcurrency, ListWait: cfg.Postgres.ReadWait,
+		},
 	})
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
@@ -263,6 +273,17 @@ func migrate(ctx context.Context, dsn string) error {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	return nil
+}
+
+// readSlots is how many of the primary pool's connections API reads may hold
+// at once: postgres.read_slots, or (0) the pool less the batch writers' and
+// three more (the change feed and its listener, the tombstone purge and
+// migrations' checks, the readiness ping), at least 1.
+func readSlots(cfg configs.Config) int {
+	if cfg.Postgres.ReadSlots > 0 {
+		return cfg.Postgres.ReadSlots
+	}
+	return max(1, cfg.Postgres.PoolSize-cfg.Pipeline.Writers-3)
 }
 
 // newStore returns the orders database store over db, with the read replica of

@@ -48,6 +48,13 @@ type Postgres struct {
 	// ReadDSN is an optional read replica (a streaming standby of DSN) for cache
 	// misses and lists; empty: every read goes to the primary.
 	ReadDSN string `koanf:"read_dsn"`
+	// ReadSlots bounds the connections of the pool that API reads (cache
+	// misses, list pages) may hold at once, so they never starve the batch
+	// writers, the change feed or the readiness check; 0: pool_size - writers - 3.
+	ReadSlots int `koanf:"read_slots"`
+	// ReadWait is how long an API read waits for a slot before it is shed (503
+	// with Retry-After) instead of queueing.
+	ReadWait time.Duration `koanf:"read_wait"`
 }
 
 // Kafka configures the broker connection and topics (the Kafka edge's own type).
@@ -70,6 +77,10 @@ type API struct {
 	AppendTimeout time.Duration `koanf:"append_timeout"`
 	// ApplyWait bounds the wait for a PUT or DELETE to be applied (past it: 202).
 	ApplyWait time.Duration `koanf:"apply_wait"`
+	// ListConcurrency bounds the list pages served at once (their rows and JSON
+	// take CPU and connections the ingestion needs); past it, after
+	// postgres.read_wait, a page gets 503 with Retry-After.
+	ListConcurrency int `koanf:"list_concurrency"`
 }
 
 // Cache configures the in-memory order cache.
@@ -263,6 +274,9 @@ func (c Config) Validate() error {
 			"postgres.read_dsn", "want empty (reads on the primary) or postgres://user:pass@host:port/db?sslmode=...")
 	}
 	check(c.Postgres.PoolSize >= 1 && c.Postgres.PoolSize <= 1000, "postgres.pool_size", "want 1..1000")
+	check(c.Postgres.ReadSlots >= 0 && c.Postgres.ReadSlots < c.Postgres.PoolSize, "postgres.read_slots",
+		"want 0 (derived) or fewer than postgres.pool_size: the writers need connections of their own")
+	check(c.Postgres.ReadWait >= 0, "postgres.read_wait", "want >= 0")
 	check(validBrokers(c.Kafka.Brokers), "kafka.brokers", fmt.Sprintf("want comma-separated host:port list, got %q", c.Kafka.Brokers))
 	check(validTopic(c.Kafka.Topic), "kafka.topic", fmt.Sprintf("want a Kafka topic name, got %q", c.Kafka.Topic))
 	check(validTopic(c.Kafka.DLQTopic), "kafka.dlq_topic", fmt.Sprintf("want a Kafka topic name, got %q", c.Kafka.DLQTopic))
@@ -280,6 +294,7 @@ func (c Config) Validate() error {
 	check(c.HTTP.BodyLimit >= 1024, "http.body_limit", "want >= 1024 bytes")
 	check(c.API.AppendTimeout > 0, "api.append_timeout", "want > 0")
 	check(c.API.ApplyWait > 0, "api.apply_wait", "want > 0")
+	check(c.API.ListConcurrency >= 1, "api.list_concurrency", "want >= 1")
 	check(c.Cache.MaxBytes >= 1<<20, "cache.max_bytes", fmt.Sprintf("want >= 1048576 bytes, got %d", c.Cache.MaxBytes))
 	check(c.Cache.NegativeTTL >= 0, "cache.negative_ttl", "want >= 0")
 	check(c.Cache.DBTimeout > 0, "cache.db_timeout", "want > 0")

@@ -9,6 +9,8 @@
 # Environment:
 #   KAFKA_PORT             client listener port       (default 19092; never the usual 9092)
 #   KAFKA_CONTROLLER_PORT  KRaft controller port      (default 19093)
+#   KAFKA_ADVERTISED_PORT  port the broker tells clients to use (default KAFKA_PORT;
+#                          another one puts a TCP proxy, e.g. for fault tests, in between)
 #   KAFKA_DIR              state: libs/, data/, logs/, kafka.pid (default <repo>/.cache/kafka)
 #   KAFKA_WAIT_SECONDS     readiness bound for `up`   (default 90)
 #   KAFKA_HEAP             JVM max heap               (default 512m)
@@ -91,7 +93,7 @@ write_config() {
 		cat "$here/server.properties"
 		printf '\n# kafka.sh overrides for this run\n'
 		printf 'listeners=PLAINTEXT://127.0.0.1:%s,CONTROLLER://127.0.0.1:%s\n' "$port" "$ctrl_port"
-		printf 'advertised.listeners=PLAINTEXT://127.0.0.1:%s\n' "$port"
+		printf 'advertised.listeners=PLAINTEXT://127.0.0.1:%s\n' "${KAFKA_ADVERTISED_PORT:-$port}"
 		printf 'controller.quorum.bootstrap.servers=127.0.0.1:%s\n' "$ctrl_port"
 		printf 'log.dirs=%s\n' "$data"
 	} >"$conf"

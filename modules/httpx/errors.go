@@ -18,7 +18,8 @@ import (
 //   - orders.ErrNotFound: 404; ErrInvalidUID, ErrInvalidCursor, ErrInvalidLimit: 400;
 //   - *orders.InvalidError: 400 for decode errors, 422 for validation errors;
 //   - *fiber.Error: its own code and message (e.g. 413 for a body over the limit);
-//   - deadlines, cancellations and unreachable databases (see Unavailable): 503;
+//   - orders.ErrOverloaded (a read shed), deadlines, cancellations and
+//     unreachable databases (see Unavailable): 503, with Retry-After: 1;
 //   - anything else: 500 with a generic message, so internals never leak.
 func Status(err error) (int, string) {
 	var ie *orders.InvalidError
@@ -39,6 +40,8 @@ func Status(err error) (int, string) {
 		return fiber.StatusBadRequest, ie.Error()
 	case errors.As(err, &fe):
 		return fe.Code, fe.Message
+	case errors.Is(err, orders.ErrOverloaded):
+		return fiber.StatusServiceUnavailable, orders.ErrOverloaded.Error()
 	case Unavailable(err):
 		return fiber.StatusServiceUnavailable, "service unavailable: the database is not reachable, try again later"
 	default:
@@ -72,6 +75,9 @@ func (h *errorHandler) handle(c *fiber.Ctx, err error) error {
 	var ie *orders.InvalidError
 	if errors.As(err, &ie) {
 		body.Field = ie.Field
+	}
+	if code == fiber.StatusServiceUnavailable && len(c.Response().Header.Peek(fiber.HeaderRetryAfter)) == 0 {
+		c.Set(fiber.HeaderRetryAfter, "1") // shed or unavailable: worth a retry shortly
 	}
 	switch {
 	case code == fiber.StatusServiceUnavailable:

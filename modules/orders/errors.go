@@ -31,6 +31,11 @@ func (e *InvalidError) Error() string {
 // a key other than the value's order_uid, or a tombstone without a valid uid key.
 const ClassKey = "key"
 
+// ErrOverloaded means a read was shed: the database connections the API's reads
+// may use were all busy for longer than the bounded wait. Nothing was read; the
+// client should try again shortly (HTTP 503 with Retry-After).
+var ErrOverloaded = errors.New("too many reads at once: try again shortly")
+
 // ErrLogUnavailable means an API write could not be appended to the orders
 // topic: the broker did not take it in time. Nothing was written.
 var ErrLogUnavailable = errors.New("the order log (Kafka) did not take the write; try again later")

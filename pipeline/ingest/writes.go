@@ -149,7 +149,10 @@ func (w *Writer) Delete(ctx context.Context, uid string) (orders.Version, error)
 	if !orders.ValidUID(uid) {
 		return orders.Version{}, orders.ErrInvalidUID
 	}
-	if _, _, err := w.db.Get(ctx, uid); err != nil {
+	gctx, cancel := context.WithTimeout(ctx, w.cfg.ApplyWait) // every request path has a deadline
+	_, _, err := w.db.Get(gctx, uid)
+	cancel()
+	if err != nil {
 		return orders.Version{}, err
 	}
 	return w.append(ctx, uid, nil)

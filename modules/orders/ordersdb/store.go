@@ -30,6 +30,64 @@ type Store struct {
 
 	floor   atomic.Uint64 // the read floor, an LSN (SetReadFloor)
 	replica *replica      // nil: every read on db (NewWithReplica)
+
+	gate *readGate // nil: reads unbounded (LimitReads)
+}
+
+// readGate bounds the primary's connections that reads (Get, List) may hold at
+// once, so that a flood of reads never takes the connections the batch writers,
+// the change feed and the readiness check need. A read that finds no slot
+// within wait is shed with orders.ErrOverloaded instead of queueing.
+type readGate struct {
+	slots   chan struct{}
+	wait    time.Duration
+	timeout time.Duration
+	shed    atomic.Uint64
+}
+
+// LimitReads lets at most n reads (Get and List on the primary) hold a
+// connection at once; a read waits at most wait for a slot, then fails with
+// orders.ErrOverloaded; each read is bounded by timeout (0: the caller's
+// deadline only). It returns s. Call it before the store is used.
+func (s *Store) LimitReads(n int, wait, timeout time.Duration) *Store {
+	s.gate = &readGate{slots: make(chan struct{}, max(n, 1)), wait: wait, timeout: timeout}
+	return s
+}
+
+// Shed returns how many reads LimitReads shed.
+func (s *Store) Shed() uint64 {
+	if s.gate == nil {
+		return 0
+	}
+	return s.gate.shed.Load()
+}
+
+// enter takes a read slot (or sheds the read) and bounds ctx by the read
+// timeout; done gives the slot back.
+func (g *readGate) enter(ctx context.Context) (context.Context, func(), error) {
+	if g == nil {
+		return ctx, func() {}, nil
+	}
+	select {
+	case g.slots <- struct{}{}:
+	default:
+		t := time.NewTimer(g.wait)
+		select {
+		case g.slots <- struct{}{}:
+			t.Stop()
+		case <-t.C:
+			g.shed.Add(1)
+			return ctx, nil, orders.ErrOverloaded
+		case <-ctx.Done():
+			t.Stop()
+			return ctx, nil, ctx.Err()
+		}
+	}
+	cancel := func() {}
+	if g.timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, g.timeout)
+	}
+	return ctx, func() { cancel(); <-g.slots }, nil
 }
 
 var _ orders.Store = (*Store)(nil)
@@ -343,6 +401,11 @@ func (s *Store) Get(ctx context.Context, uid string) (orders.Order, orders.Versi
 			return found(list, seqs)
 		}
 	}
+	ctx, done, err := s.gate.enter(ctx)
+	if err != nil {
+		return orders.Order{}, orders.Version{}, fmt.Errorf("get: %w", err)
+	}
+	defer done()
 	list, seqs, err := s.get.query(ctx, s.db.DB, uid)
 	if err != nil {
 		return orders.Order{}, orders.Version{}, fmt.Errorf("get: %w", err)
@@ -388,6 +451,11 @@ func (s *Store) List(ctx context.Context, limit int, cursor string) (orders.Page
 			return page, nil
 		}
 	}
+	ctx, done, err := s.gate.enter(ctx)
+	if err != nil {
+		return orders.Page{}, fmt.Errorf("list: %w", err)
+	}
+	defer done()
 	page, err := list(ctx, s.db, limit, after)
 	if err != nil {
 		return orders.Page{}, fmt.Errorf("list: %w", err)

@@ -13,6 +13,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -58,6 +60,13 @@ type Options struct {
 	CacheStats func() any
 	// Writer performs PUT and DELETE; nil makes them answer 503 (no order log).
 	Writer Writer
+	// ListConcurrency bounds the list pages served at once (default 2): a page
+	// of 1,000 orders is a thousand lookups' worth of rows and JSON, so a flood
+	// of them would take the CPU and connections the ingestion needs. A page
+	// that finds no slot within ListWait (default 100 ms) gets 503 with
+	// Retry-After (orders.ErrOverloaded).
+	ListConcurrency int
+	ListWait        time.Duration
 }
 
 // Register adds the order routes to r:
@@ -83,7 +92,16 @@ func Register(r fiber.Router, svc Service, opts Options) {
 		}
 		stats = func() any { return cs.Cache().Stats() }
 	}
-	h := &handlers{svc: svc, maxBody: opts.MaxBodyBytes, stats: stats, writer: opts.Writer}
+	if opts.ListConcurrency <= 0 {
+		opts.ListConcurrency = 2
+	}
+	if opts.ListWait <= 0 {
+		opts.ListWait = 100 * time.Millisecond
+	}
+	h := &handlers{
+		svc: svc, maxBody: opts.MaxBodyBytes, stats: stats, writer: opts.Writer,
+		lists: make(chan struct{}, opts.ListConcurrency), listWait: opts.ListWait,
+	}
 	auth := requireToken(opts.APIToken)
 
 	r.Get("/order/:uid", h.get)
@@ -101,6 +119,10 @@ type handlers struct {
 	writer  Writer
 	maxBody int
 	stats   func() any
+
+	lists     chan struct{} // list pages being served (Options.ListConcurrency)
+	listWait  time.Duration
+	listsShed atomic.Uint64
 }
 
 // Response headers: whether the cache answered, and the version of the order
@@ -233,6 +255,11 @@ func (h *handlers) list(c *fiber.Ctx) error {
 	if len(args.PeekMulti("cursor")) > 1 {
 		return orders.ErrInvalidCursor
 	}
+	if !h.listSlot() {
+		h.listsShed.Add(1)
+		return orders.ErrOverloaded
+	}
+	defer func() { <-h.lists }() // after the page is encoded: the slot bounds its CPU too
 	page, err := h.svc.List(c.UserContext(), limit, c.Query("cursor"))
 	if err != nil {
 		return err
@@ -242,6 +269,23 @@ func (h *handlers) list(c *fiber.Ctx) error {
 	}
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	return c.JSON(listBody{Orders: page.Orders, NextCursor: page.NextCursor})
+}
+
+// listSlot takes a list slot, waiting at most listWait.
+func (h *handlers) listSlot() bool {
+	select {
+	case h.lists <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(h.listWait)
+	defer t.Stop()
+	select {
+	case h.lists <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // errUIDMismatch answers a PUT whose body names another order than its path.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,6 +53,16 @@ func KafkaBrokerAvailable() string {
 // test when the broker does not come up; callers check KafkaBrokerAvailable first.
 func StartKafkaBroker(t testing.TB) *KafkaBroker {
 	t.Helper()
+	return StartKafkaBrokerBehind(t, nil)
+}
+
+// StartKafkaBrokerBehind is StartKafkaBroker for a broker that clients reach
+// through a TCP proxy: proxy is called with the broker's own address and
+// returns the proxy's (host:port on 127.0.0.1), which the broker advertises, so
+// that every client, after the bootstrap, talks to it through the proxy. Nil:
+// no proxy.
+func StartKafkaBrokerBehind(t testing.TB, proxy func(upstream string) string) *KafkaBroker {
+	t.Helper()
 	root, err := ModuleRoot()
 	if err != nil {
 		t.Fatalf("testenv: kafka broker: %v", err)
@@ -86,6 +97,15 @@ func StartKafkaBroker(t testing.TB) *KafkaBroker {
 			"KAFKA_CONTROLLER_PORT=" + strconv.Itoa(ctrl),
 			"KAFKA_DIR=" + dir,
 		},
+	}
+	if proxy != nil {
+		front := proxy(b.addr)
+		_, p, err := net.SplitHostPort(front)
+		if err != nil {
+			t.Fatalf("testenv: kafka broker: proxy address %q: %v", front, err)
+		}
+		b.env = append(b.env, "KAFKA_ADVERTISED_PORT="+p)
+		b.addr = front
 	}
 	t.Cleanup(func() {
 		if err := b.Stop(); err != nil {
