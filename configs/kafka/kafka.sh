@@ -9,6 +9,8 @@
 # Environment:
 #   KAFKA_PORT             client listener port       (default 19092; never the usual 9092)
 #   KAFKA_CONTROLLER_PORT  KRaft controller port      (default 19093)
+#   KAFKA_SASL_PORT        optional second listener, SASL_PLAINTEXT with PLAIN, for tests
+#   KAFKA_SASL_USERS       its users, "name:password ..." (with KAFKA_SASL_PORT)
 #   KAFKA_ADVERTISED_PORT  port the broker tells clients to use (default KAFKA_PORT;
 #                          another one puts a TCP proxy, e.g. for fault tests, in between)
 #   KAFKA_DIR              state: libs/, data/, logs/, kafka.pid (default <repo>/.cache/kafka)
@@ -92,8 +94,22 @@ write_config() {
 	{
 		cat "$here/server.properties"
 		printf '\n# kafka.sh overrides for this run\n'
-		printf 'listeners=PLAINTEXT://127.0.0.1:%s,CONTROLLER://127.0.0.1:%s\n' "$port" "$ctrl_port"
-		printf 'advertised.listeners=PLAINTEXT://127.0.0.1:%s\n' "${KAFKA_ADVERTISED_PORT:-$port}"
+		if [[ -n ${KAFKA_SASL_PORT:-} ]]; then
+			# a second listener with SASL/PLAIN (users from KAFKA_SASL_USERS) for tests of
+			# the clients' SASL settings; the broker's own traffic stays on PLAINTEXT
+			printf 'listeners=PLAINTEXT://127.0.0.1:%s,CONTROLLER://127.0.0.1:%s,SASL_PLAINTEXT://127.0.0.1:%s\n' "$port" "$ctrl_port" "$KAFKA_SASL_PORT"
+			printf 'advertised.listeners=PLAINTEXT://127.0.0.1:%s,SASL_PLAINTEXT://127.0.0.1:%s\n' "${KAFKA_ADVERTISED_PORT:-$port}" "$KAFKA_SASL_PORT"
+			printf 'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT\n'
+			printf 'sasl.enabled.mechanisms=PLAIN\n'
+			local users="" u
+			for u in ${KAFKA_SASL_USERS:-}; do # user:password ...
+				users+=" user_${u%%:*}=\"${u#*:}\""
+			done
+			printf 'listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required%s;\n' "$users"
+		else
+			printf 'listeners=PLAINTEXT://127.0.0.1:%s,CONTROLLER://127.0.0.1:%s\n' "$port" "$ctrl_port"
+			printf 'advertised.listeners=PLAINTEXT://127.0.0.1:%s\n' "${KAFKA_ADVERTISED_PORT:-$port}"
+		fi
 		printf 'controller.quorum.bootstrap.servers=127.0.0.1:%s\n' "$ctrl_port"
 		printf 'log.dirs=%s\n' "$data"
 	} >"$conf"

@@ -63,6 +63,11 @@ func StartKafkaBroker(t testing.TB) *KafkaBroker {
 // no proxy.
 func StartKafkaBrokerBehind(t testing.TB, proxy func(upstream string) string) *KafkaBroker {
 	t.Helper()
+	return startKafkaBroker(t, proxy, nil)
+}
+
+func startKafkaBroker(t testing.TB, proxy func(upstream string) string, extraEnv []string) *KafkaBroker {
+	t.Helper()
 	root, err := ModuleRoot()
 	if err != nil {
 		t.Fatalf("testenv: kafka broker: %v", err)
@@ -98,6 +103,7 @@ func StartKafkaBrokerBehind(t testing.TB, proxy func(upstream string) string) *K
 			"KAFKA_DIR=" + dir,
 		},
 	}
+	b.env = append(b.env, extraEnv...)
 	if proxy != nil {
 		front := proxy(b.addr)
 		_, p, err := net.SplitHostPort(front)
@@ -117,6 +123,20 @@ func StartKafkaBrokerBehind(t testing.TB, proxy func(upstream string) string) *K
 		t.Fatalf("testenv: %v", err)
 	}
 	return b
+}
+
+// StartKafkaBrokerWithSASL is StartKafkaBroker with a second listener,
+// SASL_PLAINTEXT with the PLAIN mechanism, for users ("name:password"). It
+// returns the broker (Addr: the PLAINTEXT listener) and the SASL listener's
+// address.
+func StartKafkaBrokerWithSASL(t testing.TB, users ...string) (*KafkaBroker, string) {
+	t.Helper()
+	sasl, err := pgserver.FreePort()
+	if err != nil {
+		t.Fatalf("testenv: kafka broker: %v", err)
+	}
+	b := startKafkaBroker(t, nil, []string{"KAFKA_SASL_PORT=" + strconv.Itoa(sasl), "KAFKA_SASL_USERS=" + strings.Join(users, " ")})
+	return b, "127.0.0.1:" + strconv.Itoa(sasl)
 }
 
 // Addr returns the broker's bootstrap address (127.0.0.1:PORT, the same across restarts).
