@@ -85,14 +85,14 @@ func TestChaosBetweenServiceAndDependencies(t *testing.T) {
 		name, proxy, typ, stream, attrs string
 		hold                            time.Duration
 	}{
-		{"postgres latency 2 s", "postgres", "latency", "downstream", `{"latency":2000,"jitter":500}`, 6 * time.Second},
-		{"postgres bandwidth 32 KB/s", "postgres", "bandwidth", "downstream", `{"rate":32}`, 6 * time.Second},
+		{"postgres latency 2 s", "postgres", "latency", "downstream", `{"latency":2000,"jitter":500}`, 5 * time.Second},
+		{"postgres bandwidth 32 KB/s", "postgres", "bandwidth", "downstream", `{"rate":32}`, 4 * time.Second},
 		{"postgres connections reset mid-transaction", "postgres", "reset_peer", "upstream", `{"timeout":0}`, 2 * time.Second},
-		{"postgres half-open, never answers", "postgres", "timeout", "downstream", `{"timeout":0}`, 12 * time.Second},
-		{"kafka latency 2 s", "kafka", "latency", "downstream", `{"latency":2000,"jitter":500}`, 6 * time.Second},
-		{"kafka bandwidth 64 KB/s", "kafka", "bandwidth", "downstream", `{"rate":64}`, 6 * time.Second},
+		{"postgres half-open, never answers", "postgres", "timeout", "downstream", `{"timeout":0}`, 10 * time.Second},
+		{"kafka latency 2 s", "kafka", "latency", "downstream", `{"latency":2000,"jitter":500}`, 5 * time.Second},
+		{"kafka bandwidth 64 KB/s", "kafka", "bandwidth", "downstream", `{"rate":64}`, 4 * time.Second},
 		{"kafka connections reset mid-commit", "kafka", "reset_peer", "upstream", `{"timeout":0}`, 2 * time.Second},
-		{"kafka half-open, never answers", "kafka", "timeout", "downstream", `{"timeout":0}`, 12 * time.Second},
+		{"kafka half-open, never answers", "kafka", "timeout", "downstream", `{"timeout":0}`, 10 * time.Second},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -26,7 +26,7 @@ import (
 // of lag, 145 of 2,877 reads with a 5xx, /ready failing twice in 30 s.)
 func TestReadFloodDoesNotStarveIngestion(t *testing.T) {
 	brokers := requireEnv(t)
-	seconds := testkit.EnvInt(t, "FLOOD_SECONDS", 10, 3)
+	seconds := testkit.EnvInt(t, "FLOOD_SECONDS", 8, 3)
 	const rate, clients = 1000, 64
 	f := newFixture(t, "read-flood", brokers, durableDB(t))
 	f.extraEnv = append(f.extraEnv, "ORDERS_CACHE_WARMUP_ON_START=false")

@@ -58,7 +58,7 @@ func TestKafkaSASL(t *testing.T) {
 	// A wrong password: never ready, and the log says the authentication failed.
 	env := append(append([]string{}, f.env()...), append(sasl, "ORDERS_KAFKA_SASL_PASSWORD=wrong")...)
 	bad := testenv.StartProcess(t, testenv.ServiceOptions{Binary: f.bin, Env: env})
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(6 * time.Second)
 	for time.Now().Before(deadline) {
 		if bad.Addr() != "" && readyStatus(bad) == 200 {
 			t.Fatal("the service turned ready with a wrong SASL password")
@@ -70,5 +70,5 @@ func TestKafkaSASL(t *testing.T) {
 		t.Errorf("the log of the service with a wrong password does not mention the authentication:\n%s", bad.LogTail(3000))
 	}
 	_ = bad.Kill()
-	t.Logf("200 orders stored and 1 letter dead-lettered through SASL_PLAINTEXT/PLAIN; a wrong password kept /ready off for 10 s")
+	t.Logf("200 orders stored and 1 letter dead-lettered through SASL_PLAINTEXT/PLAIN; a wrong password kept /ready off for 6 s")
 }
