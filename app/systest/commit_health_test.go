@@ -239,7 +239,7 @@ func TestUnreadableRecordStopsTheFlow(t *testing.T) {
 		}
 	}
 	poison := recs[1]
-	corruptRecordBatch(t, brokers, f.topic, poison.Partition, poison.Offset)
+	corruptRecordBatch(t, f, poison.Partition, poison.Offset)
 
 	s := testenv.StartProcess(t, testenv.ServiceOptions{Binary: f.bin, Env: f.env()})
 	select {
@@ -258,7 +258,8 @@ func TestUnreadableRecordStopsTheFlow(t *testing.T) {
 	if n := f.storedUIDs([]string{string(recs[2].Key)}); n != 0 {
 		t.Errorf("the order after the corrupt record set is stored: the flow went past it")
 	}
-	_, adm := f.admin()
+	acl, adm := f.admin()
+	defer acl.Close()
 	offs, err := adm.FetchOffsets(ctx, f.group)
 	if err != nil {
 		t.Fatal(err)
@@ -269,20 +270,18 @@ func TestUnreadableRecordStopsTheFlow(t *testing.T) {
 	t.Logf("the flow stopped at the corrupt record set 0@%d with the offset before it committed", poison.Offset)
 }
 
-// corruptRecordBatch flips a byte inside the record batch at offset of
-// topic/partition in the broker's segment file (the broker runs on this machine;
+// corruptRecordBatch flips a byte inside the record batch at offset of the
+// case's topic/partition in the broker's segment file (the broker runs on this machine;
 // its log directory comes from DescribeLogDirs). The test is skipped when the
 // file is not reachable from here.
-func corruptRecordBatch(t *testing.T, brokers, topic string, partition int32, offset int64) {
+func corruptRecordBatch(t *testing.T, f *fixture, partition int32, offset int64) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
-	if err != nil {
-		t.Fatal(err)
-	}
+	topic := f.topic
+	cl, adm := f.admin()
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	dirs, err := kadm.NewClient(cl).DescribeAllLogDirs(ctx, kadm.TopicsSet{topic: {partition: {}}})
+	dirs, err := adm.DescribeAllLogDirs(ctx, kadm.TopicsSet{topic: {partition: {}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -524,7 +524,7 @@ func (c *Committer) undelivered(reports chan kafka.Event) error {
 			}
 			err := m.TopicPartition.Error
 			if letterTooLarge(err) {
-				if held := c.heldLetter(m); held != nil {
+				if held := c.tr.heldLetter(m.Opaque); held != nil {
 					c.fit(held, err)
 				}
 			}
@@ -535,20 +535,6 @@ func (c *Committer) undelivered(reports chan kafka.Event) error {
 			return first
 		}
 	}
-}
-
-// heldLetter returns the letter held for the delivery report m (by its Opaque).
-func (c *Committer) heldLetter(m *kafka.Message) *kafka.Message {
-	ref, ok := m.Opaque.(letterRef)
-	if !ok {
-		return nil
-	}
-	c.tr.mu.Lock()
-	defer c.tr.mu.Unlock()
-	if ps := c.tr.parts[ref.partition]; ps != nil {
-		return ps.letters[ref.offset]
-	}
-	return nil
 }
 
 // fit replaces the held letter m, refused as too large (why), by a smaller one

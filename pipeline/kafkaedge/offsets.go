@@ -198,6 +198,21 @@ func (t *tracker) hold(ps *partState, offset int64, m *kafka.Message) bool {
 	return true
 }
 
+// heldLetter returns the letter held for the source position ref (a
+// letterRef, a letter's Opaque), nil if none is held.
+func (t *tracker) heldLetter(ref any) *kafka.Message {
+	r, ok := ref.(letterRef)
+	if !ok {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if ps := t.parts[r.partition]; ps != nil {
+		return ps.letters[r.offset]
+	}
+	return nil
+}
+
 // replaceLetter puts m (a fitted letter: its Opaque is the held one's
 // letterRef) in place of the letter held for the same offset; false when that
 // letter is no longer held (committed, or its partition revoked).

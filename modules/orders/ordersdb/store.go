@@ -34,6 +34,8 @@ type Store struct {
 	gate *readGate // nil: reads unbounded (LimitReads)
 }
 
+func noop() {}
+
 // readGate bounds the primary's connections that reads (Get, List) may hold at
 // once, so that a flood of reads never takes the connections the batch writers,
 // the change feed and the readiness check need. A read that finds no slot
@@ -66,7 +68,7 @@ func (s *Store) Shed() uint64 {
 // timeout; done gives the slot back.
 func (g *readGate) enter(ctx context.Context) (context.Context, func(), error) {
 	if g == nil {
-		return ctx, func() {}, nil
+		return ctx, noop, nil
 	}
 	select {
 	case g.slots <- struct{}{}:
