@@ -395,6 +395,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	jsonPath := fs.String("json", "", "also write the table as JSON to this file")
+	svgPath := fs.String("svg", "", "also write a bar chart of the figures against their baselines as SVG to this file")
+	htmlPath := fs.String("html", "", "also write a self-contained HTML page (the chart, the table, the run's context) to this file")
 	only := fs.String("only", "", "only the figures of this benchmark (e.g. BenchmarkGrowth)")
 	meta := metaFlags{}
 	fs.Var(meta, "meta", "key=value recorded in the JSON context and printed under the table (repeatable)")
@@ -452,8 +454,25 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	for _, k := range slices.Sorted(maps.Keys(meta)) {
 		fmt.Fprintf(stdout, "%s: %s\n", k, meta[k])
 	}
+	date := time.Now().UTC().Format(time.RFC3339)
+	for _, out := range []struct {
+		path  string
+		write func(io.Writer) error
+	}{
+		{*svgPath, func(w io.Writer) error { return svgChart(w, rs, "Benchmarks against their same-run baselines, "+date) }},
+		{*htmlPath, func(w io.Writer) error { return htmlReport(w, rs, ctx, date) }},
+	} {
+		if out.path == "" {
+			continue
+		}
+		if err := writeFile(out.path, out.write); err != nil {
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return 2
+		}
+		fmt.Fprintf(stdout, "chart: %s\n", out.path)
+	}
 	if *jsonPath != "" {
-		rep := Report{Date: time.Now().UTC().Format(time.RFC3339), Context: ctx, Rows: rs, Benchmarks: results}
+		rep := Report{Date: date, Context: ctx, Rows: rs, Benchmarks: results}
 		var buf bytes.Buffer
 		enc := json.NewEncoder(&buf)
 		enc.SetEscapeHTML(false) // targets read ">= 0.7 x COPY", not "\u003e= ..."
@@ -473,4 +492,16 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// writeFile writes path with write.
+func writeFile(path string, write func(io.Writer) error) error {
+	var buf bytes.Buffer
+	if err := write(&buf); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }

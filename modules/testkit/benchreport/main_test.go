@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"encoding/xml"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -197,5 +199,97 @@ func TestThousands(t *testing.T) {
 		if got := thousands(in); got != want {
 			t.Errorf("thousands(%d) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// svgElem is the part of an SVG element the chart test reads.
+type svgElem struct {
+	XMLName xml.Name
+	Attrs   []xml.Attr `xml:",any,attr"`
+	Text    string     `xml:",chardata"`
+	Kids    []svgElem  `xml:",any"`
+}
+
+func (e svgElem) attr(name string) string {
+	for _, a := range e.Attrs {
+		if a.Name.Local == name {
+			return a.Value
+		}
+	}
+	return ""
+}
+
+func TestChartsDrawEachFigureAgainstItsBaseline(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "bench.txt")
+	if err := os.WriteFile(in, []byte(sample), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	svgPath, htmlPath := filepath.Join(dir, "bench.svg"), filepath.Join(dir, "bench.html")
+	var out, errOut bytes.Buffer
+	if code := run([]string{"-svg", svgPath, "-html", htmlPath, "-meta", "load_before=<script>alert(1)</script>", in}, nil, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	raw, err := os.ReadFile(svgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root svgElem
+	if err := xml.Unmarshal(raw, &root); err != nil {
+		t.Fatalf("chart is not well-formed XML: %v", err)
+	}
+	// Each bar is a rect followed by its label; collect them in order.
+	type barOf struct {
+		width  float64
+		colour string
+		label  string
+	}
+	var bars []barOf
+	for i, k := range root.Kids {
+		if k.XMLName.Local != "rect" || k.attr("height") != strconv.Itoa(barHeight) || i+1 >= len(root.Kids) {
+			continue
+		}
+		w, err := strconv.ParseFloat(k.attr("width"), 64)
+		if err != nil {
+			t.Fatalf("bar width %q: %v", k.attr("width"), err)
+		}
+		bars = append(bars, barOf{w, k.attr("fill"), root.Kids[i+1].Text})
+	}
+	find := func(label string) barOf {
+		t.Helper()
+		for _, b := range bars {
+			if b.label == label {
+				return b
+			}
+		}
+		t.Fatalf("no bar labelled %q in %+v", label, bars)
+		return barOf{}
+	}
+	// upsert: 11,000 (met, green) against COPY 14,000 (full width)
+	up, copyBar := find("11,000 upsert-orders/s"), find("14,000 baseline")
+	if copyBar.width != barsWidth || copyBar.colour != colourBaseline {
+		t.Errorf("baseline bar %+v, want full width grey", copyBar)
+	}
+	if want := 11000.0 / 14000 * barsWidth; up.width < want-0.1 || up.width > want+0.1 || up.colour != colourMet {
+		t.Errorf("upsert bar %+v, want width %.1f green", up, want)
+	}
+	// ingest 6,173 orders/s misses its target: red
+	if ing := find("6,173 orders/s"); ing.colour != colourNotMet {
+		t.Errorf("ingest bar %+v, want red", ing)
+	}
+	if !strings.Contains(string(raw), "not run (BACKLOG_BENCH=1)") {
+		t.Error("the optional benchmark's row does not say it was not run")
+	}
+	page, err := os.ReadFile(htmlPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"<svg ", "&lt;script&gt;alert(1)&lt;/script&gt;", "<td class=\"n\">11,000</td>"} {
+		if !strings.Contains(string(page), want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	if strings.Contains(string(page), "<script>") {
+		t.Error("page carries a script from the run's context unescaped")
 	}
 }
