@@ -67,8 +67,8 @@ func svgChart(w io.Writer, rs []Row, title string) error {
 			continue
 		}
 		scale := *r.Value
-		comparable := r.BaselineValue != nil && r.Ratio != nil
-		if comparable {
+		paired := r.BaselineValue != nil && r.Ratio != nil
+		if paired {
 			scale = max(scale, *r.BaselineValue)
 		}
 		colour := colourNoTarget
@@ -76,7 +76,7 @@ func svgChart(w io.Writer, rs []Row, title string) error {
 			colour = map[bool]string{true: colourMet, false: colourNotMet}[*r.Met]
 		}
 		bar(&b, x, y+5, *r.Value, scale, colour, num(r.Value)+" "+r.Unit)
-		if comparable {
+		if paired {
 			bar(&b, x, y+5+barHeight+4, *r.BaselineValue, scale, colourBaseline, num(r.BaselineValue)+" baseline")
 			fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end">%.2f ×</text>`+"\n", chartWidth-chartMargin, y+18, *r.Ratio)
 		}
