@@ -37,6 +37,23 @@ func TestManifests(t *testing.T) {
 	}
 }
 
+// The committed Secret example holds placeholders, never a credential: every
+// value that is not empty says CHANGE-ME.
+func TestSecretExampleHoldsNoSecret(t *testing.T) {
+	secret, err := readSecretExample(secretExample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(secret) == 0 {
+		t.Fatal("no keys in " + secretExample)
+	}
+	for k, v := range secret {
+		if v != "" && !strings.Contains(v, "CHANGE-ME") {
+			t.Errorf("%s: %s has a value without CHANGE-ME; the example must not hold a real secret", secretExample, k)
+		}
+	}
+}
+
 // Each check reports the breakage it is there for: a rendered variant, broken
 // in one way, fails check with a message that names it.
 func TestChecksCatchBreakage(t *testing.T) {

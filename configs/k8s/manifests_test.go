@@ -395,9 +395,6 @@ func podEnv(p *problems, m *manifests, c *corev1.Container, podName string, secr
 			if ref.Name != secretName || !documented {
 				p.addf("%s from Secret %s key %s: not a key of the documented Secret %s (%s)", e.Name, ref.Name, ref.Key, secretName, secretExample)
 			}
-			if val == "" && ref.Optional != nil && *ref.Optional {
-				continue // an optional key left empty: not set
-			}
 			set(e.Name, val, "Secret "+ref.Name)
 		default:
 			p.addf("%s: unsupported valueFrom", e.Name)
