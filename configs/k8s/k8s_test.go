@@ -108,7 +108,7 @@ func TestChecksCatchBreakage(t *testing.T) {
 		}, "memory need 736 MiB"},
 		{"GOMEMLIMIT set by hand", base, func(m *manifests) {
 			container(m).Env = append(container(m).Env, corev1.EnvVar{Name: "GOMEMLIMIT", Value: "400MiB"})
-		}, "GOMEMLIMIT (from a literal) is not a configuration variable"},
+		}, "GOMEMLIMIT (from a literal) is set"},
 		{"unknown ORDERS_ variable", base, func(m *manifests) { configData(m)["ORDERS_CACHE_SIZE"] = "1" }, "ORDERS_CACHE_SIZE (from ConfigMap"},
 		{"bad value", base, func(m *manifests) { configData(m)["ORDERS_KAFKA_BROKERS"] = "kafka" }, "ORDERS_KAFKA_BROKERS"},
 		{"token in the ConfigMap", base, func(m *manifests) {
@@ -211,7 +211,7 @@ func TestDecodeIsStrict(t *testing.T) {
 		{"field in the wrong place", strings.Replace(string(good), "replicas: 1", "replicas: 1\n  terminationGracePeriodSeconds: 45", 1), "unknown field"},
 		{"wrong API version", strings.Replace(string(good), "apiVersion: apps/v1", "apiVersion: apps/v1beta2", 1), "apiVersion"},
 		{"unknown kind", "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: x\n", "unknown kind"},
-		{"duplicate key", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  name: y\n", "name"},
+		{"duplicate key", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  name: y\n", "already set"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -355,8 +355,11 @@ func podEnv(p *problems, m *manifests, c *corev1.Container, podName string, secr
 	}
 	values := map[string]string{}
 	set := func(name, value, from string) {
-		if !known[name] {
-			p.addf("%s (from %s) is not a configuration variable (configs.EnvNames); the service derives GOMEMLIMIT itself", name, from)
+		switch {
+		case name == "GOMEMLIMIT":
+			p.addf("GOMEMLIMIT (from %s) is set: the service derives its Go memory limit itself (configs.Config.GoMemoryLimit)", from)
+		case !known[name]:
+			p.addf("%s (from %s) is not a configuration variable (configs.EnvNames)", name, from)
 		}
 		if slices.Contains(secretEnv, name) && !strings.HasPrefix(from, "Secret ") {
 			p.addf("%s comes from %s, want the Secret %s", name, from, secretName)
