@@ -210,39 +210,16 @@ type serviceStats struct {
 	Coherence coherenceStats `json:"coherence"`
 }
 
-// memoryNeed is the memory the service needs (a container's limit): the cache
-// bound, the orders in flight (pipeline.max_inflight_bytes counts their message
-// bytes; decoded, in COPY text and in cache JSON they take up to
-// inflightExpansion times that) and a base of 96 MiB: librdkafka's queues (C
-// memory, outside the Go limit), the runtime's own memory and the heap's
-// overshoot past its soft limit. With the defaults: 256 + 128 + 96 = 480 MiB.
-// TestLargeOrdersBacklogStaysUnderTheMemoryLimit holds a backlog of ~800 KiB
-// orders under it.
-func memoryNeed(cfg configs.Config) int64 {
-	return goMemoryLimit(cfg) + memoryBase
-}
-
-// goMemoryLimit is the Go runtime's soft limit: the cache and the orders in
-// flight. The heap grows up to it before the collector works hard, so the rest
-// of memoryNeed must stay outside it.
-func goMemoryLimit(cfg configs.Config) int64 {
-	return cfg.Cache.MaxBytes + inflightExpansion*cfg.Pipeline.MaxInFlightBytes
-}
-
-const (
-	memoryBase        = 96 << 20
-	inflightExpansion = 8
-)
-
-// setMemoryLimit gives the Go runtime its soft memory limit (goMemoryLimit:
-// cache + 128 MiB with the defaults), unless GOMEMLIMIT is set.
+// setMemoryLimit gives the Go runtime its soft memory limit
+// (configs.Config.GoMemoryLimit: cache + 128 MiB with the defaults), unless
+// GOMEMLIMIT is set.
 func setMemoryLimit(cfg configs.Config, log *slog.Logger) {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return
 	}
-	limit := goMemoryLimit(cfg)
+	limit := cfg.GoMemoryLimit()
 	debug.SetMemoryLimit(limit)
-	log.Info("memory_limit_set", "bytes", limit, "memory_need", memoryNeed(cfg), "note", "GOMEMLIMIT overrides")
+	log.Info("memory_limit_set", "bytes", limit, "memory_need", cfg.MemoryNeed(), "note", "GOMEMLIMIT overrides")
 }
 
 // openDB connects to PostgreSQL and applies pending migrations (under an advisory

@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/orderflow/orders-service/configs"
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/ordersgen"
 	"github.com/orderflow/orders-service/modules/testkit"
@@ -45,7 +46,9 @@ func TestLargeOrdersBacklogStaysUnderTheMemoryLimit(t *testing.T) {
 	n := testkit.EnvInt(t, "LARGE_ORDERS", 300, 20)
 	f := newFixture(t, "large-orders", brokers, durableDB(t))
 	const cache, inflight = 32 << 20, 16 << 20
-	limit := int64(cache + 8*inflight + 96<<20) // the service's own memoryNeed (app/serve.go)
+	sized := configs.Default()
+	sized.Cache.MaxBytes, sized.Pipeline.MaxInFlightBytes = cache, inflight
+	limit := sized.MemoryNeed() // the service's own memory need for these bounds
 	f.extraEnv = append(f.extraEnv, "ORDERS_PIPELINE_MAX_MESSAGE_BYTES=1048576",
 		"ORDERS_CACHE_MAX_BYTES=33554432", "ORDERS_PIPELINE_MAX_INFLIGHT_BYTES=16777216",
 		"ORDERS_CACHE_WARMUP_ON_START=false")
