@@ -4,6 +4,7 @@ package configs
 
 import (
 	_ "embed"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -136,9 +137,48 @@ func (e *Error) Error() string {
 }
 
 // EnvName returns the environment variable that sets key, e.g. kafka.dlq_topic ->
-// ORDERS_KAFKA_DLQ_TOPIC.
+// ORDERS_KAFKA_DLQ_TOPIC. A pass-through key's librdkafka property has its
+// dots written as "_" and its underscores as "__": kafka.consumer.fetch.max.bytes
+// -> ORDERS_KAFKA_CONSUMER_FETCH_MAX_BYTES, kafka.producer.log_level ->
+// ORDERS_KAFKA_PRODUCER_LOG__LEVEL.
 func EnvName(key string) string {
+	if section, prop, ok := passThrough(key); ok {
+		return EnvPrefix + strings.ToUpper(strings.ReplaceAll(section, ".", "_")+"_"+
+			strings.ReplaceAll(strings.ReplaceAll(prop, "_", "__"), ".", "_"))
+	}
 	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// passThroughSections are the sections whose keys are librdkafka properties
+// (kafka.consumer.fetch.max.bytes), passed through to the clients.
+var passThroughSections = []string{"kafka.consumer", "kafka.producer"}
+
+// passThrough splits a pass-through key into its section and librdkafka property.
+func passThrough(key string) (section, prop string, ok bool) {
+	for _, s := range passThroughSections {
+		if p, found := strings.CutPrefix(key, s+"."); found && p != "" {
+			return s, p, true
+		}
+	}
+	return "", "", false
+}
+
+// passThroughEnv maps an environment variable of a pass-through section
+// (ORDERS_KAFKA_CONSUMER_FETCH_MAX_BYTES) to its key
+// (kafka.consumer.fetch.max.bytes): the inverse of EnvName.
+func passThroughEnv(name string) (string, bool) {
+	for _, s := range passThroughSections {
+		rest, found := strings.CutPrefix(name, EnvPrefix+strings.ToUpper(strings.ReplaceAll(s, ".", "_"))+"_")
+		if !found || rest == "" {
+			continue
+		}
+		parts := strings.Split(strings.ToLower(rest), "__")
+		for i, p := range parts {
+			parts[i] = strings.ReplaceAll(p, "_", ".")
+		}
+		return s + "." + strings.Join(parts, "_"), true
+	}
+	return "", false
 }
 
 // Keys returns every configuration key (e.g. "kafka.dlq_topic"), sorted.
@@ -192,7 +232,7 @@ func Load(path string, environ []string) (Config, error) {
 			return Config{}, &Error{Key: "--config", Reason: fmt.Sprintf("%s: %v", path, err)}
 		}
 		for _, key := range fk.Keys() {
-			if !known[key] {
+			if _, _, ok := passThrough(key); !known[key] && !ok {
 				return Config{}, &Error{Key: key, Reason: fmt.Sprintf("unknown key in %s", path)}
 			}
 		}
@@ -212,6 +252,9 @@ func Load(path string, environ []string) (Config, error) {
 		TransformFunc: func(name, value string) (string, any) {
 			key, ok := envKeys[name]
 			if !ok {
+				key, ok = passThroughEnv(name)
+			}
+			if !ok {
 				unknown = append(unknown, name)
 				return "", nil
 			}
@@ -230,11 +273,37 @@ func Load(path string, environ []string) (Config, error) {
 	}
 	var c Config
 	for _, key := range k.Keys() {
+		if section, prop, ok := passThrough(key); ok {
+			if err := c.setPassThrough(section, prop, k.Get(key)); err != nil {
+				return Config{}, err
+			}
+			continue
+		}
 		if err := decodeKey(k, key, &c); err != nil {
 			return Config{}, err
 		}
 	}
 	return c, c.Validate()
+}
+
+// setPassThrough stores one librdkafka property of a pass-through section; its
+// value must be a scalar (librdkafka takes every value as a string).
+func (c *Config) setPassThrough(section, prop string, v any) error {
+	key := section + "." + prop
+	switch v.(type) {
+	case string, bool, int, int64, uint64, float64:
+	default:
+		return &Error{Key: key, Reason: fmt.Sprintf("want a single value (a string or a number), got %v", v)}
+	}
+	m := &c.Kafka.Consumer
+	if section == "kafka.producer" {
+		m = &c.Kafka.Producer
+	}
+	if *m == nil {
+		*m = map[string]string{}
+	}
+	(*m)[prop] = fmt.Sprint(v)
+	return nil
 }
 
 // decodeKey unmarshals one key so a type error names exactly that key.
@@ -340,7 +409,34 @@ func (c Config) Validate() error {
 	check(c.Tracing.CAFile == "" || readable(c.Tracing.CAFile), "tracing.ca_file", fmt.Sprintf("cannot read %q", c.Tracing.CAFile))
 	check(c.Tracing.CAFile == "" || strings.HasPrefix(c.Tracing.Endpoint, "https://"), "tracing.ca_file", "only with an https:// tracing.endpoint")
 	c.validateKafkaSecurity(check)
+	if first == nil {
+		first = c.validateKafkaProperties()
+	}
 	return first
+}
+
+// validateKafkaProperties checks the pass-through properties against
+// librdkafka (kafkaedge.ValidateProperties) and names the key of the first
+// one refused.
+func (c *Config) validateKafkaProperties() error {
+	for _, kp := range []struct {
+		kind  kafkaedge.ClientKind
+		props map[string]string
+	}{{kafkaedge.KindConsumer, c.Kafka.Consumer}, {kafkaedge.KindProducer, c.Kafka.Producer}} {
+		err := kafkaedge.ValidateProperties(kp.kind, kp.props)
+		var pe *kafkaedge.PropertyError
+		if errors.As(err, &pe) {
+			key := "kafka." + string(pe.Kind)
+			if pe.Property != "" {
+				key += "." + pe.Property
+			}
+			return &Error{Key: key, Reason: pe.Reason}
+		}
+		if err != nil {
+			return &Error{Key: "kafka." + string(kp.kind), Reason: err.Error()}
+		}
+	}
+	return nil
 }
 
 // RequireDSN returns an *Error when postgres.dsn is empty (serve needs a database).
