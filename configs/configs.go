@@ -11,6 +11,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/knadh/koanf/parsers/yaml"
@@ -236,7 +237,16 @@ func Load(path string, environ []string) (Config, error) {
 				return Config{}, &Error{Key: key, Reason: fmt.Sprintf("unknown key in %s", path)}
 			}
 		}
-		if err := k.Merge(fk); err != nil {
+		// A YAML key may hold dots (kafka.producer: {compression.type: lz4}); set
+		// every key again so that both spellings are one nested path, which the
+		// environment's value then replaces.
+		nested := koanf.New(".")
+		for _, key := range fk.Keys() {
+			if err := nested.Set(key, fk.Get(key)); err != nil {
+				return Config{}, &Error{Key: key, Reason: err.Error()}
+			}
+		}
+		if err := k.Merge(nested); err != nil {
 			return Config{}, fmt.Errorf("config: merge %s: %w", path, err)
 		}
 	}
@@ -416,14 +426,22 @@ func (c Config) Validate() error {
 }
 
 // validateKafkaProperties checks the pass-through properties against
-// librdkafka (kafkaedge.ValidateProperties) and names the key of the first
-// one refused.
+// librdkafka (kafkaedge.ValidateProperties; the two kinds side by side, each
+// takes a throwaway client) and names the key of the first one refused, the
+// consumer's first.
 func (c *Config) validateKafkaProperties() error {
-	for _, kp := range []struct {
-		kind  kafkaedge.ClientKind
-		props map[string]string
-	}{{kafkaedge.KindConsumer, c.Kafka.Consumer}, {kafkaedge.KindProducer, c.Kafka.Producer}} {
-		err := kafkaedge.ValidateProperties(kp.kind, kp.props)
+	kinds := []kafkaedge.ClientKind{kafkaedge.KindConsumer, kafkaedge.KindProducer}
+	errs := make([]error, len(kinds))
+	var wg sync.WaitGroup
+	for i, kind := range kinds {
+		m := c.Kafka.Consumer
+		if kind == kafkaedge.KindProducer {
+			m = c.Kafka.Producer
+		}
+		wg.Go(func() { errs[i] = kafkaedge.ValidateProperties(kind, m) })
+	}
+	wg.Wait()
+	for i, err := range errs {
 		var pe *kafkaedge.PropertyError
 		if errors.As(err, &pe) {
 			key := "kafka." + string(pe.Kind)
@@ -433,7 +451,7 @@ func (c *Config) validateKafkaProperties() error {
 			return &Error{Key: key, Reason: pe.Reason}
 		}
 		if err != nil {
-			return &Error{Key: "kafka." + string(kp.kind), Reason: err.Error()}
+			return &Error{Key: "kafka." + string(kinds[i]), Reason: err.Error()}
 		}
 	}
 	return nil

@@ -87,7 +87,7 @@ func TestKafkaPassThroughRefused(t *testing.T) {
 		name, env, key, reason string
 	}{
 		{"unknown", "ORDERS_KAFKA_CONSUMER_FETCH_MAX_BYTEZ=1", "kafka.consumer.fetch.max.bytez", "unknown librdkafka property"},
-		{"unknown producer", "ORDERS_KAFKA_PRODUCER_COMPRESION_TYPE=lz4", "kafka.producer.compresion.type", "unknown librdkafka property"},
+		{"unknown producer", "ORDERS_KAFKA_PRODUCER_COMPRESSION_KIND=lz4", "kafka.producer.compression.kind", "unknown librdkafka property"},
 		{"consumer property on the producer", "ORDERS_KAFKA_PRODUCER_FETCH_MAX_BYTES=52428800", "kafka.producer.fetch.max.bytes", "a consumer property, which a producer ignores"},
 		{"producer property on the consumer", "ORDERS_KAFKA_CONSUMER_LINGER_MS=5", "kafka.consumer.linger.ms", "a producer property, which a consumer ignores"},
 		{"invalid number", "ORDERS_KAFKA_CONSUMER_FETCH_MAX_BYTES=lots", "kafka.consumer.fetch.max.bytes", "Invalid value"},
