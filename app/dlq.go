@@ -2,12 +2,18 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"sort"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/orderflow/orders-service/configs"
 	"github.com/orderflow/orders-service/pipeline/kafkaedge"
@@ -23,6 +29,9 @@ type dlqOptions struct {
 	partition int
 	from, to  int64
 	dryRun    bool
+	format    string // inspect: table or json
+	// reasonWidth bounds inspect's REASON column (characters).
+	reasonWidth int
 }
 
 func cmdDLQ(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
@@ -35,7 +44,9 @@ func cmdDLQ(ctx context.Context, args, environ []string, stdout, stderr io.Write
 		fs.StringVar(&o.brokers, "brokers", "", "bootstrap servers (default: kafka.brokers)")
 		fs.StringVar(&o.topic, "topic", "", "dead-letter topic (default: kafka.dlq_topic)")
 		fs.StringVar(&o.target, "to-topic", "", "replay: topic to re-publish to (default: each record's x-source-topic, else kafka.topic)")
-		fs.IntVar(&o.limit, "limit", 10, "inspect: records to show")
+		fs.IntVar(&o.limit, "limit", 10, "inspect: records to show (0 = all)")
+		fs.StringVar(&o.format, "format", "table", "inspect: table (aligned columns, then the count by class) or json (one object a line, for scripts)")
+		fs.IntVar(&o.reasonWidth, "reason-width", defaultReasonWidth, "inspect: width of the table's REASON column (longer reasons end in …)")
 		fs.StringVar(&o.class, "class", "", "only records of this x-error-class (decode, validation, data)")
 		fs.IntVar(&o.partition, "partition", -1, "only records of this DLQ partition")
 		fs.Int64Var(&o.from, "from-offset", 0, "only records at or after this DLQ offset")
@@ -44,6 +55,9 @@ func cmdDLQ(ctx context.Context, args, environ []string, stdout, stderr io.Write
 	})
 	if err != nil {
 		return err
+	}
+	if o.format != "table" && o.format != "json" {
+		return usageError{fmt.Errorf("dlq %s: --format: want table or json, got %q", action, o.format)}
 	}
 	if o.brokers == "" {
 		o.brokers = cfg.Kafka.Brokers
@@ -56,8 +70,7 @@ func cmdDLQ(ctx context.Context, args, environ []string, stdout, stderr io.Write
 		return err
 	}
 	if action == "inspect" {
-		printDLQ(stdout, o, recs)
-		return nil
+		return printDLQ(stdout, o, recs)
 	}
 	return replayDLQ(ctx, o, cfg, recs, stdout)
 }
@@ -77,34 +90,128 @@ func readDLQ(ctx context.Context, o dlqOptions) ([]kafkaedge.Record, error) {
 	return recs, nil
 }
 
-// printDLQ prints the count by error class and the first records with their
-// headers. Values are not printed (they carry personal data), only their size.
-func printDLQ(w io.Writer, o dlqOptions, recs []kafkaedge.Record) {
+// printDLQ prints the first records (o.limit; 0: all) as an aligned table or
+// as JSON lines (o.format), then, in a table, the count by error class of every
+// record read. Values are not printed (they carry personal data), only their size
+// in JSON.
+func printDLQ(w io.Writer, o dlqOptions, recs []kafkaedge.Record) error {
+	shown := recs
+	if o.limit > 0 && len(shown) > o.limit {
+		shown = shown[:o.limit]
+	}
+	if o.format == "json" {
+		enc := json.NewEncoder(w)
+		for i := range shown {
+			if err := enc.Encode(toDLQLine(&shown[i])); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	fmt.Fprintf(w, "dlq %s: %d records\n\n", o.topic, len(recs))
+	width := o.reasonWidth
+	if width <= 0 {
+		width = defaultReasonWidth
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PARTITION\tOFFSET\tTIME\tCLASS\tREASON\tKEY\tSOURCE")
+	for i := range shown {
+		r := &shown[i]
+		ts := "-"
+		if !r.Timestamp.IsZero() {
+			ts = r.Timestamp.UTC().Format("2006-01-02T15:04:05.000Z")
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\n", r.Partition, r.Offset, ts,
+			cell(r.Header(kafkaedge.HeaderErrorClass), 20), cell(r.Header(kafkaedge.HeaderError), width),
+			cell(string(r.Key), maxKeyWidth), source(r))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(shown) < len(recs) {
+		fmt.Fprintf(w, "... %d more (use --limit)\n", len(recs)-len(shown))
+	}
 	byClass := map[string]int{}
 	for _, r := range recs {
 		byClass[r.Header(kafkaedge.HeaderErrorClass)]++
 	}
-	classes := make([]string, 0, len(byClass))
-	for c := range byClass {
-		classes = append(classes, c)
-	}
-	sort.Strings(classes)
-	fmt.Fprintf(w, "dlq %s: %d records\n", o.topic, len(recs))
+	classes := slices.Sorted(maps.Keys(byClass))
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLASS\tRECORDS")
 	for _, c := range classes {
-		fmt.Fprintf(w, "  %-12s %d\n", c, byClass[c])
+		fmt.Fprintf(tw, "%s\t%d\n", cell(c, 20), byClass[c])
 	}
-	for i, r := range recs {
-		if i >= o.limit {
-			fmt.Fprintf(w, "... %d more (use --limit)\n", len(recs)-o.limit)
-			break
+	return tw.Flush()
+}
+
+// defaultReasonWidth and maxKeyWidth bound the REASON and KEY columns (in
+// characters, with an ellipsis when cut).
+const (
+	defaultReasonWidth = 60
+	maxKeyWidth        = 64
+)
+
+// cell makes s one table cell of at most width characters: whitespace runs
+// (tabs, newlines) become one space, control characters are dropped, a longer
+// text is cut with an ellipsis, and an empty one is "-".
+func cell(s string, width int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return -1
 		}
-		fmt.Fprintf(w, "\n%s/%d@%d key=%q value=%d bytes\n", o.topic, r.Partition, r.Offset, r.Key, len(r.Value))
-		for _, h := range r.Headers {
-			if kafkaedge.IsServiceHeader(h.Key) {
-				fmt.Fprintf(w, "  %s: %s\n", h.Key, h.Value)
-			}
+		return r
+	}, s)
+	if s == "" {
+		return "-"
+	}
+	if utf8.RuneCountInString(s) > width {
+		rs := []rune(s)
+		s = strings.TrimRight(string(rs[:max(width-1, 0)]), " ") + "…"
+	}
+	return s
+}
+
+// source is a dead letter's source position: topic/partition@offset.
+func source(r *kafkaedge.Record) string {
+	topic := r.Header(kafkaedge.HeaderSourceTopic)
+	if topic == "" {
+		return "-"
+	}
+	return cell(fmt.Sprintf("%s/%s@%s", topic, r.Header(kafkaedge.HeaderSourcePartition), r.Header(kafkaedge.HeaderSourceOffset)), 300)
+}
+
+// dlqLine is one dead letter in `dlq inspect --format json` (one object a line).
+type dlqLine struct {
+	Partition  int32             `json:"partition"`
+	Offset     int64             `json:"offset"`
+	Time       *time.Time        `json:"time,omitempty"`
+	Class      string            `json:"class"`
+	Stage      string            `json:"stage"`
+	Reason     string            `json:"reason"`
+	Key        string            `json:"key"`
+	ValueBytes int               `json:"value_bytes"`
+	Headers    map[string]string `json:"headers"` // the service's x-* headers
+}
+
+func toDLQLine(r *kafkaedge.Record) dlqLine {
+	l := dlqLine{
+		Partition: r.Partition, Offset: r.Offset,
+		Class: r.Header(kafkaedge.HeaderErrorClass), Stage: r.Header(kafkaedge.HeaderStage),
+		Reason: r.Header(kafkaedge.HeaderError), Key: string(r.Key), ValueBytes: len(r.Value),
+		Headers: map[string]string{},
+	}
+	if !r.Timestamp.IsZero() {
+		ts := r.Timestamp.UTC()
+		l.Time = &ts
+	}
+	for _, h := range r.Headers {
+		if kafkaedge.IsServiceHeader(h.Key) {
+			l.Headers[h.Key] = string(h.Value)
 		}
 	}
+	return l
 }
 
 // replayDLQ re-publishes the records (original key, value and non-x-* headers) to

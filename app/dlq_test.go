@@ -38,13 +38,17 @@ func TestDLQInspectAndReplay(t *testing.T) {
 	env := []string{"ORDERS_KAFKA_BROKERS=" + brokers, "ORDERS_KAFKA_TOPIC=" + input, "ORDERS_KAFKA_DLQ_TOPIC=" + dlq}
 
 	out := runOK(t, env, "dlq", "inspect", "--limit", "2")
-	for _, want := range []string{"5 records", "decode       2", "validation   2", "data         1", kafkaedge.HeaderError + ": reason decode", "... 3 more"} {
+	for _, want := range []string{"5 records", "decode      2\n", "validation  2\n", "data        1\n", "  reason decode  ", "... 3 more", "  " + input + "/0@1\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("inspect output lacks %q:\n%s", want, out)
 		}
 	}
 	if strings.Contains(out, "value-0") {
 		t.Errorf("inspect printed a message value:\n%s", out)
+	}
+	out = runOK(t, env, "dlq", "inspect", "--format", "json", "--class", "validation")
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 || !strings.Contains(lines[0], `"key":"k1"`) || !strings.Contains(lines[1], `"reason":"reason validation"`) {
+		t.Errorf("inspect --format json --class validation:\n%s", out)
 	}
 
 	out = runOK(t, env, "dlq", "replay", "--dry-run", "--class", "validation")

@@ -122,7 +122,8 @@ func loadConfig(name string, args, environ []string, stderr io.Writer, addFlags 
 	}
 	cfg, err := configs.Load(*path, environ)
 	if err == nil {
-		kafkaedge.UseSecurity(cfg.Kafka) // every Kafka client of this process
+		kafkaedge.UseSecurity(cfg.Kafka)   // every Kafka client of this process
+		kafkaedge.UseProperties(cfg.Kafka) // every consumer and producer: kafka.consumer.*, kafka.producer.*
 	}
 	return cfg, fs.Args(), err
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -38,7 +39,7 @@ func cmdProduce(ctx context.Context, args, environ []string, stdout, stderr io.W
 		fs.Uint64Var(&o.seed, "seed", 0, "random seed for reproducible runs (0 = random)")
 		fs.StringVar(&o.brokers, "brokers", "", "bootstrap servers (default: kafka.brokers)")
 		fs.StringVar(&o.topic, "topic", "", "topic (default: kafka.topic)")
-		fs.BoolVar(&o.quiet, "quiet", false, "no progress line")
+		fs.BoolVar(&o.quiet, "quiet", false, "no progress line (on stderr: rewritten in place on a terminal, a line every 5 s elsewhere)")
 	})
 	if err != nil {
 		return err
@@ -91,8 +92,14 @@ func produce(ctx context.Context, o produceOptions, cfg configs.Config, progress
 	tracer := otel.Tracer("order-producer")
 	prop := otel.GetTextMapPropagator()
 	start := time.Now()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
+	var sent atomic.Int64
+	if !o.quiet {
+		stop := startProgress(progress, func() progressStats {
+			acked, failed := p.Acked()
+			return progressStats{total: int64(o.count), sent: sent.Load(), acked: acked, failed: failed, elapsed: time.Since(start)}
+		})
+		defer stop() // before the producer closes
+	}
 	topic := o.topic
 	for i := 0; i < o.count; i++ {
 		if o.rate > 0 {
@@ -134,21 +141,9 @@ func produce(ctx context.Context, o produceOptions, cfg configs.Config, progress
 			return sum, fmt.Errorf("produce: %w", err)
 		}
 		sum.sent++
-		select {
-		case <-tick.C:
-			if !o.quiet {
-				acked, failed := p.Acked()
-				el := time.Since(start).Seconds()
-				fmt.Fprintf(progress, "produce: sent=%d acknowledged=%d errors=%d rate=%.0f/s\n", sum.sent, acked, failed, float64(sum.sent)/el)
-			}
-		default:
-		}
+		sent.Store(sum.sent)
 	}
-	for p.Flush(time.Second) > 0 {
-		if !o.quiet {
-			acked, failed := p.Acked()
-			fmt.Fprintf(progress, "produce: waiting for %d acknowledgements\n", sum.sent-acked-failed)
-		}
+	for p.Flush(time.Second) > 0 { // the progress line shows the acknowledgements coming in
 		if ctx.Err() != nil {
 			p.Flush(5 * time.Second) // interrupted: one last bounded wait, then report what is missing
 			break

@@ -4,12 +4,14 @@ package configs
 
 import (
 	_ "embed"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/knadh/koanf/parsers/yaml"
@@ -136,9 +138,48 @@ func (e *Error) Error() string {
 }
 
 // EnvName returns the environment variable that sets key, e.g. kafka.dlq_topic ->
-// ORDERS_KAFKA_DLQ_TOPIC.
+// ORDERS_KAFKA_DLQ_TOPIC. A pass-through key's librdkafka property has its
+// dots written as "_" and its underscores as "__": kafka.consumer.fetch.max.bytes
+// -> ORDERS_KAFKA_CONSUMER_FETCH_MAX_BYTES, kafka.producer.log_level ->
+// ORDERS_KAFKA_PRODUCER_LOG__LEVEL.
 func EnvName(key string) string {
+	if section, prop, ok := passThrough(key); ok {
+		return EnvPrefix + strings.ToUpper(strings.ReplaceAll(section, ".", "_")+"_"+
+			strings.ReplaceAll(strings.ReplaceAll(prop, "_", "__"), ".", "_"))
+	}
 	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// passThroughSections are the sections whose keys are librdkafka properties
+// (kafka.consumer.fetch.max.bytes), passed through to the clients.
+var passThroughSections = []string{"kafka.consumer", "kafka.producer"}
+
+// passThrough splits a pass-through key into its section and librdkafka property.
+func passThrough(key string) (section, prop string, ok bool) {
+	for _, s := range passThroughSections {
+		if p, found := strings.CutPrefix(key, s+"."); found && p != "" {
+			return s, p, true
+		}
+	}
+	return "", "", false
+}
+
+// passThroughEnv maps an environment variable of a pass-through section
+// (ORDERS_KAFKA_CONSUMER_FETCH_MAX_BYTES) to its key
+// (kafka.consumer.fetch.max.bytes): the inverse of EnvName.
+func passThroughEnv(name string) (string, bool) {
+	for _, s := range passThroughSections {
+		rest, found := strings.CutPrefix(name, EnvPrefix+strings.ToUpper(strings.ReplaceAll(s, ".", "_"))+"_")
+		if !found || rest == "" {
+			continue
+		}
+		parts := strings.Split(strings.ToLower(rest), "__")
+		for i, p := range parts {
+			parts[i] = strings.ReplaceAll(p, "_", ".")
+		}
+		return s + "." + strings.Join(parts, "_"), true
+	}
+	return "", false
 }
 
 // Keys returns every configuration key (e.g. "kafka.dlq_topic"), sorted.
@@ -192,11 +233,20 @@ func Load(path string, environ []string) (Config, error) {
 			return Config{}, &Error{Key: "--config", Reason: fmt.Sprintf("%s: %v", path, err)}
 		}
 		for _, key := range fk.Keys() {
-			if !known[key] {
+			if _, _, ok := passThrough(key); !known[key] && !ok {
 				return Config{}, &Error{Key: key, Reason: fmt.Sprintf("unknown key in %s", path)}
 			}
 		}
-		if err := k.Merge(fk); err != nil {
+		// A YAML key may hold dots (kafka.producer: {compression.type: lz4}); set
+		// every key again so that both spellings are one nested path, which the
+		// environment's value then replaces.
+		nested := koanf.New(".")
+		for _, key := range fk.Keys() {
+			if err := nested.Set(key, fk.Get(key)); err != nil {
+				return Config{}, &Error{Key: key, Reason: err.Error()}
+			}
+		}
+		if err := k.Merge(nested); err != nil {
 			return Config{}, fmt.Errorf("config: merge %s: %w", path, err)
 		}
 	}
@@ -211,6 +261,9 @@ func Load(path string, environ []string) (Config, error) {
 		EnvironFunc: func() []string { return environ },
 		TransformFunc: func(name, value string) (string, any) {
 			key, ok := envKeys[name]
+			if !ok {
+				key, ok = passThroughEnv(name)
+			}
 			if !ok {
 				unknown = append(unknown, name)
 				return "", nil
@@ -230,11 +283,37 @@ func Load(path string, environ []string) (Config, error) {
 	}
 	var c Config
 	for _, key := range k.Keys() {
+		if section, prop, ok := passThrough(key); ok {
+			if err := c.setPassThrough(section, prop, k.Get(key)); err != nil {
+				return Config{}, err
+			}
+			continue
+		}
 		if err := decodeKey(k, key, &c); err != nil {
 			return Config{}, err
 		}
 	}
 	return c, c.Validate()
+}
+
+// setPassThrough stores one librdkafka property of a pass-through section; its
+// value must be a scalar (librdkafka takes every value as a string).
+func (c *Config) setPassThrough(section, prop string, v any) error {
+	key := section + "." + prop
+	switch v.(type) {
+	case string, bool, int, int64, uint64, float64:
+	default:
+		return &Error{Key: key, Reason: fmt.Sprintf("want a single value (a string or a number), got %v", v)}
+	}
+	m := &c.Kafka.Consumer
+	if section == "kafka.producer" {
+		m = &c.Kafka.Producer
+	}
+	if *m == nil {
+		*m = map[string]string{}
+	}
+	(*m)[prop] = fmt.Sprint(v)
+	return nil
 }
 
 // decodeKey unmarshals one key so a type error names exactly that key.
@@ -340,7 +419,42 @@ func (c Config) Validate() error {
 	check(c.Tracing.CAFile == "" || readable(c.Tracing.CAFile), "tracing.ca_file", fmt.Sprintf("cannot read %q", c.Tracing.CAFile))
 	check(c.Tracing.CAFile == "" || strings.HasPrefix(c.Tracing.Endpoint, "https://"), "tracing.ca_file", "only with an https:// tracing.endpoint")
 	c.validateKafkaSecurity(check)
+	if first == nil {
+		first = c.validateKafkaProperties()
+	}
 	return first
+}
+
+// validateKafkaProperties checks the pass-through properties against
+// librdkafka (kafkaedge.ValidateProperties; the two kinds side by side, each
+// takes a throwaway client) and names the key of the first one refused, the
+// consumer's first.
+func (c *Config) validateKafkaProperties() error {
+	kinds := []kafkaedge.ClientKind{kafkaedge.KindConsumer, kafkaedge.KindProducer}
+	errs := make([]error, len(kinds))
+	var wg sync.WaitGroup
+	for i, kind := range kinds {
+		m := c.Kafka.Consumer
+		if kind == kafkaedge.KindProducer {
+			m = c.Kafka.Producer
+		}
+		wg.Go(func() { errs[i] = kafkaedge.ValidateProperties(kind, m) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		var pe *kafkaedge.PropertyError
+		if errors.As(err, &pe) {
+			key := "kafka." + string(pe.Kind)
+			if pe.Property != "" {
+				key += "." + pe.Property
+			}
+			return &Error{Key: key, Reason: pe.Reason}
+		}
+		if err != nil {
+			return &Error{Key: "kafka." + string(kinds[i]), Reason: err.Error()}
+		}
+	}
+	return nil
 }
 
 // RequireDSN returns an *Error when postgres.dsn is empty (serve needs a database).

@@ -44,6 +44,14 @@ type Config struct {
 	SSLCertificateLocation string `koanf:"ssl_certificate_location"` // client certificate (mutual TLS)
 	SSLKeyLocation         string `koanf:"ssl_key_location"`         // client key (mutual TLS)
 	SSLKeyPassword         string `koanf:"ssl_key_password"`
+
+	// Consumer and Producer are librdkafka properties passed through to every
+	// consumer and every producer of the service (see UseProperties), by their
+	// librdkafka names (fetch.max.bytes, compression.type). The configuration
+	// loads them from kafka.consumer.* and kafka.producer.* and validates them
+	// with ValidateProperties.
+	Consumer map[string]string `koanf:"consumer"`
+	Producer map[string]string `koanf:"producer"`
 }
 
 // Security returns the librdkafka properties of c's security settings (none
@@ -118,7 +126,7 @@ func consumerConfig(cfg SourceConfig) kafka.ConfigMap {
 	if cfg.InstanceID != "" {
 		cm["group.instance.id"] = cfg.InstanceID
 	}
-	return cm
+	return withProperties(KindConsumer, cm)
 }
 
 // transactionalConfig is the Committer's producer of dead letters.
@@ -138,7 +146,7 @@ func transactionalConfig(cfg CommitterConfig) kafka.ConfigMap {
 		"go.delivery.report.fields":  "none",
 		"queue.buffering.max.kbytes": 65536,
 	})
-	return cm
+	return withProperties(KindProducer, cm)
 }
 
 // EnsureTopics creates the input and DLQ topics of cfg when they do not exist
@@ -227,7 +235,7 @@ func producerConfig(brokers, clientID string) kafka.ConfigMap {
 		"client.id":          clientID,
 		"partitioner":        "murmur2_random",
 	})
-	return cm
+	return withProperties(KindProducer, cm)
 }
 
 // NewProducer creates a producer (see producerConfig).
@@ -318,6 +326,7 @@ func NewAppender(brokers, clientID string, timeout time.Duration) (*Appender, er
 		"linger.ms":          1,
 		"message.timeout.ms": max(int(timeout/time.Millisecond), 1),
 	})
+	withProperties(KindProducer, cm) // after the appender's linger.ms: a pass-through one wins
 	p, err := kafka.NewProducer(&cm)
 	if err != nil {
 		return nil, fmt.Errorf("appender: %w", err)
@@ -409,6 +418,7 @@ func ReadTopic(ctx context.Context, o ReadOptions) ([]Record, error) {
 		"enable.partition.eof": true, "auto.offset.reset": "earliest",
 		"isolation.level": "read_committed",
 	})
+	withProperties(KindConsumer, cm)
 	c, err := kafka.NewConsumer(&cm)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: consumer: %w", o.Topic, err)
