@@ -76,14 +76,22 @@ const (
 	inst = `job="orders-service", instance=~"$instance"`
 )
 
+// builder is the classic (schema v1) dashboard builder. The SDK marks it deprecated
+// in favour of dashboardv2, but Grafana 12.1 (docker-compose.yaml) provisions v2
+// dashboards only behind feature toggles; the v1 JSON model is the one its file
+// provider loads by default.
+type builder = dashboard.DashboardBuilder //nolint:staticcheck // SA1019: v1 is what Grafana 12.1 provisions from files; see above
+
+var newBuilder = dashboard.NewDashboardBuilder //nolint:staticcheck // SA1019: the v1 builder, see builder
+
 func promDS() common.DataSourceRef {
 	return common.DataSourceRef{Type: cog.ToPtr("prometheus"), Uid: cog.ToPtr(promUID)}
 }
 
 // ordersDashboard is the whole dashboard: the $instance variable and the rows,
 // top to bottom.
-func ordersDashboard() *dashboard.DashboardBuilder {
-	d := dashboard.NewDashboardBuilder("Order service").
+func ordersDashboard() *builder {
+	d := newBuilder("Order service").
 		Uid("orders-service").
 		Description("Kafka → validate → PostgreSQL → cache → HTTP: ingestion, database, HTTP and cache health. See README → Operations.").
 		Tags([]string{"orders"}).
@@ -130,7 +138,7 @@ func ordersDashboard() *dashboard.DashboardBuilder {
 }
 
 // row starts a row: the panels added after it, up to the next row, are its panels.
-func row(d *dashboard.DashboardBuilder, id uint32, title string) {
+func row(d *builder, id uint32, title string) {
 	d.WithRow(dashboard.NewRowBuilder(title).Id(id).Collapsed(false))
 }
 
@@ -221,7 +229,7 @@ func redLineAt(p *timeseries.PanelBuilder, limit float64) *timeseries.PanelBuild
 // upDown is the 0/1 mapping of the availability stats.
 var upDown = [][3]string{{"0", "DOWN", "red"}, {"1", "UP", "green"}}
 
-func overviewRow(d *dashboard.DashboardBuilder) {
+func overviewRow(d *builder) {
 	row(d, 1, "Overview")
 	d.WithPanel(statPanel(2, "Service scraped", "short",
 		"Prometheus can scrape /metrics (up == 1). Alert: OrdersServiceDown.",
@@ -252,7 +260,7 @@ func overviewRow(d *dashboard.DashboardBuilder) {
 		Thresholds(thresholds(step("blue", nil))))
 }
 
-func instancesRow(d *dashboard.DashboardBuilder) {
+func instancesRow(d *builder) {
 	row(d, 38, "Instances")
 	d.WithPanel(graph(39, "Consumer lag by instance", "short",
 		"Uncommitted messages of the partitions each instance owns (the group gives every partition to one instance). One instance growing while the others are flat: its partitions are hot or the instance is slow. Alert: OrdersConsumerLagGrowing.").
@@ -283,7 +291,7 @@ func instancesRow(d *dashboard.DashboardBuilder) {
 // batchStage selects the batch stages: one per writer (batch-1, ...), or plain batch.
 const batchStage = `stage=~"batch(-[0-9]+)?"`
 
-func ingestionRow(d *dashboard.DashboardBuilder) {
+func ingestionRow(d *builder) {
 	row(d, 8, "Ingestion pipeline")
 	d.WithPanel(graph(9, "Throughput by stage", "ops",
 		"Items each stage handled successfully per second (fetch: messages read from Kafka; batch: orders added to batches; upsert/cache/commit: batches). A stage far below its upstream is the bottleneck.").
@@ -329,7 +337,7 @@ func ingestionRow(d *dashboard.DashboardBuilder) {
 // pool selects the service's database/sql pool metrics.
 const pool = inst + `, db_name="orders"`
 
-func databaseRow(d *dashboard.DashboardBuilder) {
+func databaseRow(d *builder) {
 	row(d, 20, "Database")
 	d.WithPanel(graph(21, "Batch write latency p50 / p99", "s",
 		"Duration of one batch write transaction (all four tables, one transaction), successful writes.").
@@ -349,7 +357,7 @@ func databaseRow(d *dashboard.DashboardBuilder) {
 		WithTarget(query("B", `sum(rate(go_sql_wait_duration_seconds_total{`+pool+`}[$__rate_interval]))`, "wait s/s")))
 }
 
-func httpRow(d *dashboard.DashboardBuilder) {
+func httpRow(d *builder) {
 	row(d, 25, "HTTP API")
 	d.WithPanel(stacked(graph(26, "Requests by route", "reqps",
 		"Requests per second by route template.")).
@@ -363,7 +371,7 @@ func httpRow(d *dashboard.DashboardBuilder) {
 		WithTarget(query("A", `sum by (route, status) (rate(orders_http_request_duration_seconds_count{`+inst+`, status=~"4..|5.."}[$__rate_interval]))`, "{{status}} {{route}}")))
 }
 
-func cacheRow(d *dashboard.DashboardBuilder) {
+func cacheRow(d *builder) {
 	row(d, 29, "Cache")
 	hits := `sum(rate(orders_cache_hits_total{` + inst + `}[$__rate_interval]))`
 	misses := `sum(rate(orders_cache_misses_total{` + inst + `}[$__rate_interval]))`
@@ -390,7 +398,7 @@ func cacheRow(d *dashboard.DashboardBuilder) {
 		WithTarget(query("C", `sum(rate(orders_cache_evictions_total{`+inst+`}[$__rate_interval]))`, "evictions")))
 }
 
-func processRow(d *dashboard.DashboardBuilder) {
+func processRow(d *builder) {
 	row(d, 34, "Process")
 	d.WithPanel(graph(35, "CPU", "percentunit",
 		"CPU seconds used per second by the process.").
