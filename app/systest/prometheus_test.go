@@ -46,26 +46,31 @@ var (
 	ruleFor   = regexp.MustCompile(`(?m)^(\s+for:\s*)[1-9][0-9]*[smh]\s*$`)
 )
 
-// stalledAlert is the alert that tells the ingestion stopped: offsets are not
-// committed while messages wait (alerts.yml, group orders-ingestion).
-const stalledAlert = "OrdersCommitsStalled"
+// The alerts that tell the ingestion stopped (alerts.yml, group orders-ingestion):
+// offsets are not committed while messages wait, and the lag is above 1000 and grows.
+const (
+	stalledAlert    = "OrdersCommitsStalled"
+	lagGrowingAlert = "OrdersConsumerLagGrowing"
+)
 
 // TestDashboardAndAlertsOnRealPrometheus runs a real Prometheus against a running
 // service with traffic (valid orders, bad ones for the DLQ, lookups that hit and
 // miss, a read replica so that the replica panels have series) and checks through
 // its HTTP API that:
 //
-//   - stopping PostgreSQL while orders keep arriving makes the ingestion-stalled
-//     alert pending and then firing (it is inactive before, with everything committed);
+//   - stopping PostgreSQL while orders keep arriving makes the ingestion alerts
+//     (commits stalled, lag growing) pending and then firing (both are inactive
+//     before, with everything committed);
 //     PostgreSQL is started again and the service commits every order that arrived;
 //   - every panel query of the generated dashboard returns at least one series;
 //   - every alert rule of alerts.yml evaluates without error.
 //
-// The bad messages are sent after the outage: a commit that carries dead letters
-// is a Kafka transaction (SendOffsetsToTransaction), which librdkafka's statistics
-// do not see, so the lag those statistics report for the partition stays at its
-// high watermark until the next plain commit, and the stalled alert would be
-// active before the outage already.
+// The bad messages are sent after the outage, because of a known fault of the lag
+// metric (to be fixed in pipeline/kafkaedge, Source.onStats): a commit that
+// carries dead letters is a Kafka transaction (SendOffsetsToTransaction), which
+// librdkafka's statistics do not see as a commit, so orders_pipeline_consumer_lag
+// then reports each partition's whole high watermark as lag although the group's
+// lag is 0, and both alerts would be active before the outage already.
 func TestDashboardAndAlertsOnRealPrometheus(t *testing.T) {
 	if testing.Short() {
 		t.Skip("stops PostgreSQL under load: skipped with -short")
@@ -101,18 +106,20 @@ func TestDashboardAndAlertsOnRealPrometheus(t *testing.T) {
 		resp.Body.Close()
 	}
 
-	// With everything committed, the stalled alert is inactive.
+	// With everything committed, both alerts are inactive.
 	deadline := time.Now().Add(20 * time.Second)
-	for st := prom.alertState(t, stalledAlert); st != ""; st = prom.alertState(t, stalledAlert) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s is %s before the outage, with everything committed: lag %s, committed offsets %s", stalledAlert, st,
-				prom.values(t, `orders_pipeline_consumer_lag`), prom.values(t, `orders_pipeline_committed_offset`))
+	for _, alert := range []string{stalledAlert, lagGrowingAlert} {
+		for st := prom.alertState(t, alert); st != ""; st = prom.alertState(t, alert) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s is %s before the outage, with everything committed: lag %s, committed offsets %s", alert, st,
+					prom.values(t, `orders_pipeline_consumer_lag`), prom.values(t, `orders_pipeline_committed_offset`))
+			}
+			time.Sleep(500 * time.Millisecond)
 		}
-		time.Sleep(500 * time.Millisecond)
 	}
 
-	// PostgreSQL stops while orders keep arriving: the alert goes pending, then
-	// firing (its `for:` shortened to 2 s).
+	// PostgreSQL stops while orders keep arriving: both alerts go pending, then
+	// firing (their `for:` shortened to 2 s).
 	if err := cluster.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -121,12 +128,13 @@ func TestDashboardAndAlertsOnRealPrometheus(t *testing.T) {
 	produced := make(chan produceResult, 1)
 	go func() { produced <- produceUntil(ctx, brokers, f.topic, gen) }()
 	prom.waitAlert(t, stalledAlert, "firing", time.Minute, svc)
+	prom.waitAlert(t, lagGrowingAlert, "firing", time.Minute, svc)
 	cancel()
 	res := <-produced
 	if res.err != nil {
 		t.Fatal(res.err)
 	}
-	t.Logf("%s fired with %d orders produced during the outage", stalledAlert, res.n)
+	t.Logf("%s and %s fired with %d orders produced during the outage", stalledAlert, lagGrowingAlert, res.n)
 	if err := cluster.Start(); err != nil {
 		t.Fatal(err)
 	}
