@@ -70,7 +70,7 @@ const (
 // carries dead letters is a Kafka transaction (SendOffsetsToTransaction), which
 // librdkafka's statistics do not see as a commit, so orders_pipeline_consumer_lag
 // then reports each partition's whole high watermark as lag although the group's
-// lag is 0, and both alerts would be active before the outage already.
+// lag is 0, and the stalled alert would be active before the outage already.
 func TestDashboardAndAlertsOnRealPrometheus(t *testing.T) {
 	if testing.Short() {
 		t.Skip("stops PostgreSQL under load: skipped with -short")
