@@ -436,6 +436,7 @@ type rdStats struct {
 		Partitions map[string]struct {
 			ConsumerLag int64 `json:"consumer_lag"`
 			HiOffset    int64 `json:"hi_offset"`
+			LsOffset    int64 `json:"ls_offset"`
 			Committed   int64 `json:"committed_offset"`
 		} `json:"partitions"`
 	} `json:"topics"`
@@ -453,9 +454,12 @@ func (s *Source) onStats(raw string) {
 			up = true
 		}
 	}
-	owned := map[int32]bool{}
+	// The committer's own committed offsets: a commit that carries dead letters
+	// is a transaction (SendOffsetsToTransaction), which librdkafka's statistics
+	// do not see, so their committed_offset can lag behind the group's.
+	committed := map[int32]int64{}
 	for _, po := range s.com.Offsets() {
-		owned[po.Partition] = true
+		committed[po.Partition] = po.Committed
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -463,17 +467,34 @@ func (s *Source) onStats(raw string) {
 	if t, ok := st.Topics[s.cfg.Topic]; ok {
 		for k, p := range t.Partitions {
 			id, err := strconv.ParseInt(k, 10, 32)
-			if err != nil || id < 0 || !owned[int32(id)] {
+			if err != nil || id < 0 {
 				continue
 			}
-			lag := p.ConsumerLag
-			if lag < 0 && p.HiOffset >= 0 { // nothing committed yet: everything is lag
-				lag = p.HiOffset
-				if p.Committed >= 0 {
-					lag = p.HiOffset - p.Committed
-				}
+			ours, owned := committed[int32(id)]
+			if !owned {
+				continue
 			}
+			lag := partitionLag(p.ConsumerLag, p.HiOffset, p.LsOffset, max(p.Committed, ours))
 			s.lag[int32(id)] = lag
 		}
+	}
+}
+
+// partitionLag is a partition's consumer lag: its end (the last stable offset
+// under read_committed, else the high watermark) minus the committed offset,
+// everything when nothing is committed yet; librdkafka's own figure when it
+// knows no end.
+func partitionLag(rdLag, hi, ls, committed int64) int64 {
+	end := hi
+	if ls >= 0 {
+		end = ls
+	}
+	switch {
+	case end < 0:
+		return rdLag
+	case committed < 0:
+		return end
+	default:
+		return max(end-committed, 0)
 	}
 }
