@@ -134,6 +134,7 @@ func runService(ctx context.Context, cfg configs.Config, log *slog.Logger, ready
 			APIToken: cfg.API.Token, MaxBodyBytes: cfg.HTTP.BodyLimit, Writer: writer,
 			ListConcurrency: cfg.API.ListConcurrency, ListWait: cfg.Postgres.ReadWait,
 		},
+		Kafka: kafkaViews(cfg.Kafka),
 	})
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
