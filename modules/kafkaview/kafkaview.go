@@ -137,14 +137,21 @@ var (
 	errNoGroup = fiber.NewError(fiber.StatusServiceUnavailable, "no consumer group is configured")
 )
 
-// unavailable is the 503 of a read that failed or ran out of time.
-func unavailable(what string, timeout time.Duration, err error) error {
+// unavailable is the 503 of a read that failed or ran out of time; the
+// error's text (broker addresses, topic names) only for trusted requests.
+func (h *handlers) unavailable(c *fiber.Ctx, what string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fiber.NewError(fiber.StatusServiceUnavailable,
-			what+" could not be read within "+timeout.String()+": the broker is slow or unreachable, try again later")
+			what+" could not be read within "+h.o.Timeout.String()+": the broker is slow or unreachable, try again later")
 	}
-	return fiber.NewError(fiber.StatusServiceUnavailable, what+" could not be read: "+err.Error())
+	msg := what + " could not be read, try again later"
+	if h.trusted(c) {
+		msg += ": " + err.Error()
+	}
+	return fiber.NewError(fiber.StatusServiceUnavailable, msg)
 }
+
+func (h *handlers) trusted(c *fiber.Ctx) bool { return h.o.Trusted != nil && h.o.Trusted(c) }
 
 // dlqBody is the answer of GET /api/v1/dlq.
 type dlqBody struct {
@@ -180,10 +187,10 @@ func (h *handlers) getDLQ(c *fiber.Ctx) error {
 	defer cancel()
 	read, err := h.dlq.get(ctx, limit, h.o.DLQ)
 	if err != nil {
-		return unavailable("the dead-letter topic", h.o.Timeout, err)
+		return h.unavailable(c, "the dead-letter topic", err)
 	}
 	letters := newest(read.Letters, limit)
-	values := h.o.Trusted != nil && h.o.Trusted(c)
+	values := h.trusted(c)
 	body := dlqBody{
 		Topic: h.o.DLQTopic, Total: read.Total, ByClass: map[string]int{},
 		Letters: make([]letterJSON, len(letters)), Values: values,
@@ -234,7 +241,7 @@ func (h *handlers) getGroup(c *fiber.Ctx) error {
 	defer cancel()
 	g, err := h.group.get(ctx, struct{}{}, func(ctx context.Context, _ struct{}) (Group, error) { return h.o.Group(ctx) })
 	if err != nil {
-		return unavailable("the consumer group", h.o.Timeout, err)
+		return h.unavailable(c, "the consumer group", err)
 	}
 	members := make([]Member, len(g.Members))
 	for i, m := range g.Members {
