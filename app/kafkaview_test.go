@@ -27,7 +27,7 @@ const viewToken = "view-token"
 // viewApp serves the Kafka views of cfg the way the service wires them.
 func viewApp(cfg kafkaedge.Config, timeout time.Duration) *fiber.App {
 	app := httpx.New(httpx.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	o := kafkaViews(cfg)
+	o := kafkaedge.Views(cfg)
 	o.Trusted = ordershttp.HasToken(viewToken)
 	o.Timeout = timeout
 	kafkaview.Register(app, o)

@@ -23,6 +23,7 @@ import (
 	"github.com/orderflow/orders-service/modules/orders/orderscache"
 	"github.com/orderflow/orders-service/modules/orders/ordersdb"
 	"github.com/orderflow/orders-service/modules/orders/ordershttp"
+	"github.com/orderflow/orders-service/pipeline/kafkaedge"
 	flow "github.com/orderflow/orders-service/pipeline/ingest"
 )
 
@@ -134,7 +135,7 @@ func runService(ctx context.Context, cfg configs.Config, log *slog.Logger, ready
 			APIToken: cfg.API.Token, MaxBodyBytes: cfg.HTTP.BodyLimit, Writer: writer,
 			ListConcurrency: cfg.API.ListConcurrency, ListWait: cfg.Postgres.ReadWait,
 		},
-		Kafka: kafkaViews(cfg.Kafka),
+		Kafka: kafkaedge.Views(cfg.Kafka),
 	})
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)

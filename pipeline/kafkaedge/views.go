@@ -1,23 +1,23 @@
-package main
+package kafkaedge
 
 import (
 	"context"
 	"strconv"
 
 	"github.com/orderflow/orders-service/modules/kafkaview"
-	"github.com/orderflow/orders-service/pipeline/kafkaedge"
 )
 
-// kafkaViews returns the readers of the page's Kafka views (GET /api/v1/dlq and
-// GET /api/v1/pipeline/group) on the configured cluster.
-func kafkaViews(cfg kafkaedge.Config) kafkaview.Options {
+// Views returns the readers of the page's Kafka views (GET /api/v1/dlq and
+// GET /api/v1/pipeline/group) on cfg's cluster: the newest letters of
+// cfg.DLQTopic (ReadTopicSize) and cfg.GroupID's members (DescribeGroup).
+func Views(cfg Config) kafkaview.Options {
 	return kafkaview.Options{
 		DLQTopic:   cfg.DLQTopic,
 		InstanceID: cfg.InstanceID,
 		DLQ: func(ctx context.Context, n int) (kafkaview.DLQRead, error) {
 			// Twice n offsets per partition: letters are written in transactions,
 			// and each one's commit marker takes an offset.
-			res, err := kafkaedge.ReadTopicSize(ctx, kafkaedge.ReadOptions{
+			res, err := ReadTopicSize(ctx, ReadOptions{
 				Brokers: cfg.Brokers, Topic: cfg.DLQTopic, Partition: -1, To: -1, Newest: 2 * int64(n),
 			})
 			if err != nil {
@@ -30,7 +30,7 @@ func kafkaViews(cfg kafkaedge.Config) kafkaview.Options {
 			return out, nil
 		},
 		Group: func(ctx context.Context) (kafkaview.Group, error) {
-			g, err := kafkaedge.DescribeGroup(ctx, cfg.Brokers, cfg.GroupID)
+			g, err := DescribeGroup(ctx, cfg.Brokers, cfg.GroupID)
 			if err != nil {
 				return kafkaview.Group{}, err
 			}
@@ -45,25 +45,25 @@ func kafkaViews(cfg kafkaedge.Config) kafkaview.Options {
 	}
 }
 
-// toLetter reads a dead letter's x-* headers (kafkaedge.Header*).
-func toLetter(r *kafkaedge.Record) kafkaview.Letter {
+// toLetter reads a dead letter's x-* headers (Header*).
+func toLetter(r *Record) kafkaview.Letter {
 	l := kafkaview.Letter{
 		Partition: r.Partition, Offset: r.Offset, Time: r.Timestamp, Key: string(r.Key),
-		Error:       r.Header(kafkaedge.HeaderError),
-		Class:       r.Header(kafkaedge.HeaderErrorClass),
-		Stage:       r.Header(kafkaedge.HeaderStage),
-		SourceTopic: r.Header(kafkaedge.HeaderSourceTopic),
+		Error:       r.Header(HeaderError),
+		Class:       r.Header(HeaderErrorClass),
+		Stage:       r.Header(HeaderStage),
+		SourceTopic: r.Header(HeaderSourceTopic),
 		ValueBytes:  len(r.Value), Value: r.Value,
 		Headers: make([]kafkaview.Header, len(r.Headers)),
 	}
-	if p, err := strconv.ParseInt(r.Header(kafkaedge.HeaderSourcePartition), 10, 32); err == nil {
+	if p, err := strconv.ParseInt(r.Header(HeaderSourcePartition), 10, 32); err == nil {
 		p32 := int32(p)
 		l.SourcePartition = &p32
 	}
-	if o, err := strconv.ParseInt(r.Header(kafkaedge.HeaderSourceOffset), 10, 64); err == nil {
+	if o, err := strconv.ParseInt(r.Header(HeaderSourceOffset), 10, 64); err == nil {
 		l.SourceOffset = &o
 	}
-	l.Attempts, _ = strconv.Atoi(r.Header(kafkaedge.HeaderAttempts))
+	l.Attempts, _ = strconv.Atoi(r.Header(HeaderAttempts))
 	for i, h := range r.Headers {
 		l.Headers[i] = kafkaview.Header{Key: h.Key, Value: string(h.Value)}
 	}
