@@ -23,8 +23,8 @@ import (
 	"github.com/orderflow/orders-service/modules/orders/orderscache"
 	"github.com/orderflow/orders-service/modules/orders/ordersdb"
 	"github.com/orderflow/orders-service/modules/orders/ordershttp"
-	"github.com/orderflow/orders-service/pipeline/kafkaedge"
 	flow "github.com/orderflow/orders-service/pipeline/ingest"
+	"github.com/orderflow/orders-service/pipeline/kafkaedge"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"image"
+	"image/color"
 	"image/png"
 	"io"
 	"log/slog"
@@ -68,7 +69,7 @@ const listed = 43
 // letter is one dead letter of the live server's DLQ.
 type letter struct {
 	key, class, reason, value string
-	sourceOffset            int64
+	sourceOffset              int64
 }
 
 // letters are the live server's dead letters, oldest first (a second apart).
@@ -369,7 +370,7 @@ document.addEventListener('securitypolicyviolation', function (e) { window.__csp
 		ctx, cancel := context.WithTimeout(bctx, 30*time.Second)
 		defer cancel()
 		box, err := chromedp.Run(ctx, chromedp.Evaluate[[]float64](`(function () {
-			var r = document.querySelector(` + "`" + sel + "`" + `).getBoundingClientRect();
+			var r = document.querySelector(`+"`"+sel+"`"+`).getBoundingClientRect();
 			return [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height];
 		})()`))
 		if err != nil || len(box) != 4 {
@@ -617,5 +618,38 @@ document.addEventListener('securitypolicyviolation', function (e) { window.__csp
 	}
 	if len(exceptions) > 0 {
 		t.Errorf("the page threw: %q", exceptions)
+	}
+}
+
+// TestCheckShotFindsBlankAndDrawn: the screenshot check tells a blank region
+// from one with drawn content, and a page of the wrong width.
+func TestCheckShotFindsBlankAndDrawn(t *testing.T) {
+	encode := func(img image.Image) []byte {
+		var b bytes.Buffer
+		if err := png.Encode(&b, img); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	img := image.NewRGBA(image.Rect(0, 0, 1280, 400))
+	for i := range img.Pix {
+		img.Pix[i] = 0xf5
+	}
+	blank := encode(img)
+	for y := 100; y < 200; y++ { // "text": rows of dark and grey pixels
+		for x := 100; x < 400; x += 2 {
+			img.Set(x, y, color.RGBA{uint8(x % 200), 0x20, uint8(y), 0xff})
+		}
+	}
+	drawn := encode(img)
+	box := [4]float64{50, 50, 500, 200}
+	if why := checkShot(blank, 1280, box); why == "" {
+		t.Error("a blank region passed")
+	}
+	if why := checkShot(drawn, 1280, box); why != "" {
+		t.Errorf("a drawn region failed: %s", why)
+	}
+	if why := checkShot(drawn, 1024, box); why == "" {
+		t.Error("a page of the wrong width passed")
 	}
 }

@@ -53,8 +53,10 @@ func DescribeGroup(ctx context.Context, brokers, group string) (Group, error) {
 	}
 	g := Group{ID: d.GroupID, State: d.State.String(), Assignor: d.PartitionAssignor, Coordinator: d.Coordinator.ID}
 	for _, m := range d.Members {
-		gm := GroupMember{ClientID: m.ClientID, InstanceID: m.GroupInstanceID, MemberID: m.ConsumerID, Host: m.Host,
-			Partitions: map[string][]int32{}}
+		gm := GroupMember{
+			ClientID: m.ClientID, InstanceID: m.GroupInstanceID, MemberID: m.ConsumerID, Host: m.Host,
+			Partitions: map[string][]int32{},
+		}
 		for _, tp := range m.Assignment.TopicPartitions {
 			if tp.Topic != nil {
 				gm.Partitions[*tp.Topic] = append(gm.Partitions[*tp.Topic], tp.Partition)
