@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -69,6 +70,7 @@ type dlqAnswer struct {
 		SourceOffset    *int64    `json:"source_offset"`
 		Attempts        int       `json:"attempts"`
 		ValueBytes      int       `json:"value_bytes"`
+		ValueCut        bool      `json:"value_cut"`
 		Value           *string   `json:"value"`
 		Headers         []struct {
 			Key   string `json:"key"`
@@ -88,7 +90,12 @@ func TestDLQView(t *testing.T) {
 	testenv.KafkaCreateTopic(t, brokers, dlq, 2)
 	classes := []string{"decode", "validation", "data", "validation", "decode", "validation", "data"}
 	base := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
-	var recs []*kgo.Record
+	// The oldest letter is an oversized message: its value is answered cut.
+	big := bytes.Repeat([]byte("x"), kafkaview.MaxValueBytes+1000)
+	recs := []*kgo.Record{{
+		Key: []byte("big"), Value: big, Timestamp: base.Add(-time.Second),
+		Headers: []kgo.RecordHeader{{Key: kafkaedge.HeaderErrorClass, Value: []byte("decode")}},
+	}}
 	for i, class := range classes {
 		recs = append(recs, &kgo.Record{
 			Key: fmt.Appendf(nil, "order-%d", i), Value: fmt.Appendf(nil, `{"secret":"value-%d"}`, i),
@@ -112,8 +119,8 @@ func TestDLQView(t *testing.T) {
 	if code := getJSON(t, app, "/api/v1/dlq?limit=5", false, &a); code != http.StatusOK {
 		t.Fatalf("status %d: %+v", code, a)
 	}
-	if a.Topic != dlq || a.Total != int64(len(classes)) || a.Values {
-		t.Errorf("topic %q total %d values %v, want %q, %d, false", a.Topic, a.Total, a.Values, dlq, len(classes))
+	if a.Topic != dlq || a.Total != int64(len(recs)) || a.Values {
+		t.Errorf("topic %q total %d values %v, want %q, %d, false", a.Topic, a.Total, a.Values, dlq, len(recs))
 	}
 	var keys []string
 	for _, l := range a.Letters {
@@ -146,6 +153,13 @@ func TestDLQView(t *testing.T) {
 		if want := `{"secret":"value-` + l.Key[len("order-"):] + `"}`; l.Value == nil || *l.Value != want {
 			t.Errorf("letter %s value %v, want %s", l.Key, l.Value, want)
 		}
+	}
+	var all dlqAnswer
+	if code := getJSON(t, app, "/api/v1/dlq?limit=200", true, &all); code != http.StatusOK || len(all.Letters) != len(recs) {
+		t.Fatalf("limit 200: status %d, %d letters, want %d", code, len(all.Letters), len(recs))
+	}
+	if l := all.Letters[len(recs)-1]; l.Key != "big" || !l.ValueCut || l.ValueBytes != len(big) || l.Value == nil || len(*l.Value) != kafkaview.MaxValueBytes {
+		t.Errorf("oversized letter: key %q cut %v bytes %d, value of %d bytes", l.Key, l.ValueCut, l.ValueBytes, len(deref(l.Value)))
 	}
 	var wrong dlqAnswer
 	if code := getJSON(t, app, "/api/v1/dlq?limit=3", false, &wrong); code != http.StatusOK || wrong.Values || wrong.Letters[0].Value != nil {
@@ -206,4 +220,11 @@ func TestGroupView(t *testing.T) {
 	if m.InstanceID != "web-1" || m.ClientID != "view-test" || !m.Self || m.Host == "" || !slices.Equal(m.Partitions[topic], []int32{0, 1, 2}) {
 		t.Errorf("member %+v", m)
 	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }

@@ -22,6 +22,9 @@ const (
 	DefaultTTL      = time.Second
 	DefaultDLQLimit = 50
 	MaxDLQLimit     = 200
+	// MaxValueBytes is how much of a letter's value is kept and answered: a
+	// letter may be an oversized message of up to 16 MiB.
+	MaxValueBytes = 64 << 10
 )
 
 // Header is one record header; its value is shown as text.
@@ -32,7 +35,8 @@ type Header struct {
 
 // Letter is one dead letter: where it is in the DLQ topic, when it was written,
 // why (the x-* headers) and its headers. Value is the original message: it
-// carries personal data and is only answered to requests with the API token.
+// carries personal data and is only answered to requests with the API token,
+// and only its first MaxValueBytes.
 type Letter struct {
 	Partition       int32     `json:"partition"`
 	Offset          int64     `json:"offset"`
@@ -47,7 +51,9 @@ type Letter struct {
 	Attempts        int       `json:"attempts"`
 	Headers         []Header  `json:"headers"`
 	ValueBytes      int       `json:"value_bytes"`
-	Value           []byte    `json:"-"`
+	// ValueCut says that Value is only the first MaxValueBytes of the value.
+	ValueCut bool   `json:"value_cut"`
+	Value    []byte `json:"-"`
 }
 
 // DLQRead is what a DLQReader returns: letters (in any order) and Total, the

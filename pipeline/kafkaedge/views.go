@@ -1,6 +1,7 @@
 package kafkaedge
 
 import (
+	"bytes"
 	"context"
 	"strconv"
 
@@ -16,18 +17,21 @@ func Views(cfg Config) kafkaview.Options {
 		InstanceID: cfg.InstanceID,
 		DLQ: func(ctx context.Context, n int) (kafkaview.DLQRead, error) {
 			// Twice n offsets per partition: letters are written in transactions,
-			// and each one's commit marker takes an offset.
+			// and each one's commit marker takes an offset. Each record becomes a
+			// Letter as it is read, so no more than one whole value (up to
+			// MaxRecordBytes) is held at a time.
+			var letters []kafkaview.Letter
 			res, err := ReadTopicSize(ctx, ReadOptions{
 				Brokers: cfg.Brokers, Topic: cfg.DLQTopic, Partition: -1, To: -1, Newest: 2 * int64(n),
+				Keep: func(r *Record) bool {
+					letters = append(letters, toLetter(r))
+					return false
+				},
 			})
 			if err != nil {
 				return kafkaview.DLQRead{}, err
 			}
-			out := kafkaview.DLQRead{Total: res.Size, Letters: make([]kafkaview.Letter, len(res.Records))}
-			for i := range res.Records {
-				out.Letters[i] = toLetter(&res.Records[i])
-			}
-			return out, nil
+			return kafkaview.DLQRead{Total: res.Size, Letters: letters}, nil
 		},
 		Group: func(ctx context.Context) (kafkaview.Group, error) {
 			g, err := DescribeGroup(ctx, cfg.Brokers, cfg.GroupID)
@@ -45,7 +49,8 @@ func Views(cfg Config) kafkaview.Options {
 	}
 }
 
-// toLetter reads a dead letter's x-* headers (Header*).
+// toLetter reads a dead letter's x-* headers (Header*) and keeps at most
+// kafkaview.MaxValueBytes of its value.
 func toLetter(r *Record) kafkaview.Letter {
 	l := kafkaview.Letter{
 		Partition: r.Partition, Offset: r.Offset, Time: r.Timestamp, Key: string(r.Key),
@@ -53,8 +58,9 @@ func toLetter(r *Record) kafkaview.Letter {
 		Class:       r.Header(HeaderErrorClass),
 		Stage:       r.Header(HeaderStage),
 		SourceTopic: r.Header(HeaderSourceTopic),
-		ValueBytes:  len(r.Value), Value: r.Value,
-		Headers: make([]kafkaview.Header, len(r.Headers)),
+		ValueBytes:  len(r.Value), Value: bytes.Clone(r.Value[:min(len(r.Value), kafkaview.MaxValueBytes)]),
+		ValueCut: len(r.Value) > kafkaview.MaxValueBytes,
+		Headers:  make([]kafkaview.Header, len(r.Headers)),
 	}
 	if p, err := strconv.ParseInt(r.Header(HeaderSourcePartition), 10, 32); err == nil {
 		p32 := int32(p)

@@ -430,6 +430,7 @@
     var cell = el('td', { className: 'letter-details' }, details);
     if (values && typeof l.value === 'string') {
       cell.appendChild(el('pre', { className: 'value' }, l.value));
+      if (l.value_cut) cell.appendChild(el('p', { className: 'muted cut' }, 'The first 64 KiB of ' + number(l.value_bytes) + ' bytes.'));
     }
     var t = new Date(l.time);
     return el('tr', null,
