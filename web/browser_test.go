@@ -456,6 +456,9 @@ document.addEventListener('securitypolicyviolation', function (e) { window.__csp
 	if st := text(`#list-status`); !strings.Contains(st, "45 orders shown") || !strings.Contains(st, "all of them") {
 		t.Errorf("list status at the end %q", st)
 	}
+	if f := str(chromedp.Evaluate[string](`document.activeElement.textContent`)); f != "web-order-02" {
+		t.Errorf("focus after the last page on %q, want the first order loaded (web-order-02)", f)
+	}
 
 	// a row opens its order; back returns to the list as it was
 	step("open a row", chromedp.Click(chromedp.CSS(`#list-rows a[href="?id=web-order-30"]`)),

@@ -366,8 +366,12 @@
         }
         var orders = Array.isArray(r.body.orders) ? r.body.orders : [];
         if (!more) clear(listRows);
+        var firstNew = null;
         orders.forEach(function (o) {
-          if (o && typeof o === 'object') listRows.appendChild(orderRow(o));
+          if (!o || typeof o !== 'object') return;
+          var row = orderRow(o);
+          if (!firstNew) firstNew = row;
+          listRows.appendChild(row);
         });
         list.loaded = true;
         list.cursor = str(r.body.next_cursor);
@@ -379,7 +383,12 @@
           listStatus.textContent = number(shown) + (shown === 1 ? ' order shown' : ' orders shown') +
             (list.cursor ? '' : ' \u00b7 that is all of them');
         }
-        if (more) announce(number(orders.length) + ' more orders loaded, ' + number(shown) + ' shown');
+        if (more) {
+          announce(number(orders.length) + ' more orders loaded, ' + number(shown) + ' shown');
+          // The button goes away after the last page: keep the keyboard user in
+          // the list, on the first order just loaded.
+          if (loadMore.hidden && firstNew) firstNew.querySelector('a').focus();
+        }
       })
       .catch(function (err) {
         listStatus.textContent = 'The orders could not be loaded: ' + str(err && err.message);
