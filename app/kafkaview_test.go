@@ -208,6 +208,20 @@ func TestGroupView(t *testing.T) {
 		}
 	}
 
+	// Six records, none consumed: committed at 0 everywhere, the member's lag is 6.
+	var recs []*kgo.Record
+	for i := range 6 {
+		recs = append(recs, &kgo.Record{Key: fmt.Appendf(nil, "k%d", i), Value: []byte("v")})
+	}
+	testenv.KafkaProduce(t, brokers, topic, recs...)
+	var zero []kafka.TopicPartition
+	for p := range int32(3) {
+		zero = append(zero, kafka.TopicPartition{Topic: &topic, Partition: p, Offset: 0})
+	}
+	if _, err := c.CommitOffsets(zero); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+
 	app := viewApp(kafkaedge.Config{Brokers: brokers, GroupID: group, InstanceID: "web-1"}, 10*time.Second)
 	var g kafkaview.Group
 	if code := getJSON(t, app, "/api/v1/pipeline/group", false, &g); code != http.StatusOK {
@@ -219,6 +233,9 @@ func TestGroupView(t *testing.T) {
 	m := g.Members[0]
 	if m.InstanceID != "web-1" || m.ClientID != "view-test" || !m.Self || m.Host == "" || !slices.Equal(m.Partitions[topic], []int32{0, 1, 2}) {
 		t.Errorf("member %+v", m)
+	}
+	if m.Lag == nil || *m.Lag != 6 {
+		t.Errorf("member lag %v, want 6", m.Lag)
 	}
 }
 

@@ -66,6 +66,9 @@ const browserToken = "browser-token"
 // the xss order: with them, three list pages of 20 (20, 20, 5).
 const listed = 43
 
+// groupLag is the lag of the live server's group member.
+const groupLag = 3
+
 // letter is one dead letter of the live server's DLQ.
 type letter struct {
 	key, class, reason, value string
@@ -100,6 +103,7 @@ func kafkaViews(t *testing.T) kafkaview.Options {
 	t.Helper()
 	base := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
 	if os.Getenv(testenv.KafkaBrokersEnv) == "" {
+		memberLag := int64(groupLag)
 		read := kafkaview.DLQRead{Total: int64(len(letters))}
 		for i, l := range letters {
 			so := l.sourceOffset
@@ -119,7 +123,7 @@ func kafkaViews(t *testing.T) kafkaview.Options {
 			DLQ: func(context.Context, int) (kafkaview.DLQRead, error) { return read, nil },
 			Group: func(context.Context) (kafkaview.Group, error) {
 				return kafkaview.Group{ID: "order-service", State: "Stable", Members: []kafkaview.Member{
-					{ClientID: "rdkafka", InstanceID: "web-a", MemberID: "web-a-1", Host: "/127.0.0.1", Partitions: map[string][]int32{"orders": {0, 1}}},
+					{ClientID: "rdkafka", InstanceID: "web-a", MemberID: "web-a-1", Host: "/127.0.0.1", Partitions: map[string][]int32{"orders": {0, 1}}, Lag: &memberLag},
 				}}, nil
 			},
 		}
@@ -157,6 +161,15 @@ func kafkaViews(t *testing.T) kafkaview.Options {
 		if time.Now().After(deadline) {
 			t.Fatal("the group member got no assignment within 30 s")
 		}
+	}
+	// groupLag records not consumed: committed at 0, the member's lag.
+	var input []*kgo.Record
+	for i := range groupLag {
+		input = append(input, &kgo.Record{Key: fmt.Appendf(nil, "k%d", i), Value: []byte("v")})
+	}
+	testenv.KafkaProduce(t, brokers, topic, input...)
+	if _, err := c.CommitOffsets([]kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: 0}, {Topic: &topic, Partition: 1, Offset: 0}}); err != nil {
+		t.Fatalf("commit: %v", err)
 	}
 	// The member keeps its assignment without polling: its session (45 s) outlives the test.
 	return kafkaedge.Views(kafkaedge.Config{Brokers: brokers, DLQTopic: dlq, GroupID: group, InstanceID: "web-a"})
@@ -550,8 +563,8 @@ document.addEventListener('securitypolicyviolation', function (e) { window.__csp
 
 	// 5. the consumer group: this instance among the members
 	step("group panel", chromedp.WaitVisible(chromedp.CSS(`#group-members li`)))
-	if g := text(`.pipeline`); !strings.Contains(g, "web-a") || !strings.Contains(g, "this instance") || !strings.Contains(g, "Stable") || !strings.Contains(g, ": 0, 1") {
-		t.Errorf("group panel %q lacks the member web-a (this instance), the state or its partitions", g)
+	if g := text(`.pipeline`); !strings.Contains(g, "web-a") || !strings.Contains(g, "this instance") || !strings.Contains(g, "Stable") || !strings.Contains(g, ": 0, 1") || !strings.Contains(g, "lag 3") {
+		t.Errorf("group panel %q lacks the member web-a (this instance), the state, its partitions or its lag", g)
 	}
 
 	// 6. the dead letters: counts and reasons, no values without the token

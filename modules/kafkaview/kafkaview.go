@@ -74,6 +74,9 @@ type Member struct {
 	MemberID   string             `json:"member_id"`
 	Host       string             `json:"host"`
 	Partitions map[string][]int32 `json:"partitions"`
+	// Lag is the group's lag on the member's partitions (end offsets less
+	// committed offsets); null when no partition has a committed offset.
+	Lag *int64 `json:"lag"`
 	// Self marks the member that is this process (known when it is a static
 	// member: its instance id is Options.InstanceID).
 	Self bool `json:"self"`

@@ -18,6 +18,10 @@ type GroupMember struct {
 	Host       string // the address the member connects from
 	// Partitions are the partitions assigned to it, by topic, in ascending order.
 	Partitions map[string][]int32
+	// Lag is the group's lag on those partitions: the log end offsets (read
+	// committed) less the group's committed offsets, summed over the partitions
+	// that have a committed offset; nil when none has (or they could not be read).
+	Lag *int64
 }
 
 // Group describes a consumer group: its state, partition assignor, coordinator
@@ -67,8 +71,70 @@ func DescribeGroup(ctx context.Context, brokers, group string) (Group, error) {
 		}
 		g.Members = append(g.Members, gm)
 	}
+	addLags(ctx, adm, group, g.Members)
 	slices.SortFunc(g.Members, func(a, b GroupMember) int {
 		return cmp.Or(strings.Compare(a.InstanceID, b.InstanceID), strings.Compare(a.MemberID, b.MemberID))
 	})
 	return g, nil
+}
+
+// addLags sets the members' Lag from the group's committed offsets and the
+// partitions' end offsets. It is best effort: what cannot be read stays nil.
+func addLags(ctx context.Context, adm *kafka.AdminClient, group string, members []GroupMember) {
+	type tp struct {
+		topic string
+		part  int32
+	}
+	var parts []kafka.TopicPartition
+	ends := map[kafka.TopicPartition]kafka.OffsetSpec{}
+	for _, m := range members {
+		for topic, ps := range m.Partitions {
+			for _, p := range ps {
+				parts = append(parts, kafka.TopicPartition{Topic: &topic, Partition: p})
+				ends[kafka.TopicPartition{Topic: &topic, Partition: p}] = kafka.LatestOffsetSpec
+			}
+		}
+	}
+	if len(parts) == 0 {
+		return
+	}
+	committed, err := adm.ListConsumerGroupOffsets(ctx,
+		[]kafka.ConsumerGroupTopicPartitions{{Group: group, Partitions: parts}},
+		kafka.SetAdminRequireStableOffsets(false))
+	if err != nil || len(committed.ConsumerGroupsTopicPartitions) != 1 {
+		return
+	}
+	latest, err := adm.ListOffsets(ctx, ends, kafka.SetAdminIsolationLevel(kafka.IsolationLevelReadCommitted))
+	if err != nil {
+		return
+	}
+	end := map[tp]int64{}
+	for k, v := range latest.ResultInfos {
+		if k.Topic != nil && v.Error.Code() == kafka.ErrNoError && v.Offset >= 0 {
+			end[tp{*k.Topic, k.Partition}] = int64(v.Offset)
+		}
+	}
+	at := map[tp]int64{}
+	for _, c := range committed.ConsumerGroupsTopicPartitions[0].Partitions {
+		if c.Topic != nil && c.Error == nil && c.Offset >= 0 {
+			at[tp{*c.Topic, c.Partition}] = int64(c.Offset)
+		}
+	}
+	for i := range members {
+		var lag int64
+		known := false
+		for topic, ps := range members[i].Partitions {
+			for _, p := range ps {
+				e, okE := end[tp{topic, p}]
+				c, okC := at[tp{topic, p}]
+				if okE && okC {
+					lag += max(e-c, 0)
+					known = true
+				}
+			}
+		}
+		if known {
+			members[i].Lag = &lag
+		}
+	}
 }

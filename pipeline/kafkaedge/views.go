@@ -42,6 +42,7 @@ func Views(cfg Config) kafkaview.Options {
 			for _, m := range g.Members {
 				out.Members = append(out.Members, kafkaview.Member{
 					ClientID: m.ClientID, InstanceID: m.InstanceID, MemberID: m.MemberID, Host: m.Host, Partitions: m.Partitions,
+					Lag: m.Lag,
 				})
 			}
 			return out, nil

@@ -683,7 +683,8 @@
         el('span', { className: 'member-name mono' }, name),
         m.self ? el('span', { className: 'badge cache-hit' }, 'this instance') : null,
         el('span', { className: 'member-host muted' }, [str(m.client_id), str(m.host)].filter(Boolean).join(' · ')),
-        el('span', { className: 'member-parts' }, parts || 'no partitions')));
+        el('span', { className: 'member-parts' }, (parts || 'no partitions') +
+          (typeof m.lag === 'number' ? ' \u00b7 lag ' + number(m.lag) : ''))));
     });
   }
 
