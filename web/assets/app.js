@@ -312,6 +312,7 @@
     if (ev.defaultPrevented || ev.button !== 0 || ev.metaKey || ev.ctrlKey || ev.shiftKey || ev.altKey) return;
     var a = ev.target.closest ? ev.target.closest('a[href]') : null;
     if (!a || a.target || a.origin !== location.origin || a.pathname !== location.pathname) return;
+    if (a.getAttribute('href').charAt(0) === '#') return; // in-page anchors (the skip link)
     ev.preventDefault();
     go(a.href);
   });
