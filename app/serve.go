@@ -24,6 +24,7 @@ import (
 	"github.com/orderflow/orders-service/modules/orders/ordersdb"
 	"github.com/orderflow/orders-service/modules/orders/ordershttp"
 	flow "github.com/orderflow/orders-service/pipeline/ingest"
+	"github.com/orderflow/orders-service/pipeline/kafkaedge"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -134,6 +135,7 @@ func runService(ctx context.Context, cfg configs.Config, log *slog.Logger, ready
 			APIToken: cfg.API.Token, MaxBodyBytes: cfg.HTTP.BodyLimit, Writer: writer,
 			ListConcurrency: cfg.API.ListConcurrency, ListWait: cfg.Postgres.ReadWait,
 		},
+		Kafka: kafkaedge.Views(cfg.Kafka),
 	})
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)

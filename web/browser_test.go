@@ -1,7 +1,12 @@
 package web_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
 	"io"
 	"log/slog"
 	"net"
@@ -14,18 +19,23 @@ import (
 	"testing"
 	"time"
 
+	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/orderflow/orders-service/modules/httpx"
+	"github.com/orderflow/orders-service/modules/kafkaview"
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/orderscache"
 	"github.com/orderflow/orders-service/modules/orders/ordershttp"
 	"github.com/orderflow/orders-service/modules/testkit"
 	"github.com/orderflow/orders-service/modules/testkit/dbtest"
 	"github.com/orderflow/orders-service/modules/testkit/testenv"
+	"github.com/orderflow/orders-service/pipeline/kafkaedge"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -49,8 +59,126 @@ func chromium() string {
 	return ""
 }
 
+// browserToken is the API token of the live server.
+const browserToken = "browser-token"
+
+// listed is how many orders the live server holds besides the canonical and
+// the xss order: with them, three list pages of 20 (20, 20, 5).
+const listed = 43
+
+// groupLag is the lag of the live server's group member.
+const groupLag = 3
+
+// letter is one dead letter of the live server's DLQ.
+type letter struct {
+	key, class, reason, value string
+	sourceOffset              int64
+}
+
+// letters are the live server's dead letters, oldest first (a second apart).
+var letters = []letter{
+	{"bad-1", "decode", "invalid character 'x' looking for beginning of value", `x{"secret":"value-one"}`, 10},
+	{"bad-2", "validation", "payment.currency: want 3 upper-case letters", `{"secret":"value-two"}`, 11},
+	{"bad-3", "data", "23505 duplicate key", `{"secret":"value-three"}`, 12},
+	{"bad-4", "validation", `<img src=x onerror=alert(3)>`, `{"secret":"<b>value-four</b>"}`, 13},
+}
+
+// letterHeaders are the DLQ headers of l, as the pipeline writes them.
+func letterHeaders(l letter, sourceTopic string) [][2]string {
+	return [][2]string{
+		{kafkaedge.HeaderError, l.reason},
+		{kafkaedge.HeaderErrorClass, l.class},
+		{kafkaedge.HeaderStage, "validate"},
+		{kafkaedge.HeaderSourceTopic, sourceTopic},
+		{kafkaedge.HeaderSourcePartition, "0"},
+		{kafkaedge.HeaderSourceOffset, fmt.Sprint(l.sourceOffset)},
+		{kafkaedge.HeaderAttempts, "1"},
+	}
+}
+
+// kafkaViews returns the live server's Kafka views: with TEST_KAFKA_BROKERS, the
+// service's own readers on a fresh DLQ topic holding letters and a group with
+// one static member ("web-a"); without, in-memory readers of the same data.
+func kafkaViews(t *testing.T) kafkaview.Options {
+	t.Helper()
+	base := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	if os.Getenv(testenv.KafkaBrokersEnv) == "" {
+		memberLag := int64(groupLag)
+		read := kafkaview.DLQRead{Total: int64(len(letters))}
+		for i, l := range letters {
+			so := l.sourceOffset
+			sp := int32(0)
+			kl := kafkaview.Letter{
+				Partition: 0, Offset: int64(i), Time: base.Add(time.Duration(i) * time.Second), Key: l.key,
+				Error: l.reason, Class: l.class, Stage: "validate", SourceTopic: "orders",
+				SourcePartition: &sp, SourceOffset: &so, Attempts: 1, ValueBytes: len(l.value), Value: []byte(l.value),
+			}
+			for _, h := range letterHeaders(l, "orders") {
+				kl.Headers = append(kl.Headers, kafkaview.Header{Key: h[0], Value: h[1]})
+			}
+			read.Letters = append(read.Letters, kl)
+		}
+		return kafkaview.Options{
+			DLQTopic: "orders-dlq", InstanceID: "web-a",
+			DLQ: func(context.Context, int) (kafkaview.DLQRead, error) { return read, nil },
+			Group: func(context.Context) (kafkaview.Group, error) {
+				return kafkaview.Group{ID: "order-service", State: "Stable", Members: []kafkaview.Member{
+					{ClientID: "rdkafka", InstanceID: "web-a", MemberID: "web-a-1", Host: "/127.0.0.1", Partitions: map[string][]int32{"orders": {0, 1}}, Lag: &memberLag},
+				}}, nil
+			},
+		}
+	}
+	brokers := testenv.KafkaBrokers(t)
+	topic := testenv.KafkaTopicName(t, "orders")
+	dlq, group := topic+"-dlq", topic+"-group"
+	testenv.KafkaCreateTopic(t, brokers, topic, 2)
+	testenv.KafkaCreateTopic(t, brokers, dlq, 1)
+	var recs []*kgo.Record
+	for i, l := range letters {
+		r := &kgo.Record{Key: []byte(l.key), Value: []byte(l.value), Timestamp: base.Add(time.Duration(i) * time.Second)}
+		for _, h := range letterHeaders(l, topic) {
+			r.Headers = append(r.Headers, kgo.RecordHeader{Key: h[0], Value: []byte(h[1])})
+		}
+		recs = append(recs, r)
+	}
+	testenv.KafkaProduce(t, brokers, dlq, recs...)
+
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+		"bootstrap.servers": brokers, "group.id": group, "group.instance.id": "web-a", "enable.metrics.push": false,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if err := c.Subscribe(topic, nil); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		c.Poll(100)
+		if parts, _ := c.Assignment(); len(parts) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the group member got no assignment within 30 s")
+		}
+	}
+	// groupLag records not consumed: committed at 0, the member's lag.
+	var input []*kgo.Record
+	for i := range groupLag {
+		input = append(input, &kgo.Record{Key: fmt.Appendf(nil, "k%d", i), Value: []byte("v")})
+	}
+	testenv.KafkaProduce(t, brokers, topic, input...)
+	if _, err := c.CommitOffsets([]kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: 0}, {Topic: &topic, Partition: 1, Offset: 0}}); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	// The member keeps its assignment without polling: its session (45 s) outlives the test.
+	return kafkaedge.Views(kafkaedge.Config{Brokers: brokers, DLQTopic: dlq, GroupID: group, InstanceID: "web-a"})
+}
+
 // liveServer runs the real stack (Postgres, cache, routes, page) on a loopback
-// listener and returns its base URL and a setter for the pipeline stats.
+// listener and returns its base URL and a setter for the pipeline stats. It
+// holds the canonical order, an order whose fields are markup, and listed more
+// ("web-order-00" ... newest last).
 func liveServer(t *testing.T) (string, func(any)) {
 	t.Helper()
 	ctx := context.Background()
@@ -66,19 +194,32 @@ func liveServer(t *testing.T) (string, func(any)) {
 		t.Fatalf("xss order invalid: %v", err)
 	}
 	recs := []orders.Record{{Order: canonical, Version: orders.Version{Offset: 1}}, {Order: evil, Version: orders.Version{Offset: 2}}}
-	if _, err := store.ApplyBatch(ctx, recs); err != nil {
-		t.Fatalf("seed: %v", err)
+	for i := range listed {
+		o := canonical
+		o.OrderUID = fmt.Sprintf("web-order-%02d", i)
+		o.Payment.Transaction = o.OrderUID
+		o.CustomerID = fmt.Sprintf("customer-%02d", i)
+		recs = append(recs, orders.Record{Order: o, Version: orders.Version{Offset: int64(3 + i)}})
+	}
+	for _, r := range recs { // one batch each: the listing's order is theirs
+		if _, err := store.ApplyBatch(ctx, []orders.Record{r}); err != nil {
+			t.Fatalf("seed: %v", err)
+		}
 	}
 
 	var stats atomic.Pointer[any]
 	app := ordershttp.NewApp(store, ordershttp.AppConfig{
 		HTTP: httpx.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
-		Ops: httpx.Ops{PipelineStats: func(bool) any {
-			if p := stats.Load(); p != nil {
-				return *p
-			}
-			return nil
-		}},
+		Ops: httpx.Ops{
+			PipelineStats: func(bool) any {
+				if p := stats.Load(); p != nil {
+					return *p
+				}
+				return nil
+			},
+			Trusted: ordershttp.HasToken(browserToken),
+		},
+		Kafka: kafkaViews(t),
 	})
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -89,6 +230,40 @@ func liveServer(t *testing.T) (string, func(any)) {
 	go func() { defer close(done); _ = app.Listener(ln) }()
 	t.Cleanup(func() { _ = app.ShutdownWithTimeout(5 * time.Second); <-done })
 	return "http://" + ln.Addr().String(), func(v any) { stats.Store(&v) }
+}
+
+// checkShot decodes a full-page PNG screenshot and checks that the page has
+// its width and that the element box (document coordinates) holds a drawn
+// layout: at least 2 % of its pixels differ from its most common colour
+// (background), in at least 4 colours. It returns a reason when not.
+func checkShot(pngBytes []byte, width int, box [4]float64) string {
+	img, err := png.Decode(bytes.NewReader(pngBytes))
+	if err != nil {
+		return "not a PNG: " + err.Error()
+	}
+	b := img.Bounds()
+	if b.Dx() != width || b.Dy() < 300 {
+		return fmt.Sprintf("screenshot is %dx%d, want %d wide and at least 300 high", b.Dx(), b.Dy(), width)
+	}
+	r := image.Rect(int(box[0]), int(box[1]), int(box[0]+box[2]), int(box[1]+box[3])).Intersect(b)
+	if r.Dx() < 100 || r.Dy() < 40 {
+		return fmt.Sprintf("element box %v is too small or off the page %v", r, b)
+	}
+	counts := map[[4]uint32]int{}
+	for y := r.Min.Y; y < r.Max.Y; y++ {
+		for x := r.Min.X; x < r.Max.X; x++ {
+			cr, cg, cb, ca := img.At(x, y).RGBA()
+			counts[[4]uint32{cr >> 8, cg >> 8, cb >> 8, ca >> 8}]++
+		}
+	}
+	most, total := 0, r.Dx()*r.Dy()
+	for _, n := range counts {
+		most = max(most, n)
+	}
+	if len(counts) < 4 || total-most < total/50 {
+		return fmt.Sprintf("element box %v is blank: %d colours, %d of %d pixels off the background", r, len(counts), total-most, total)
+	}
+	return ""
 }
 
 func TestBrowser(t *testing.T) {
@@ -120,7 +295,7 @@ func TestBrowser(t *testing.T) {
 	// Listen starts the browser on a context without a deadline (a deadline on the
 	// first use would bound the browser's life); the steps below get one each.
 	var mu sync.Mutex
-	var dialogs, exceptions []string
+	var dialogs, exceptions, consoleErrors []string
 	err := chromedp.Listen(bctx, func(ev any) {
 		switch e := ev.(type) {
 		case *page.EventJavascriptDialogOpening:
@@ -134,11 +309,34 @@ func TestBrowser(t *testing.T) {
 			mu.Lock()
 			exceptions = append(exceptions, e.ExceptionDetails.Text)
 			mu.Unlock()
+		case *runtime.EventConsoleAPICalled:
+			if e.Type == runtime.ConsoleAPICalledTypeError || e.Type == runtime.ConsoleAPICalledTypeWarning {
+				mu.Lock()
+				consoleErrors = append(consoleErrors, string(e.Type))
+				mu.Unlock()
+			}
+		case *cdplog.EventEntryAdded: // CSP violations, failed loads, browser errors
+			if strings.HasSuffix(e.Entry.URL, "/api/v1/orders/nosuchorder123") {
+				return // the lookup of an unknown order: its 404 is the answer step 2 expects
+			}
+			if e.Entry.Level == cdplog.EntryLevelError || e.Entry.Level == cdplog.EntryLevelWarning {
+				mu.Lock()
+				consoleErrors = append(consoleErrors, string(e.Entry.Source)+": "+e.Entry.Text)
+				mu.Unlock()
+			}
 		}
 	})
 	if err != nil {
 		t.Fatalf("start %s: %v", bin, err)
 	}
+	// Every CSP violation is also counted by the page itself.
+	step0, cancel0 := context.WithTimeout(bctx, 30*time.Second)
+	if _, err := chromedp.Call(step0, page.AddScriptToEvaluateOnNewDocument,
+		page.AddScriptToEvaluateOnNewDocumentParams{Source: `window.__csp = [];
+document.addEventListener('securitypolicyviolation', function (e) { window.__csp.push(e.violatedDirective + ' ' + e.blockedURI); });`}); err != nil {
+		t.Fatalf("install the CSP listener: %v", err)
+	}
+	cancel0()
 
 	step := func(what string, steps ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
@@ -178,26 +376,121 @@ func TestBrowser(t *testing.T) {
 		}
 		return v
 	}
-	shot := func(name string) {
+	// shot takes a full-page screenshot, checks that the element sel is drawn
+	// in it (checkShot), and saves it under ORDERS_SCREENSHOT_DIR when set.
+	shot := func(name, sel string) {
 		t.Helper()
-		dir := os.Getenv(envScreenshots)
-		if dir == "" {
-			return
-		}
 		ctx, cancel := context.WithTimeout(bctx, 30*time.Second)
 		defer cancel()
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err == nil {
-			err = os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644)
+		box, err := chromedp.Run(ctx, chromedp.Evaluate[[]float64](`(function () {
+			var r = document.querySelector(`+"`"+sel+"`"+`).getBoundingClientRect();
+			return [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height];
+		})()`))
+		if err != nil || len(box) != 4 {
+			t.Fatalf("screenshot %s: box of %s: %v %v", name, sel, box, err)
 		}
+		shotPNG, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		if err != nil {
-			t.Errorf("screenshot %s: %v", name, err)
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+		if why := checkShot(shotPNG, 1280, [4]float64(box)); why != "" {
+			t.Errorf("screenshot %s (%s): %s", name, sel, why)
+		}
+		if dir := os.Getenv(envScreenshots); dir != "" {
+			if err := os.WriteFile(filepath.Join(dir, name+".png"), shotPNG, 0o644); err != nil {
+				t.Errorf("screenshot %s: %v", name, err)
+			}
+		}
+	}
+	strs := func(expr string) []string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(bctx, 30*time.Second)
+		defer cancel()
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](expr))
+		if err != nil {
+			t.Fatalf("evaluate %s: %v", expr, err)
+		}
+		return v
+	}
+	rows := func() []string {
+		t.Helper()
+		return strs(`Array.from(document.querySelectorAll('#list-rows tr th a')).map(function (a) { return a.textContent; })`)
+	}
+	wantRows := func(from, to int) []string { // web-order-from down to web-order-to
+		var out []string
+		for i := from; i >= to; i-- {
+			out = append(out, fmt.Sprintf("web-order-%02d", i))
+		}
+		return out
+	}
+	cspCheck := func(where string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(bctx, 30*time.Second)
+		defer cancel()
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`window.__csp || ['no listener']`))
+		if err != nil {
+			t.Fatalf("csp check: %v", err)
+		}
+		if len(v) > 0 {
+			t.Errorf("%s: CSP violations %q", where, v)
 		}
 	}
 
+	// 0. the first page: the newest orders, then two more pages with Load more
+	step("open the list", chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS(`#list-rows tr`)))
+	if got, want := rows(), wantRows(listed-1, listed-20); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("first page %v, want %v", got, want)
+	}
+	if n := eval(`document.querySelectorAll('#list-table thead th[scope=col]').length`); n != 6 {
+		t.Errorf("%d column headers, want 6", n)
+	}
+	shot("list", "#list-view")
+	first := text(`#list-rows tr:first-child`)
+	for _, want := range []string{"customer-42", "WBILMTESTTRACK", "18.17"} {
+		if !strings.Contains(first, want) {
+			t.Errorf("newest row %q lacks %q", first, want)
+		}
+	}
+	step("load the second page", chromedp.Focus(chromedp.CSS(`#load-more`)), chromedp.KeyEvent(kb.Enter),
+		chromedp.Poll[chromedp.Void](`document.querySelectorAll('#list-rows tr').length === 40`))
+	if got, want := rows(), wantRows(listed-1, listed-40); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("after Load more %v, want %v", got, want)
+	}
+	if st := text(`#status`); !strings.Contains(st, "20 more orders loaded") {
+		t.Errorf("status after Load more %q", st)
+	}
+	step("load the last page", chromedp.Click(chromedp.CSS(`#load-more`)),
+		chromedp.Poll[chromedp.Void](`document.querySelectorAll('#list-rows tr').length === 45`),
+		chromedp.WaitNotVisible(chromedp.CSS(`#load-more`)))
+	got := rows()
+	if want := append(wantRows(listed-1, 0), "xssorder1", "b563feb7b2b84b6test"); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("all pages %v, want %v", got, want)
+	}
+	if st := text(`#list-status`); !strings.Contains(st, "45 orders shown") || !strings.Contains(st, "all of them") {
+		t.Errorf("list status at the end %q", st)
+	}
+	if f := str(chromedp.Evaluate[string](`document.activeElement.textContent`)); f != "web-order-02" {
+		t.Errorf("focus after the last page on %q, want the first order loaded (web-order-02)", f)
+	}
+
+	// a row opens its order; back returns to the list as it was
+	step("open a row", chromedp.Click(chromedp.CSS(`#list-rows a[href="?id=web-order-30"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#order .uid`)))
+	if uid, loc := text(`#order .uid`), str(chromedp.Location()); uid != "web-order-30" || !strings.HasSuffix(loc, "/?id=web-order-30") {
+		t.Errorf("row opened %q at %q", uid, loc)
+	}
+	if eval(`document.activeElement === document.getElementById('order-view') ? 1 : 0`) != 1 {
+		t.Errorf("focus did not move to the order")
+	}
+	step("back to the list", chromedp.Evaluate[chromedp.Void](`history.back()`), chromedp.WaitVisible(chromedp.CSS(`#list-view`)))
+	if n := len(rows()); n != 45 || str(chromedp.Location()) != base+"/" {
+		t.Errorf("after back: %d rows at %s, want the 45 loaded at /", n, str(chromedp.Location()))
+	}
+	cspCheck("list")
+
 	// 1. deep link to the canonical order
 	step("open the canonical order", chromedp.Navigate(base+"/?id=b563feb7b2b84b6test"), chromedp.WaitVisible(chromedp.CSS(`#order .uid`)))
-	shot("order")
+	shot("order", "#order")
 	uid, name, amount := text(`#order .uid`), text(`#order .delivery dd.strong`), text(`#order .payment dd.strong`)
 	items, meta, pipeline, title := text(`#order table.items`), text(`#meta`), text(`#pipeline-status`), str(chromedp.Title())
 	if uid != "b563feb7b2b84b6test" || name != "Test Testov" || title != "Order b563feb7b2b84b6test" {
@@ -224,7 +517,7 @@ func TestBrowser(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS(`#q`), "nosuchorder123"+kb.Enter),
 		chromedp.WaitVisible(chromedp.CSS(`#message`)),
 		chromedp.WaitNotVisible(chromedp.CSS(`#order`)))
-	shot("notfound")
+	shot("notfound", "#message")
 	if msg := text(`#message`); !strings.Contains(msg, "No order with id") || !strings.Contains(msg, "nosuchorder123") {
 		t.Errorf("not-found message %q", msg)
 	}
@@ -234,7 +527,7 @@ func TestBrowser(t *testing.T) {
 
 	// 3. an order whose fields hold markup is shown literally and runs nothing
 	step("open the xss order", chromedp.Navigate(base+"/?id=xssorder1"), chromedp.WaitVisible(chromedp.CSS(`#order .uid`)))
-	shot("xss")
+	shot("xss", "#order")
 	if got := text(`#order .delivery dd.strong`); got != xssName {
 		t.Errorf("delivery name shown as %q, want the literal %q", got, xssName)
 	}
@@ -247,6 +540,7 @@ func TestBrowser(t *testing.T) {
 	if n := eval(`document.querySelectorAll('script').length`); n != 1 {
 		t.Errorf("%d script elements, want only app.js", n)
 	}
+	cspCheck("xss order")
 
 	// 4. the live panel renders pipeline stats once there are stages
 	setStats(map[string]any{
@@ -259,7 +553,7 @@ func TestBrowser(t *testing.T) {
 		"lag": map[string]int{"0": 5, "1": 7},
 	})
 	step("pipeline panel", chromedp.WaitVisible(chromedp.CSS(`#pipeline-body table.stages`)))
-	shot("pipeline")
+	shot("pipeline", ".pipeline")
 	panel := text(`#pipeline-body`)
 	for _, want := range []string{"decode", "upsert", "3/1,024", "12"} {
 		if !strings.Contains(panel, want) {
@@ -267,12 +561,111 @@ func TestBrowser(t *testing.T) {
 		}
 	}
 
+	// 5. the consumer group: this instance among the members
+	step("group panel", chromedp.WaitVisible(chromedp.CSS(`#group-members li`)))
+	if g := text(`.pipeline`); !strings.Contains(g, "web-a") || !strings.Contains(g, "this instance") || !strings.Contains(g, "Stable") || !strings.Contains(g, ": 0, 1") || !strings.Contains(g, "lag 3") {
+		t.Errorf("group panel %q lacks the member web-a (this instance), the state, its partitions or its lag", g)
+	}
+
+	// 6. the dead letters: counts and reasons, no values without the token
+	step("open the dead letters", chromedp.Click(chromedp.CSS(`#nav-dlq`)), chromedp.WaitVisible(chromedp.CSS(`#dlq-table`)))
+	if loc := str(chromedp.Location()); !strings.HasSuffix(loc, "/?view=dlq") {
+		t.Errorf("dead letters at %q, want ?view=dlq", loc)
+	}
+	if eval(`document.activeElement === document.getElementById('dlq-title') ? 1 : 0`) != 1 {
+		t.Errorf("focus did not move to the dead letters' heading")
+	}
+	shot("dlq", "#dlq-view")
+	summary, table := text(`#dlq-summary`), text(`#dlq-rows`)
+	for _, want := range []string{"4", "validation", "decode", "data"} {
+		if !strings.Contains(summary, want) {
+			t.Errorf("summary %q lacks %q", summary, want)
+		}
+	}
+	if n := eval(`Number(Array.from(document.querySelectorAll('.class-counts tbody tr')).filter(function (r) { return r.cells[0].textContent === 'validation'; })[0].cells[1].textContent)`); n != 2 {
+		t.Errorf("validation count %d, want 2", n)
+	}
+	var keys []string
+	for i := len(letters) - 1; i >= 0; i-- {
+		keys = append(keys, letters[i].key)
+		if !strings.Contains(table, letters[i].reason) {
+			t.Errorf("letter %s: reason %q not shown as text in %q", letters[i].key, letters[i].reason, table)
+		}
+	}
+	if shown := strs(`Array.from(document.querySelectorAll('#dlq-rows tr')).map(function (r) { return r.cells[4].textContent; })`); strings.Join(shown, ",") != strings.Join(keys, ",") {
+		t.Errorf("letters %v, want the newest first %v", shown, keys)
+	}
+	if n := eval(`document.querySelectorAll('#dlq-view img, #dlq-view b, pre.value').length`); n != 0 {
+		t.Errorf("%d img/b/value elements in the dead letters without the token", n)
+	}
+	if body := text(`body`); strings.Contains(body, "secret") || !strings.Contains(text(`#dlq-status`), "enter the API token") {
+		t.Errorf("without the token: values shown or no hint: %q", text(`#dlq-status`))
+	}
+	step("headers open with the keyboard", chromedp.Focus(chromedp.CSS(`#dlq-rows tr:first-child summary`)), chromedp.KeyEvent(kb.Enter),
+		chromedp.WaitVisible(chromedp.CSS(`#dlq-rows tr:first-child dl.headers`)))
+	if h := text(`#dlq-rows tr:first-child dl.headers`); !strings.Contains(h, kafkaedge.HeaderSourceOffset) || !strings.Contains(h, "13") {
+		t.Errorf("headers %q", h)
+	}
+
+	step("enter the token", chromedp.SendKeys(chromedp.CSS(`#token`), browserToken+kb.Enter),
+		chromedp.WaitVisible(chromedp.CSS(`pre.value`)))
+	shot("dlq-token", "#dlq-table")
+	if values := strs(`Array.from(document.querySelectorAll('pre.value')).map(function (p) { return p.textContent; })`); len(values) != len(letters) || values[0] != letters[len(letters)-1].value {
+		t.Errorf("values with the token %q", values)
+	}
+	if st := text(`#dlq-status`); !strings.Contains(st, "token accepted") {
+		t.Errorf("status with the token %q", st)
+	}
+	step("forget the token", chromedp.Click(chromedp.CSS(`#token-forget`)),
+		chromedp.Poll[chromedp.Void](`document.querySelectorAll('pre.value').length === 0 && /enter the API token/.test(document.getElementById('dlq-status').textContent)`))
+	if n := eval(`document.querySelectorAll('#dlq-view img, #dlq-view b').length`); n != 0 {
+		t.Errorf("markup from a letter became %d elements", n)
+	}
+	step("back to the list by the nav", chromedp.Click(chromedp.CSS(`#nav-orders`)), chromedp.WaitVisible(chromedp.CSS(`#list-rows tr`)))
+	cspCheck("dead letters")
+
 	mu.Lock()
 	defer mu.Unlock()
+	if len(consoleErrors) > 0 {
+		t.Errorf("console errors and warnings: %q", consoleErrors)
+	}
 	if len(dialogs) > 0 {
 		t.Errorf("the page opened dialogs: %q", dialogs)
 	}
 	if len(exceptions) > 0 {
 		t.Errorf("the page threw: %q", exceptions)
+	}
+}
+
+// TestCheckShotFindsBlankAndDrawn: the screenshot check tells a blank region
+// from one with drawn content, and a page of the wrong width.
+func TestCheckShotFindsBlankAndDrawn(t *testing.T) {
+	encode := func(img image.Image) []byte {
+		var b bytes.Buffer
+		if err := png.Encode(&b, img); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	img := image.NewRGBA(image.Rect(0, 0, 1280, 400))
+	for i := range img.Pix {
+		img.Pix[i] = 0xf5
+	}
+	blank := encode(img)
+	for y := 100; y < 200; y++ { // "text": rows of dark and grey pixels
+		for x := 100; x < 400; x += 2 {
+			img.Set(x, y, color.RGBA{uint8(x % 200), 0x20, uint8(y), 0xff})
+		}
+	}
+	drawn := encode(img)
+	box := [4]float64{50, 50, 500, 200}
+	if why := checkShot(blank, 1280, box); why == "" {
+		t.Error("a blank region passed")
+	}
+	if why := checkShot(drawn, 1280, box); why != "" {
+		t.Errorf("a drawn region failed: %s", why)
+	}
+	if why := checkShot(drawn, 1024, box); why == "" {
+		t.Error("a page of the wrong width passed")
 	}
 }

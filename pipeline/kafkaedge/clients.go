@@ -403,8 +403,20 @@ type ReadOptions struct {
 	Partition int   // only this partition; -1: all
 	From      int64 // only offsets >= From
 	To        int64 // only offsets <= To; -1: up to the end
+	// Newest, when > 0, reads only the last Newest offsets of each partition
+	// (from its end offset at call time less Newest): the newest records.
+	Newest int64
 	// Keep, when set, filters the records read.
 	Keep func(*Record) bool
+}
+
+// TopicRead is what ReadTopicSize returns: the records read and the size of the
+// partitions read (the sum of their high less low watermarks at call time; in a
+// topic written in transactions this counts the transaction markers too, so it
+// is an upper bound of the records it holds).
+type TopicRead struct {
+	Records []Record
+	Size    int64
 }
 
 // ReadTopic reads the committed records of a topic (isolation read_committed:
@@ -412,6 +424,14 @@ type ReadOptions struct {
 // the start to the end offsets at call time, with no consumer group and nothing
 // committed, ordered by partition and offset.
 func ReadTopic(ctx context.Context, o ReadOptions) ([]Record, error) {
+	r, err := ReadTopicSize(ctx, o)
+	return r.Records, err
+}
+
+// ReadTopicSize is ReadTopic that also returns the size of the partitions read.
+// Its broker requests are bounded by ctx's deadline (10 s at most each).
+func ReadTopicSize(ctx context.Context, o ReadOptions) (TopicRead, error) {
+	var res TopicRead
 	cm := common(o.Brokers)
 	maps.Copy(cm, kafka.ConfigMap{
 		"group.id": "orders-dlq-tool", "enable.auto.commit": false,
@@ -421,16 +441,16 @@ func ReadTopic(ctx context.Context, o ReadOptions) ([]Record, error) {
 	withProperties(KindConsumer, cm)
 	c, err := kafka.NewConsumer(&cm)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: consumer: %w", o.Topic, err)
+		return res, fmt.Errorf("read %s: consumer: %w", o.Topic, err)
 	}
 	defer func() { _ = c.Close() }()
-	md, err := c.GetMetadata(&o.Topic, false, 10000)
+	md, err := c.GetMetadata(&o.Topic, false, timeoutMs(ctx))
 	if err != nil {
-		return nil, fmt.Errorf("read %s: metadata: %w", o.Topic, err)
+		return res, fmt.Errorf("read %s: metadata: %w", o.Topic, err)
 	}
 	tm, ok := md.Topics[o.Topic]
 	if !ok || tm.Error.Code() == kafka.ErrUnknownTopicOrPart {
-		return nil, fmt.Errorf("read %s: topic does not exist", o.Topic)
+		return res, fmt.Errorf("read %s: topic does not exist", o.Topic)
 	}
 	var assign []kafka.TopicPartition
 	remaining := map[int32]int64{} // partition -> last offset to read
@@ -438,11 +458,15 @@ func ReadTopic(ctx context.Context, o ReadOptions) ([]Record, error) {
 		if o.Partition >= 0 && p.ID != int32(o.Partition) {
 			continue
 		}
-		low, high, err := c.QueryWatermarkOffsets(o.Topic, p.ID, 10000)
+		low, high, err := c.QueryWatermarkOffsets(o.Topic, p.ID, timeoutMs(ctx))
 		if err != nil {
-			return nil, fmt.Errorf("read %s/%d: offsets: %w", o.Topic, p.ID, err)
+			return res, fmt.Errorf("read %s/%d: offsets: %w", o.Topic, p.ID, err)
 		}
+		res.Size += high - low
 		start := max(low, o.From)
+		if o.Newest > 0 {
+			start = max(start, high-o.Newest)
+		}
 		end := high - 1
 		if o.To >= 0 && o.To < end {
 			end = o.To
@@ -454,19 +478,19 @@ func ReadTopic(ctx context.Context, o ReadOptions) ([]Record, error) {
 		assign = append(assign, kafka.TopicPartition{Topic: &o.Topic, Partition: p.ID, Offset: kafka.Offset(start)})
 	}
 	if len(assign) == 0 {
-		return nil, nil
+		return res, nil
 	}
 	if err := c.Assign(assign); err != nil {
-		return nil, fmt.Errorf("read %s: assign: %w", o.Topic, err)
+		return res, fmt.Errorf("read %s: assign: %w", o.Topic, err)
 	}
 	var out []Record
 	idle := time.Now()
 	for len(remaining) > 0 {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return res, ctx.Err()
 		}
 		if time.Since(idle) > 30*time.Second {
-			return nil, fmt.Errorf("read %s: no progress for 30 s", o.Topic)
+			return res, fmt.Errorf("read %s: no progress for 30 s", o.Topic)
 		}
 		switch e := c.Poll(200).(type) {
 		case *kafka.Message:
@@ -486,7 +510,7 @@ func ReadTopic(ctx context.Context, o ReadOptions) ([]Record, error) {
 			delete(remaining, e.Partition)
 		case kafka.Error:
 			if e.IsFatal() {
-				return nil, fmt.Errorf("read %s: %w", o.Topic, e)
+				return res, fmt.Errorf("read %s: %w", o.Topic, e)
 			}
 		}
 	}
@@ -496,8 +520,21 @@ func ReadTopic(ctx context.Context, o ReadOptions) ([]Record, error) {
 		}
 		return out[i].Offset < out[j].Offset
 	})
-	return out, nil
+	res.Records = out
+	return res, nil
 }
+
+// timeoutDuration is a blocking client call's timeout: 10 s, or less when ctx
+// ends sooner (at least 1 ms); timeoutMs is the same in milliseconds.
+func timeoutDuration(ctx context.Context) time.Duration {
+	t := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		t = min(t, max(time.Until(dl), time.Millisecond))
+	}
+	return t
+}
+
+func timeoutMs(ctx context.Context) int { return int(timeoutDuration(ctx) / time.Millisecond) }
 
 // TransactionalID names the Committer's transactions: stable for a static member
 // (group id and instance id), else unique to this process (host, pid and a

@@ -1,4 +1,7 @@
-// Orders page: look up an order by id and watch the ingestion pipeline.
+// Orders page: browse the newest orders, look one up by id, read the newest
+// dead letters and watch the ingestion pipeline and its consumer group.
+// Views are addressed by the query string (./, ?id=<uid>, ?view=dlq), so the
+// back button and shared links work.
 // Every value that comes from the server is put into the page with textContent
 // (never parsed as HTML), so an order can never inject markup or script.
 (function () {
@@ -13,7 +16,10 @@
   var meta = $('meta');
   var message = $('message');
   var orderEl = $('order');
-  var intro = $('intro');
+  var orderView = $('order-view');
+  var listView = $('list-view');
+  var dlqView = $('dlq-view');
+  var statusEl = $('status');
 
   // el builds an element: el('td', {className: 'num'}, 'text', childNode, ...).
   function el(tag, props) {
@@ -86,7 +92,6 @@
     if (detail) message.appendChild(el('p', null, detail));
     message.hidden = false;
     orderEl.hidden = true;
-    intro.hidden = true;
   }
 
   function showMeta(ms, cache, status) {
@@ -100,18 +105,9 @@
     meta.hidden = false;
   }
 
-  function lookup(rawID, push) {
+  function lookup(rawID) {
     var id = rawID.trim();
-    if (push) {
-      var url = id ? '?id=' + encodeURIComponent(id) : './';
-      history.pushState({ id: id }, '', url);
-    }
     input.value = id;
-    if (!id) {
-      meta.hidden = true; message.hidden = true; orderEl.hidden = true; intro.hidden = false;
-      document.title = 'Orders';
-      return;
-    }
     if (!UID_RE.test(id)) {
       meta.hidden = true;
       showMessage('warn', 'That does not look like an order id.',
@@ -259,7 +255,6 @@
     orderEl.appendChild(el('section', { className: 'card items-card' }, el('div', { className: 'table-wrap' }, table)));
 
     message.hidden = true;
-    intro.hidden = true;
     orderEl.hidden = false;
   }
 
@@ -270,15 +265,266 @@
       el('td', { colSpan: 2 }));
   }
 
+  // ---- views and navigation -------------------------------------------
+
+  function announce(text) {
+    statusEl.textContent = text;
+  }
+
+  // route shows the view the address names: ?id=<uid> an order, ?view=dlq the
+  // dead letters, anything else the newest orders. focus moves the keyboard
+  // focus to the view's heading (after a click, not on the first load).
+  function route(focus) {
+    var params = new URLSearchParams(location.search);
+    var id = params.get('id');
+    var view = id !== null && id.trim() !== '' ? 'order' : (params.get('view') === 'dlq' ? 'dlq' : 'list');
+    orderView.hidden = view !== 'order';
+    listView.hidden = view !== 'list';
+    dlqView.hidden = view !== 'dlq';
+    $('nav-orders').setAttribute('aria-current', view === 'list' ? 'page' : 'false');
+    $('nav-dlq').setAttribute('aria-current', view === 'dlq' ? 'page' : 'false');
+    if (view === 'order') {
+      lookup(id);
+      if (focus) orderView.focus();
+      return;
+    }
+    input.value = '';
+    if (view === 'dlq') {
+      document.title = 'Dead letters \u00b7 Orders';
+      loadDLQ();
+      if (focus) $('dlq-title').focus();
+    } else {
+      document.title = 'Orders';
+      if (!list.loaded) loadList(false);
+      if (focus) $('list-title').focus();
+    }
+  }
+
+  // go navigates to url within the page (a new history entry) and shows it.
+  function go(url) {
+    history.pushState(null, '', url);
+    route(true);
+  }
+
+  // A plain click on a link to this page is handled here; a click with a
+  // modifier (new tab, new window) is left to the browser.
+  document.addEventListener('click', function (ev) {
+    if (ev.defaultPrevented || ev.button !== 0 || ev.metaKey || ev.ctrlKey || ev.shiftKey || ev.altKey) return;
+    var a = ev.target.closest ? ev.target.closest('a[href]') : null;
+    if (!a || a.target || a.origin !== location.origin || a.pathname !== location.pathname) return;
+    if (a.getAttribute('href').charAt(0) === '#') return; // in-page anchors (the skip link)
+    ev.preventDefault();
+    go(a.href);
+  });
+
   form.addEventListener('submit', function (ev) {
     ev.preventDefault();
-    lookup(input.value, true);
+    var id = input.value.trim();
+    go(id ? '?id=' + encodeURIComponent(id) : './');
   });
-  $('example').addEventListener('click', function () {
-    lookup($('example').textContent, true);
+  window.addEventListener('popstate', function () { route(false); });
+
+  // ---- newest orders ----------------------------------------------------
+
+  var LIST_PAGE = 20;
+  var list = { loaded: false, cursor: '', busy: false };
+  var listRows = $('list-rows');
+  var listStatus = $('list-status');
+  var loadMore = $('load-more');
+
+  function itemCount(o) {
+    return Array.isArray(o.items) ? o.items.length : 0;
+  }
+
+  function orderRow(o) {
+    var p = o.payment || {};
+    var uid = str(o.order_uid);
+    var created = new Date(o.date_created);
+    var n = itemCount(o);
+    return el('tr', null,
+      el('th', { scope: 'row' }, el('a', { href: '?id=' + encodeURIComponent(uid), className: 'mono' }, uid)),
+      el('td', { title: str(o.date_created) }, dateTime(created) || str(o.date_created)),
+      el('td', { className: 'mono' }, str(o.customer_id)),
+      el('td', { className: 'mono' }, str(o.track_number)),
+      el('td', { className: 'num' }, number(n)),
+      el('td', { className: 'num strong' }, money(p.amount, str(p.currency))));
+  }
+
+  // loadList fetches the first page (more: the next page) and appends its rows.
+  function loadList(more) {
+    if (list.busy) return;
+    list.busy = true;
+    loadMore.disabled = true;
+    listStatus.textContent = 'Loading\u2026';
+    var url = 'api/v1/orders?limit=' + LIST_PAGE + (more && list.cursor ? '&cursor=' + encodeURIComponent(list.cursor) : '');
+    fetch(url, { headers: { Accept: 'application/json' }, cache: 'no-store' })
+      .then(function (r) {
+        return r.json().catch(function () { return {}; }).then(function (body) { return { resp: r, body: body }; });
+      })
+      .then(function (r) {
+        if (!r.resp.ok) {
+          throw new Error((r.body && r.body.error ? str(r.body.error) : 'HTTP error') + ' (HTTP ' + r.resp.status + ')');
+        }
+        var orders = Array.isArray(r.body.orders) ? r.body.orders : [];
+        if (!more) clear(listRows);
+        var firstNew = null;
+        orders.forEach(function (o) {
+          if (!o || typeof o !== 'object') return;
+          var row = orderRow(o);
+          if (!firstNew) firstNew = row;
+          listRows.appendChild(row);
+        });
+        list.loaded = true;
+        list.cursor = str(r.body.next_cursor);
+        var shown = listRows.rows.length;
+        loadMore.hidden = !list.cursor;
+        if (!shown) {
+          listStatus.textContent = 'No orders yet: they show up here as soon as they are ingested.';
+        } else {
+          listStatus.textContent = number(shown) + (shown === 1 ? ' order shown' : ' orders shown') +
+            (list.cursor ? '' : ' \u00b7 that is all of them');
+        }
+        if (more) {
+          announce(number(orders.length) + ' more orders loaded, ' + number(shown) + ' shown');
+          // The button goes away after the last page: keep the keyboard user in
+          // the list, on the first order just loaded.
+          if (loadMore.hidden && firstNew) firstNew.querySelector('a').focus();
+        }
+      })
+      .catch(function (err) {
+        listStatus.textContent = 'The orders could not be loaded: ' + str(err && err.message);
+        announce(listStatus.textContent);
+      })
+      .then(function () {
+        list.busy = false;
+        loadMore.disabled = false;
+      });
+  }
+
+  loadMore.addEventListener('click', function () { loadList(true); });
+  $('list-refresh').addEventListener('click', function () {
+    list.cursor = '';
+    loadList(false);
   });
-  window.addEventListener('popstate', function () {
-    lookup(new URLSearchParams(location.search).get('id') || '', false);
+
+  // ---- dead letters -----------------------------------------------------
+
+  var DLQ_LIMIT = 50;
+  var token = ''; // kept in memory only: never stored
+  var dlqBusy = false;
+  var dlqStatus = $('dlq-status');
+  var dlqSummary = $('dlq-summary');
+  var dlqTable = $('dlq-table');
+  var dlqRows = $('dlq-rows');
+  var tokenInput = $('token');
+  var tokenForget = $('token-forget');
+
+  function source(l) {
+    if (!l.source_topic) return '\u2014';
+    var s = str(l.source_topic);
+    if (typeof l.source_partition === 'number') s += ' / ' + l.source_partition;
+    if (typeof l.source_offset === 'number') s += ' @ ' + l.source_offset;
+    return s;
+  }
+
+  function letterRow(l, values) {
+    var hs = Array.isArray(l.headers) ? l.headers : [];
+    var dl = el('dl', { className: 'headers' });
+    hs.forEach(function (h) {
+      dl.appendChild(el('dt', null, str(h && h.key)));
+      dl.appendChild(el('dd', null, str(h && h.value)));
+    });
+    var details = el('details', null,
+      el('summary', null, hs.length + (hs.length === 1 ? ' header' : ' headers') + ' \u00b7 ' + number(l.value_bytes) + ' bytes'),
+      dl);
+    var cell = el('td', { className: 'letter-details' }, details);
+    if (values && typeof l.value === 'string') {
+      cell.appendChild(el('pre', { className: 'value' }, l.value));
+      if (l.value_cut) cell.appendChild(el('p', { className: 'muted cut' }, 'The first 64 KiB of ' + number(l.value_bytes) + ' bytes.'));
+    }
+    var t = new Date(l.time);
+    return el('tr', null,
+      el('td', { title: str(l.time) }, dateTime(t) || str(l.time),
+        el('span', { className: 'pos muted' }, 'p' + str(l.partition) + ' @ ' + str(l.offset))),
+      el('td', null, el('span', { className: 'chip class-chip' }, str(l.class) || '\u2014')),
+      el('td', { className: 'reason' }, str(l.error)),
+      el('td', { className: 'mono' }, source(l)),
+      el('td', { className: 'mono' }, str(l.key)),
+      cell);
+  }
+
+  function renderDLQ(body) {
+    var letters = Array.isArray(body.letters) ? body.letters : [];
+    var byClass = body.by_class && typeof body.by_class === 'object' ? body.by_class : {};
+    clear(dlqSummary);
+    var stats = el('div', { className: 'stats wide' },
+      stat('in the topic', number(body.total), 'Records in the dead-letter topic ' + str(body.topic) + ' (offsets, transaction markers included)'),
+      stat('shown', number(letters.length), 'The newest letters, newest first'));
+    dlqSummary.appendChild(stats);
+    var classes = Object.keys(byClass).sort();
+    var counts = el('table', { className: 'class-counts' },
+      el('caption', null, 'By class (letters shown)'),
+      el('thead', null, el('tr', null, el('th', { scope: 'col' }, 'Class'), el('th', { scope: 'col', className: 'num' }, 'Letters'))));
+    var cb = el('tbody');
+    classes.forEach(function (c) {
+      cb.appendChild(el('tr', null, el('th', { scope: 'row' }, c || '(none)'), el('td', { className: 'num' }, number(byClass[c]))));
+    });
+    counts.appendChild(cb);
+    if (classes.length) dlqSummary.appendChild(counts);
+
+    clear(dlqRows);
+    letters.forEach(function (l) {
+      if (l && typeof l === 'object') dlqRows.appendChild(letterRow(l, body.values === true));
+    });
+    dlqTable.hidden = letters.length === 0;
+    var note;
+    if (!letters.length) note = 'No dead letters: every message so far was stored.';
+    else if (body.values === true) note = 'Values are shown (API token accepted).';
+    else if (token) note = 'Values are hidden: the token was not accepted.';
+    else note = 'Values are hidden: enter the API token to see them.';
+    dlqStatus.textContent = note + ' Read at ' + new Date().toLocaleTimeString() + '.';
+    announce(number(letters.length) + ' dead letters shown. ' + note);
+  }
+
+  function loadDLQ() {
+    if (dlqBusy) return;
+    dlqBusy = true;
+    dlqStatus.textContent = 'Reading the dead-letter topic\u2026';
+    var headers = { Accept: 'application/json' };
+    if (token) headers.Authorization = 'Bearer ' + token;
+    fetch('api/v1/dlq?limit=' + DLQ_LIMIT, { headers: headers, cache: 'no-store' })
+      .then(function (r) {
+        return r.json().catch(function () { return {}; }).then(function (body) { return { resp: r, body: body }; });
+      })
+      .then(function (r) {
+        if (!r.resp.ok) {
+          throw new Error((r.body && r.body.error ? str(r.body.error) : 'HTTP error') + ' (HTTP ' + r.resp.status + ')');
+        }
+        renderDLQ(r.body || {});
+      })
+      .catch(function (err) {
+        clear(dlqSummary);
+        clear(dlqRows);
+        dlqTable.hidden = true;
+        dlqStatus.textContent = 'The dead letters could not be read: ' + str(err && err.message);
+        announce(dlqStatus.textContent);
+      })
+      .then(function () { dlqBusy = false; });
+  }
+
+  $('dlq-refresh').addEventListener('click', loadDLQ);
+  $('token-form').addEventListener('submit', function (ev) {
+    ev.preventDefault();
+    token = tokenInput.value.trim();
+    tokenInput.value = '';
+    tokenForget.hidden = !token;
+    loadDLQ();
+  });
+  tokenForget.addEventListener('click', function () {
+    token = '';
+    tokenForget.hidden = true;
+    tokenInput.focus();
+    loadDLQ();
   });
 
   // ---- pipeline panel ---------------------------------------------------
@@ -412,10 +658,59 @@
     prev = { t: now, out: outs };
   }
 
+  // ---- consumer group ---------------------------------------------------
+
+  var groupStatus = $('group-status');
+  var groupMembers = $('group-members');
+
+  function partitionsText(parts) {
+    if (!parts || typeof parts !== 'object') return '';
+    return Object.keys(parts).sort().map(function (t) {
+      var ps = Array.isArray(parts[t]) ? parts[t] : [];
+      return t + ': ' + (ps.length ? ps.join(', ') : 'none');
+    }).join('; ');
+  }
+
+  function renderGroup(g) {
+    var members = Array.isArray(g.members) ? g.members : [];
+    groupStatus.textContent = str(g.group_id) + ' · ' + (str(g.state) || 'unknown') + ' · ' +
+      members.length + (members.length === 1 ? ' member' : ' members');
+    clear(groupMembers);
+    members.forEach(function (m) {
+      if (!m || typeof m !== 'object') return;
+      var name = str(m.instance_id) || str(m.client_id) || str(m.member_id);
+      var parts = partitionsText(m.partitions);
+      groupMembers.appendChild(el('li', { className: 'member' + (m.self ? ' self' : '') },
+        el('span', { className: 'member-name mono' }, name),
+        m.self ? el('span', { className: 'badge cache-hit' }, 'this instance') : null,
+        el('span', { className: 'member-host muted' }, [str(m.client_id), str(m.host)].filter(Boolean).join(' · ')),
+        el('span', { className: 'member-parts' }, (parts || 'no partitions') +
+          (typeof m.lag === 'number' ? ' \u00b7 lag ' + number(m.lag) : ''))));
+    });
+  }
+
+  function pollGroup() {
+    return fetch('api/v1/pipeline/group', { headers: { Accept: 'application/json' }, cache: 'no-store' })
+      .then(function (r) {
+        return r.json().catch(function () { return {}; }).then(function (body) { return { resp: r, body: body }; });
+      })
+      .then(function (r) {
+        if (!r.resp.ok) throw new Error((r.body && r.body.error ? str(r.body.error) : 'HTTP ' + r.resp.status));
+        renderGroup(r.body || {});
+      })
+      .catch(function (err) {
+        clear(groupMembers);
+        groupStatus.textContent = 'group unavailable (' + str(err && err.message) + ')';
+      });
+  }
+
+  var GROUP_EVERY = 5; // the group changes rarely: every 5th poll (10 s)
+  var polls = 0;
   var timer = null;
   function poll() {
     timer = null;
     if (document.hidden) { schedule(); return; }
+    if (polls++ % GROUP_EVERY === 0) pollGroup();
     fetch('api/v1/pipeline/stats', { headers: { Accept: 'application/json' }, cache: 'no-store' })
       .then(function (r) { return r.ok ? r.json() : Promise.reject(new Error('HTTP ' + r.status)); })
       .then(renderPipeline)
@@ -434,10 +729,6 @@
 
   // ---- start ------------------------------------------------------------
 
-  var initial = new URLSearchParams(location.search).get('id');
-  if (initial) {
-    history.replaceState({ id: initial }, '', location.href);
-    lookup(initial, false);
-  }
+  route(false);
   poll();
 })();

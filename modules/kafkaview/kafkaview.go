@@ -1,0 +1,320 @@
+// Package kafkaview serves read-only views of the service's Kafka side for the
+// web page and operators: the newest dead letters (GET /api/v1/dlq) and the
+// consumer group's members (GET /api/v1/pipeline/group). Reading Kafka is slow
+// next to an API read, so every read is bounded in time (503 past it), one runs
+// at a time per view, and an answer is reused for a short while.
+package kafkaview
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+)
+
+// Defaults and bounds of Options and of GET /api/v1/dlq?limit.
+const (
+	DefaultTimeout  = 3 * time.Second
+	DefaultTTL      = time.Second
+	DefaultDLQLimit = 50
+	MaxDLQLimit     = 200
+	// MaxValueBytes is how much of a letter's value is kept and answered: a
+	// letter may be an oversized message of up to 16 MiB.
+	MaxValueBytes = 64 << 10
+)
+
+// Header is one record header; its value is shown as text.
+type Header struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// Letter is one dead letter: where it is in the DLQ topic, when it was written,
+// why (the x-* headers) and its headers. Value is the original message: it
+// carries personal data and is only answered to requests with the API token,
+// and only its first MaxValueBytes.
+type Letter struct {
+	Partition       int32     `json:"partition"`
+	Offset          int64     `json:"offset"`
+	Time            time.Time `json:"time"`
+	Key             string    `json:"key"`
+	Error           string    `json:"error"`
+	Class           string    `json:"class"`
+	Stage           string    `json:"stage"`
+	SourceTopic     string    `json:"source_topic"`
+	SourcePartition *int32    `json:"source_partition"`
+	SourceOffset    *int64    `json:"source_offset"`
+	Attempts        int       `json:"attempts"`
+	Headers         []Header  `json:"headers"`
+	ValueBytes      int       `json:"value_bytes"`
+	// ValueCut says that Value is only the first MaxValueBytes of the value.
+	ValueCut bool   `json:"value_cut"`
+	Value    []byte `json:"-"`
+}
+
+// DLQRead is what a DLQReader returns: letters (in any order) and Total, the
+// size of the whole topic (see kafkaedge.TopicRead.Size).
+type DLQRead struct {
+	Letters []Letter
+	Total   int64
+}
+
+// DLQReader reads at least the newest n letters of each partition of the DLQ
+// topic. It must return when ctx ends, with ctx's error.
+type DLQReader func(ctx context.Context, n int) (DLQRead, error)
+
+// Member is one member of the consumer group.
+type Member struct {
+	ClientID   string             `json:"client_id"`
+	InstanceID string             `json:"instance_id"`
+	MemberID   string             `json:"member_id"`
+	Host       string             `json:"host"`
+	Partitions map[string][]int32 `json:"partitions"`
+	// Lag is the group's lag on the member's partitions (end offsets less
+	// committed offsets); null when no partition has a committed offset.
+	Lag *int64 `json:"lag"`
+	// Self marks the member that is this process (known when it is a static
+	// member: its instance id is Options.InstanceID).
+	Self bool `json:"self"`
+}
+
+// Group is the consumer group as its coordinator describes it.
+type Group struct {
+	ID          string   `json:"group_id"`
+	State       string   `json:"state"`
+	Assignor    string   `json:"assignor"`
+	Coordinator int      `json:"coordinator"`
+	Members     []Member `json:"members"`
+}
+
+// GroupReader describes the consumer group. It must return when ctx ends.
+type GroupReader func(ctx context.Context) (Group, error)
+
+// Options configures Register. Every field is optional.
+type Options struct {
+	// DLQ reads the dead-letter topic DLQTopic; nil: GET /api/v1/dlq answers 503.
+	DLQ      DLQReader
+	DLQTopic string
+	// Group describes the consumer group; nil: GET /api/v1/pipeline/group answers 503.
+	Group GroupReader
+	// InstanceID is this process's group.instance.id ("" for a dynamic member).
+	InstanceID string
+	// Trusted reports whether a request carries the API token: only then are
+	// the letters' values answered. Nil: never.
+	Trusted func(c *fiber.Ctx) bool
+	// Timeout bounds one answer, waiting for the read in flight included
+	// (default DefaultTimeout); TTL is how long an answer is reused
+	// (default DefaultTTL).
+	Timeout, TTL time.Duration
+}
+
+// Register adds the views to r:
+//
+//	GET /api/v1/dlq?limit=N         the newest N (1..200, default 50) dead letters, newest first
+//	GET /api/v1/pipeline/group      the consumer group's members and their partitions
+func Register(r fiber.Router, o Options) {
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.TTL <= 0 {
+		o.TTL = DefaultTTL
+	}
+	h := &handlers{
+		o:     o,
+		dlq:   newMemo[int, DLQRead](o.TTL),
+		group: newMemo[struct{}, Group](o.TTL),
+	}
+	r.Get("/api/v1/dlq", h.getDLQ)
+	r.Get("/api/v1/pipeline/group", h.getGroup)
+}
+
+type handlers struct {
+	o     Options
+	dlq   *memo[int, DLQRead]
+	group *memo[struct{}, Group]
+}
+
+// Answers of the views.
+var (
+	errInvalidLimit = fiber.NewError(fiber.StatusBadRequest,
+		"invalid limit: want an integer from 1 to "+strconv.Itoa(MaxDLQLimit))
+	errNoDLQ   = fiber.NewError(fiber.StatusServiceUnavailable, "no dead-letter topic is configured")
+	errNoGroup = fiber.NewError(fiber.StatusServiceUnavailable, "no consumer group is configured")
+)
+
+// unavailable is the 503 of a read that failed or ran out of time; the
+// error's text (broker addresses, topic names) only for trusted requests.
+func (h *handlers) unavailable(c *fiber.Ctx, what string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fiber.NewError(fiber.StatusServiceUnavailable,
+			what+" could not be read within "+h.o.Timeout.String()+": the broker is slow or unreachable, try again later")
+	}
+	msg := what + " could not be read, try again later"
+	if h.trusted(c) {
+		msg += ": " + err.Error()
+	}
+	return fiber.NewError(fiber.StatusServiceUnavailable, msg)
+}
+
+func (h *handlers) trusted(c *fiber.Ctx) bool { return h.o.Trusted != nil && h.o.Trusted(c) }
+
+// dlqBody is the answer of GET /api/v1/dlq.
+type dlqBody struct {
+	Topic string `json:"topic"`
+	// Total is the size of the topic (high less low watermarks, summed).
+	Total int64 `json:"total"`
+	// ByClass counts the letters answered by x-error-class.
+	ByClass map[string]int `json:"by_class"`
+	Letters []letterJSON   `json:"letters"`
+	// Values says whether the letters carry their values (token holders only).
+	Values bool `json:"values"`
+}
+
+// letterJSON is a Letter with its value as text, for token holders only.
+type letterJSON struct {
+	Letter
+	Value *string `json:"value,omitempty"`
+}
+
+func (h *handlers) getDLQ(c *fiber.Ctx) error {
+	limit := DefaultDLQLimit
+	if vs := c.Context().QueryArgs().PeekMulti("limit"); len(vs) > 0 {
+		n, err := strconv.Atoi(string(vs[0]))
+		if len(vs) > 1 || err != nil || n < 1 || n > MaxDLQLimit {
+			return errInvalidLimit
+		}
+		limit = n
+	}
+	if h.o.DLQ == nil {
+		return errNoDLQ
+	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), h.o.Timeout)
+	defer cancel()
+	read, err := h.dlq.get(ctx, limit, h.o.DLQ)
+	if err != nil {
+		return h.unavailable(c, "the dead-letter topic", err)
+	}
+	letters := newest(read.Letters, limit)
+	values := h.trusted(c)
+	body := dlqBody{
+		Topic: h.o.DLQTopic, Total: read.Total, ByClass: map[string]int{},
+		Letters: make([]letterJSON, len(letters)), Values: values,
+	}
+	for i, l := range letters {
+		body.ByClass[l.Class]++
+		body.Letters[i].Letter = l
+		if l.Headers == nil {
+			body.Letters[i].Headers = []Header{}
+		}
+		if values {
+			v := string(l.Value)
+			body.Letters[i].Value = &v
+		}
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.JSON(body)
+}
+
+// newest returns the limit newest letters, newest first: by time, then by
+// partition and offset (a later offset of a partition is newer). The cached
+// slice is not modified.
+func newest(ls []Letter, limit int) []Letter {
+	out := slices.Clone(ls)
+	slices.SortFunc(out, func(a, b Letter) int {
+		if c := b.Time.Compare(a.Time); c != 0 {
+			return c
+		}
+		if a.Partition != b.Partition {
+			return int(a.Partition) - int(b.Partition)
+		}
+		switch {
+		case a.Offset > b.Offset:
+			return -1
+		case a.Offset < b.Offset:
+			return 1
+		}
+		return 0
+	})
+	return out[:min(limit, len(out))]
+}
+
+func (h *handlers) getGroup(c *fiber.Ctx) error {
+	if h.o.Group == nil {
+		return errNoGroup
+	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), h.o.Timeout)
+	defer cancel()
+	g, err := h.group.get(ctx, struct{}{}, func(ctx context.Context, _ struct{}) (Group, error) { return h.o.Group(ctx) })
+	if err != nil {
+		return h.unavailable(c, "the consumer group", err)
+	}
+	members := make([]Member, len(g.Members))
+	for i, m := range g.Members {
+		m.Self = h.o.InstanceID != "" && m.InstanceID == h.o.InstanceID
+		if m.Partitions == nil {
+			m.Partitions = map[string][]int32{}
+		}
+		members[i] = m
+	}
+	g.Members = members
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.JSON(g)
+}
+
+// memo runs one read at a time and reuses the last answer (for the same key)
+// for ttl: a page polling it, or many pages, cost one Kafka read per ttl.
+type memo[K comparable, V any] struct {
+	ttl  time.Duration
+	slot chan struct{} // the read in flight
+
+	mu   sync.Mutex
+	have bool
+	key  K
+	val  V
+	at   time.Time
+}
+
+func newMemo[K comparable, V any](ttl time.Duration) *memo[K, V] {
+	return &memo[K, V]{ttl: ttl, slot: make(chan struct{}, 1)}
+}
+
+// get returns the answer for key: the last one if it is younger than ttl,
+// else read's, after the read in flight (if any) ends. It gives up when ctx
+// ends.
+func (m *memo[K, V]) get(ctx context.Context, key K, read func(context.Context, K) (V, error)) (V, error) {
+	if v, ok := m.fresh(key); ok {
+		return v, nil
+	}
+	select {
+	case m.slot <- struct{}{}:
+	case <-ctx.Done():
+		var zero V
+		return zero, ctx.Err()
+	}
+	defer func() { <-m.slot }()
+	if v, ok := m.fresh(key); ok { // read by the request we waited for
+		return v, nil
+	}
+	v, err := read(ctx, key)
+	if err != nil {
+		return v, err
+	}
+	m.mu.Lock()
+	m.have, m.key, m.val, m.at = true, key, v, time.Now()
+	m.mu.Unlock()
+	return v, nil
+}
+
+func (m *memo[K, V]) fresh(key K) (V, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.have && m.key == key && time.Since(m.at) < m.ttl {
+		return m.val, true
+	}
+	var zero V
+	return zero, false
+}

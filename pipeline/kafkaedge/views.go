@@ -1,0 +1,78 @@
+package kafkaedge
+
+import (
+	"bytes"
+	"context"
+	"strconv"
+
+	"github.com/orderflow/orders-service/modules/kafkaview"
+)
+
+// Views returns the readers of the page's Kafka views (GET /api/v1/dlq and
+// GET /api/v1/pipeline/group) on cfg's cluster: the newest letters of
+// cfg.DLQTopic (ReadTopicSize) and cfg.GroupID's members (DescribeGroup).
+func Views(cfg Config) kafkaview.Options {
+	return kafkaview.Options{
+		DLQTopic:   cfg.DLQTopic,
+		InstanceID: cfg.InstanceID,
+		DLQ: func(ctx context.Context, n int) (kafkaview.DLQRead, error) {
+			// Twice n offsets per partition: letters are written in transactions,
+			// and each one's commit marker takes an offset. Each record becomes a
+			// Letter as it is read, so no more than one whole value (up to
+			// MaxRecordBytes) is held at a time.
+			var letters []kafkaview.Letter
+			res, err := ReadTopicSize(ctx, ReadOptions{
+				Brokers: cfg.Brokers, Topic: cfg.DLQTopic, Partition: -1, To: -1, Newest: 2 * int64(n),
+				Keep: func(r *Record) bool {
+					letters = append(letters, toLetter(r))
+					return false
+				},
+			})
+			if err != nil {
+				return kafkaview.DLQRead{}, err
+			}
+			return kafkaview.DLQRead{Total: res.Size, Letters: letters}, nil
+		},
+		Group: func(ctx context.Context) (kafkaview.Group, error) {
+			g, err := DescribeGroup(ctx, cfg.Brokers, cfg.GroupID)
+			if err != nil {
+				return kafkaview.Group{}, err
+			}
+			out := kafkaview.Group{ID: g.ID, State: g.State, Assignor: g.Assignor, Coordinator: g.Coordinator}
+			for _, m := range g.Members {
+				out.Members = append(out.Members, kafkaview.Member{
+					ClientID: m.ClientID, InstanceID: m.InstanceID, MemberID: m.MemberID, Host: m.Host, Partitions: m.Partitions,
+					Lag: m.Lag,
+				})
+			}
+			return out, nil
+		},
+	}
+}
+
+// toLetter reads a dead letter's x-* headers (Header*) and keeps at most
+// kafkaview.MaxValueBytes of its value.
+func toLetter(r *Record) kafkaview.Letter {
+	l := kafkaview.Letter{
+		Partition: r.Partition, Offset: r.Offset, Time: r.Timestamp, Key: string(r.Key),
+		Error:       r.Header(HeaderError),
+		Class:       r.Header(HeaderErrorClass),
+		Stage:       r.Header(HeaderStage),
+		SourceTopic: r.Header(HeaderSourceTopic),
+		ValueBytes:  len(r.Value), Value: bytes.Clone(r.Value[:min(len(r.Value), kafkaview.MaxValueBytes)]),
+		ValueCut: len(r.Value) > kafkaview.MaxValueBytes,
+		Headers:  make([]kafkaview.Header, len(r.Headers)),
+	}
+	if p, err := strconv.ParseInt(r.Header(HeaderSourcePartition), 10, 32); err == nil {
+		p32 := int32(p)
+		l.SourcePartition = &p32
+	}
+	if o, err := strconv.ParseInt(r.Header(HeaderSourceOffset), 10, 64); err == nil {
+		l.SourceOffset = &o
+	}
+	l.Attempts, _ = strconv.Atoi(r.Header(HeaderAttempts))
+	for i, h := range r.Headers {
+		l.Headers[i] = kafkaview.Header{Key: h.Key, Value: string(h.Value)}
+	}
+	return l
+}
