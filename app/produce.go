@@ -98,7 +98,7 @@ func produce(ctx context.Context, o produceOptions, cfg configs.Config, progress
 			acked, failed := p.Acked()
 			return progressStats{total: int64(o.count), sent: sent.Load(), acked: acked, failed: failed, elapsed: time.Since(start)}
 		})
-		defer stop() // before the producer closes
+		defer stop() // the last progress line; p.Acked reads counters that stay valid after Close
 	}
 	topic := o.topic
 	for i := 0; i < o.count; i++ {

@@ -110,13 +110,15 @@ func TestDashboardAndAlertsOnRealPrometheus(t *testing.T) {
 		resp.Body.Close()
 	}
 
-	// With everything committed, both alerts are inactive.
-	deadline := time.Now().Add(20 * time.Second)
+	// With everything committed, both alerts are inactive, at an evaluation
+	// after that (not merely before Prometheus evaluated them at all).
+	committedAt := time.Now()
+	deadline := committedAt.Add(20 * time.Second)
 	for _, alert := range []string{stalledAlert, lagGrowingAlert} {
-		for st := prom.alertState(t, alert); st != ""; st = prom.alertState(t, alert) {
+		for st := prom.alertState(t, alert); st != "" || !prom.evaluatedSince(t, alert, committedAt); st = prom.alertState(t, alert) {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s is %s before the outage, with everything committed: lag %s, committed offsets %s", alert, st,
-					prom.values(t, `orders_pipeline_consumer_lag`), prom.values(t, `orders_pipeline_committed_offset`))
+				t.Fatalf("%s is %q before the outage (evaluated since everything was committed: %v), with everything committed: lag %s, committed offsets %s",
+					alert, st, prom.evaluatedSince(t, alert, committedAt), prom.values(t, `orders_pipeline_consumer_lag`), prom.values(t, `orders_pipeline_committed_offset`))
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
@@ -129,6 +131,7 @@ func TestDashboardAndAlertsOnRealPrometheus(t *testing.T) {
 	}
 	t.Log("postgres stopped")
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel() // a failed wait below must not leave the producer running
 	produced := make(chan produceResult, 1)
 	go func() { produced <- produceUntil(ctx, brokers, f.topic, gen) }()
 	prom.waitAlert(t, stalledAlert, "firing", time.Minute, svc)
@@ -409,6 +412,8 @@ type promRule struct {
 	Type      string `json:"type"`
 	Health    string `json:"health"`
 	LastError string `json:"lastError"`
+	// LastEvaluation is zero until the rule was evaluated.
+	LastEvaluation time.Time `json:"lastEvaluation"`
 }
 
 func (p *promServer) rules(t *testing.T) []promRule {
@@ -426,6 +431,17 @@ func (p *promServer) rules(t *testing.T) []promRule {
 		out = append(out, g.Rules...)
 	}
 	return out
+}
+
+// evaluatedSince reports whether Prometheus evaluated the rule of alert after since.
+func (p *promServer) evaluatedSince(t *testing.T, alert string, since time.Time) bool {
+	t.Helper()
+	for _, r := range p.rules(t) {
+		if r.Name == alert && r.LastEvaluation.After(since) {
+			return true
+		}
+	}
+	return false
 }
 
 // activeAlert is one alert of /api/v1/alerts.
