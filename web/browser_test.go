@@ -83,9 +83,15 @@ var letters = []letter{
 	{"bad-4", "validation", `<img src=x onerror=alert(3)>`, `{"secret":"<b>value-four</b>"}`, 13},
 }
 
-// letterHeaders are the DLQ headers of l, as the pipeline writes them.
+// outsideHeader is an original header of every letter, from the producer: it
+// may carry personal data, so the page shows it only with the token.
+var outsideHeader = [2]string{"origin-user", "alice@example.com"}
+
+// letterHeaders are the DLQ headers of l, as the pipeline writes them (the
+// original header first).
 func letterHeaders(l letter, sourceTopic string) [][2]string {
 	return [][2]string{
+		outsideHeader,
 		{kafkaedge.HeaderError, l.reason},
 		{kafkaedge.HeaderErrorClass, l.class},
 		{kafkaedge.HeaderStage, "validate"},
@@ -646,6 +652,12 @@ document.addEventListener('securitypolicyviolation', function (e) { window.__csp
 	if h := text(`#dlq-rows tr:first-child dl.headers`); !strings.Contains(h, kafkaedge.HeaderSourceOffset) || !strings.Contains(h, "13") {
 		t.Errorf("headers %q", h)
 	}
+	headersText := func() string {
+		return strings.Join(strs(`Array.from(document.querySelectorAll('#dlq-rows dl.headers')).map(function (d) { return d.textContent; })`), " ")
+	}
+	if h := headersText(); strings.Contains(h, outsideHeader[0]) || strings.Contains(h, outsideHeader[1]) {
+		t.Errorf("an original header shown without the token: %q", h)
+	}
 
 	step("enter the token", chromedp.SendKeys(chromedp.CSS(`#token`), browserToken+kb.Enter),
 		chromedp.WaitVisible(chromedp.CSS(`pre.value`)))
@@ -655,6 +667,9 @@ document.addEventListener('securitypolicyviolation', function (e) { window.__csp
 	}
 	if st := text(`#dlq-status`); !strings.Contains(st, "token accepted") {
 		t.Errorf("status with the token %q", st)
+	}
+	if h := headersText(); strings.Count(h, outsideHeader[1]) != len(letters) {
+		t.Errorf("the original header not shown with the token: %q", h)
 	}
 	step("forget the token", chromedp.Click(chromedp.CSS(`#token-forget`)),
 		chromedp.Poll[chromedp.Void](`document.querySelectorAll('pre.value').length === 0 && /enter the API token/.test(document.getElementById('dlq-status').textContent)`))
