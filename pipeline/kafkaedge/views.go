@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
@@ -53,13 +54,21 @@ func Views(cfg Config) kafkaview.Options {
 	}
 }
 
+// deadlineSlack is how close to ctx's deadline a librdkafka call may give up
+// and still count as running out of ctx's time: its timeout is the time left
+// (timeoutMs, whole milliseconds), and it may return a little before.
+const deadlineSlack = 50 * time.Millisecond
+
 // outOfTime marks err as a read that ran out of time (context.DeadlineExceeded)
-// when ctx's deadline passed or librdkafka gave up on its own timeout (which
-// is ctx's: timeoutMs), so the view names its time bound.
+// when librdkafka gave up on its own timeout (which is ctx's: timeoutMs) or
+// ended at ctx's deadline (an unreachable broker is "Local: Broker transport
+// failure" then), so the view names its time bound.
 func outOfTime(ctx context.Context, err error) error {
 	var ke kafka.Error
-	timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded) ||
-		(errors.As(err, &ke) && (ke.Code() == kafka.ErrTimedOut || ke.Code() == kafka.ErrTimedOutQueue))
+	timedOut := errors.As(err, &ke) && (ke.Code() == kafka.ErrTimedOut || ke.Code() == kafka.ErrTimedOutQueue)
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < deadlineSlack {
+		timedOut = true
+	}
 	if timedOut && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -98,14 +99,37 @@ func TestViewsNameTheirTimeout(t *testing.T) {
 	if err := outOfTime(ctx, kafka.NewError(kafka.ErrUnknownTopicOrPart, "unknown", false)); errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("another error taken for a timeout: %v", err)
 	}
-	// No broker listens on port 1: the read runs until its deadline.
+	// A "broker" that accepts connections and never answers: librdkafka's
+	// requests run until their timeout, which is the read's deadline.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				_ = c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
-	v := Views(Config{Brokers: "127.0.0.1:1", DLQTopic: "none", GroupID: "none"})
+	v := Views(Config{Brokers: ln.Addr().String(), DLQTopic: "none", GroupID: "none"})
 	if _, err := v.DLQ(short, 10); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("DLQ read of an unreachable broker: %v, want context.DeadlineExceeded", err)
 	}
-	if _, err := v.Group(short); !errors.Is(err, context.DeadlineExceeded) {
+	short2, cancel2 := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel2()
+	if _, err := v.Group(short2); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("group read of an unreachable broker: %v, want context.DeadlineExceeded", err)
 	}
 }
