@@ -141,8 +141,8 @@ func TestDLQView(t *testing.T) {
 		l.Attempts != 1 || l.ValueBytes != len(`{"secret":"value-6"}`) || !l.Time.Equal(base.Add(6*time.Second)) {
 		t.Errorf("newest letter %+v", l)
 	}
-	if len(l.Headers) != 8 || l.Headers[0].Key != "traceparent" {
-		t.Errorf("headers %+v, want the 8 written", l.Headers)
+	if len(l.Headers) != 7 || l.Headers[0].Key != kafkaedge.HeaderError {
+		t.Errorf("headers %+v, want the 7 x-* written (no original header without the token)", l.Headers)
 	}
 
 	var ta dlqAnswer
@@ -152,6 +152,9 @@ func TestDLQView(t *testing.T) {
 	for _, l := range ta.Letters {
 		if want := `{"secret":"value-` + l.Key[len("order-"):] + `"}`; l.Value == nil || *l.Value != want {
 			t.Errorf("letter %s value %v, want %s", l.Key, l.Value, want)
+		}
+		if len(l.Headers) != 8 || l.Headers[0].Key != "traceparent" {
+			t.Errorf("letter %s headers %+v with the token, want the 8 written", l.Key, l.Headers)
 		}
 	}
 	var all dlqAnswer
@@ -231,8 +234,13 @@ func TestGroupView(t *testing.T) {
 		t.Fatalf("group %+v", g)
 	}
 	m := g.Members[0]
-	if m.InstanceID != "web-1" || m.ClientID != "view-test" || !m.Self || m.Host == "" || !slices.Equal(m.Partitions[topic], []int32{0, 1, 2}) {
-		t.Errorf("member %+v", m)
+	if m.InstanceID != "web-1" || m.ClientID != "view-test" || !m.Self || m.Host != "" || m.MemberID != "" || !slices.Equal(m.Partitions[topic], []int32{0, 1, 2}) {
+		t.Errorf("member %+v, want no host or member id without the token", m)
+	}
+	var tg kafkaview.Group
+	if code := getJSON(t, app, "/api/v1/pipeline/group", true, &tg); code != http.StatusOK || len(tg.Members) != 1 ||
+		tg.Members[0].Host == "" || tg.Members[0].MemberID == "" {
+		t.Errorf("with the token: status %d, group %+v; want the member's host and member id", code, tg)
 	}
 	if m.Lag == nil || *m.Lag != 6 {
 		t.Errorf("member lag %v, want 6", m.Lag)

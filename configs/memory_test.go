@@ -8,9 +8,9 @@ func TestMemoryNeed(t *testing.T) {
 		cache, inflight     int64
 		wantGoLimit, wantMB int64
 	}{
-		{"defaults", 256 << 20, 16 << 20, 384 << 20, 480},
-		{"small cache", 32 << 20, 16 << 20, 160 << 20, 256},
-		{"large in-flight bound", 256 << 20, 64 << 20, 768 << 20, 864},
+		{"defaults", 256 << 20, 16 << 20, 384 << 20, 488},
+		{"small cache", 32 << 20, 16 << 20, 160 << 20, 264},
+		{"large in-flight bound", 256 << 20, 64 << 20, 768 << 20, 872},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -24,7 +24,7 @@ func TestMemoryNeed(t *testing.T) {
 			}
 		})
 	}
-	if d := Default(); d.MemoryNeed() != 480<<20 {
-		t.Errorf("default memory need %d MiB, want 480 MiB (README, configs/k8s)", d.MemoryNeed()>>20)
+	if d := Default(); d.MemoryNeed() != 488<<20 {
+		t.Errorf("default memory need %d MiB, want 488 MiB (README, configs/k8s)", d.MemoryNeed()>>20)
 	}
 }

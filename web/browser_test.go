@@ -83,9 +83,15 @@ var letters = []letter{
 	{"bad-4", "validation", `<img src=x onerror=alert(3)>`, `{"secret":"<b>value-four</b>"}`, 13},
 }
 
-// letterHeaders are the DLQ headers of l, as the pipeline writes them.
+// outsideHeader is an original header of every letter, from the producer: it
+// may carry personal data, so the page shows it only with the token.
+var outsideHeader = [2]string{"origin-user", "alice@example.com"}
+
+// letterHeaders are the DLQ headers of l, as the pipeline writes them (the
+// original header first).
 func letterHeaders(l letter, sourceTopic string) [][2]string {
 	return [][2]string{
+		outsideHeader,
 		{kafkaedge.HeaderError, l.reason},
 		{kafkaedge.HeaderErrorClass, l.class},
 		{kafkaedge.HeaderStage, "validate"},
@@ -175,11 +181,47 @@ func kafkaViews(t *testing.T) kafkaview.Options {
 	return kafkaedge.Views(kafkaedge.Config{Brokers: brokers, DLQTopic: dlq, GroupID: group, InstanceID: "web-a"})
 }
 
+// readGate holds the live server's dead-letter reads while closed, so that
+// the test can change the token while a read is in flight.
+type readGate struct {
+	hold    atomic.Pointer[chan struct{}] // set: reads wait for it to close
+	entered chan struct{}                 // a read waits on hold
+}
+
+// close makes the reads wait until the returned function is called.
+func (g *readGate) close() (open func()) {
+	select { // forget a read entered before
+	case <-g.entered:
+	default:
+	}
+	ch := make(chan struct{})
+	g.hold.Store(&ch)
+	return func() { g.hold.Store(nil); close(ch) }
+}
+
+// wrap returns read held by the gate.
+func (g *readGate) wrap(read kafkaview.DLQReader) kafkaview.DLQReader {
+	return func(ctx context.Context, n int) (kafkaview.DLQRead, error) {
+		if h := g.hold.Load(); h != nil {
+			select {
+			case g.entered <- struct{}{}:
+			default:
+			}
+			select {
+			case <-*h:
+			case <-ctx.Done():
+				return kafkaview.DLQRead{}, ctx.Err()
+			}
+		}
+		return read(ctx, n)
+	}
+}
+
 // liveServer runs the real stack (Postgres, cache, routes, page) on a loopback
-// listener and returns its base URL and a setter for the pipeline stats. It
-// holds the canonical order, an order whose fields are markup, and listed more
-// ("web-order-00" ... newest last).
-func liveServer(t *testing.T) (string, func(any)) {
+// listener and returns its base URL, a setter for the pipeline stats and the
+// gate of its dead-letter reads. It holds the canonical order, an order whose
+// fields are markup, and listed more ("web-order-00" ... newest last).
+func liveServer(t *testing.T) (string, func(any), *readGate) {
 	t.Helper()
 	ctx := context.Background()
 	store := orderscache.NewStore(dbtest.New(t).Store, orderscache.New(16<<20), orderscache.Options{})
@@ -208,6 +250,10 @@ func liveServer(t *testing.T) (string, func(any)) {
 	}
 
 	var stats atomic.Pointer[any]
+	gate := &readGate{entered: make(chan struct{}, 1)}
+	views := kafkaViews(t)
+	views.DLQ = gate.wrap(views.DLQ)
+	views.TTL = 10 * time.Millisecond // a refresh reads again, through the gate
 	app := ordershttp.NewApp(store, ordershttp.AppConfig{
 		HTTP: httpx.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
 		Ops: httpx.Ops{
@@ -219,7 +265,7 @@ func liveServer(t *testing.T) (string, func(any)) {
 			},
 			Trusted: ordershttp.HasToken(browserToken),
 		},
-		Kafka: kafkaViews(t),
+		Kafka: views,
 	})
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -229,7 +275,7 @@ func liveServer(t *testing.T) (string, func(any)) {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = app.Listener(ln) }()
 	t.Cleanup(func() { _ = app.ShutdownWithTimeout(5 * time.Second); <-done })
-	return "http://" + ln.Addr().String(), func(v any) { stats.Store(&v) }
+	return "http://" + ln.Addr().String(), func(v any) { stats.Store(&v) }, gate
 }
 
 // checkShot decodes a full-page PNG screenshot and checks that the page has
@@ -271,7 +317,7 @@ func TestBrowser(t *testing.T) {
 	if bin == "" {
 		t.Skip("no Chromium binary found (apt-get install -y chromium, or set CHROME_BIN): browser test skipped")
 	}
-	base, setStats := liveServer(t)
+	base, setStats, gate := liveServer(t)
 
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(bin),
@@ -606,6 +652,12 @@ document.addEventListener('securitypolicyviolation', function (e) { window.__csp
 	if h := text(`#dlq-rows tr:first-child dl.headers`); !strings.Contains(h, kafkaedge.HeaderSourceOffset) || !strings.Contains(h, "13") {
 		t.Errorf("headers %q", h)
 	}
+	headersText := func() string {
+		return strings.Join(strs(`Array.from(document.querySelectorAll('#dlq-rows dl.headers')).map(function (d) { return d.textContent; })`), " ")
+	}
+	if h := headersText(); strings.Contains(h, outsideHeader[0]) || strings.Contains(h, outsideHeader[1]) {
+		t.Errorf("an original header shown without the token: %q", h)
+	}
 
 	step("enter the token", chromedp.SendKeys(chromedp.CSS(`#token`), browserToken+kb.Enter),
 		chromedp.WaitVisible(chromedp.CSS(`pre.value`)))
@@ -616,10 +668,46 @@ document.addEventListener('securitypolicyviolation', function (e) { window.__csp
 	if st := text(`#dlq-status`); !strings.Contains(st, "token accepted") {
 		t.Errorf("status with the token %q", st)
 	}
+	if h := headersText(); strings.Count(h, outsideHeader[1]) != len(letters) {
+		t.Errorf("the original header not shown with the token: %q", h)
+	}
 	step("forget the token", chromedp.Click(chromedp.CSS(`#token-forget`)),
 		chromedp.Poll[chromedp.Void](`document.querySelectorAll('pre.value').length === 0 && /enter the API token/.test(document.getElementById('dlq-status').textContent)`))
 	if n := eval(`document.querySelectorAll('#dlq-view img, #dlq-view b').length`); n != 0 {
 		t.Errorf("markup from a letter became %d elements", n)
+	}
+	// The token field cannot be submitted natively (before app.js): no name, a POST form.
+	if eval(`(function () { var i = document.getElementById('token'); return i.name === '' && !i.hasAttribute('name') && i.form.method === 'post' ? 1 : 0; })()`) != 1 {
+		t.Errorf("the token field has a name or its form is not a POST form")
+	}
+
+	// 7. the token changes while a read is in flight: the answer shown is the
+	// one read with the new token (the read in flight is dropped), in both directions.
+	inFlight := func() {
+		t.Helper()
+		select {
+		case <-gate.entered:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the refresh did not read the dead letters within 10 s")
+		}
+	}
+	open := gate.close()
+	step("refresh, held", chromedp.Click(chromedp.CSS(`#dlq-refresh`)))
+	inFlight()
+	step("enter the token while reading", chromedp.SendKeys(chromedp.CSS(`#token`), browserToken+kb.Enter))
+	open()
+	step("values with the token entered while reading",
+		chromedp.Poll[chromedp.Void](`document.querySelectorAll('pre.value').length === `+fmt.Sprint(len(letters))+
+			` && /token accepted/.test(document.getElementById('dlq-status').textContent)`))
+	open = gate.close()
+	step("refresh with the token, held", chromedp.Click(chromedp.CSS(`#dlq-refresh`)))
+	inFlight()
+	step("forget the token while reading", chromedp.Click(chromedp.CSS(`#token-forget`)))
+	open()
+	step("no values once the token is forgotten while reading",
+		chromedp.Poll[chromedp.Void](`document.querySelectorAll('pre.value').length === 0 && /enter the API token/.test(document.getElementById('dlq-status').textContent)`))
+	if st := text(`#dlq-status`); strings.Contains(st, "not accepted") {
+		t.Errorf("status after forgetting the token %q", st)
 	}
 	step("back to the list by the nav", chromedp.Click(chromedp.CSS(`#nav-orders`)), chromedp.WaitVisible(chromedp.CSS(`#list-rows tr`)))
 	cspCheck("dead letters")

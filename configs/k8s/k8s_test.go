@@ -105,7 +105,7 @@ func TestChecksCatchBreakage(t *testing.T) {
 		}, "memory limit 400Mi"},
 		{"cache raised, limit not", replicas, func(m *manifests) {
 			configData(m)["ORDERS_CACHE_MAX_BYTES"] = "536870912"
-		}, "memory need 736 MiB"},
+		}, "memory need 744 MiB"},
 		{"GOMEMLIMIT set by hand", base, func(m *manifests) {
 			container(m).Env = append(container(m).Env, corev1.EnvVar{Name: "GOMEMLIMIT", Value: "400MiB"})
 		}, "GOMEMLIMIT (from a literal) is set"},

@@ -303,7 +303,7 @@ func check(m *manifests, v variant, secret map[string]string) error {
 	case !ok:
 		p.addf("no memory limit")
 	case limit.Value() < cfg.MemoryNeed():
-		p.addf("memory limit %s (%d MiB) < the memory need %d MiB (cache.max_bytes %d + 8 x pipeline.max_inflight_bytes %d + 96 MiB)",
+		p.addf("memory limit %s (%d MiB) < the memory need %d MiB (cache.max_bytes %d + 8 x pipeline.max_inflight_bytes %d + 104 MiB)",
 			limit.String(), limit.Value()>>20, cfg.MemoryNeed()>>20, cfg.Cache.MaxBytes, cfg.Pipeline.MaxInFlightBytes)
 	}
 	if req, ok := c.Resources.Requests[corev1.ResourceMemory]; !ok || (limit.Value() > 0 && req.Cmp(limit) > 0) {

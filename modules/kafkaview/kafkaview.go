@@ -2,14 +2,18 @@
 // web page and operators: the newest dead letters (GET /api/v1/dlq) and the
 // consumer group's members (GET /api/v1/pipeline/group). Reading Kafka is slow
 // next to an API read, so every read is bounded in time (503 past it), one runs
-// at a time per view, and an answer is reused for a short while.
+// at a time per view, and an answer is reused for a short while (TTL), then
+// dropped. A dead-letter read is bounded in memory too: it keeps the newest
+// MaxDLQLimit letters overall and at most ValueBudget bytes of their values.
 package kafkaview
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +29,9 @@ const (
 	// MaxValueBytes is how much of a letter's value is kept and answered: a
 	// letter may be an oversized message of up to 16 MiB.
 	MaxValueBytes = 64 << 10
+	// ValueBudget bounds the bytes of values one dead-letter read keeps, all
+	// letters together: the newest letters keep theirs first.
+	ValueBudget = 4 << 20
 )
 
 // Header is one record header; its value is shown as text.
@@ -36,7 +43,9 @@ type Header struct {
 // Letter is one dead letter: where it is in the DLQ topic, when it was written,
 // why (the x-* headers) and its headers. Value is the original message: it
 // carries personal data and is only answered to requests with the API token,
-// and only its first MaxValueBytes.
+// and only its first MaxValueBytes (none once a read's ValueBudget is spent).
+// The original headers may carry personal data too: requests without the
+// token get only the x-* headers (the service's own).
 type Letter struct {
 	Partition       int32     `json:"partition"`
 	Offset          int64     `json:"offset"`
@@ -51,7 +60,8 @@ type Letter struct {
 	Attempts        int       `json:"attempts"`
 	Headers         []Header  `json:"headers"`
 	ValueBytes      int       `json:"value_bytes"`
-	// ValueCut says that Value is only the first MaxValueBytes of the value.
+	// ValueCut says that Value is only part of the value (its first
+	// MaxValueBytes, or nothing once the read's ValueBudget was spent).
 	ValueCut bool   `json:"value_cut"`
 	Value    []byte `json:"-"`
 }
@@ -63,16 +73,20 @@ type DLQRead struct {
 	Total   int64
 }
 
-// DLQReader reads at least the newest n letters of each partition of the DLQ
-// topic. It must return when ctx ends, with ctx's error.
+// DLQReader reads the newest n letters of the DLQ topic (all partitions
+// together; collecting them with a Newest of n bounds its memory). It must
+// return when ctx ends, with an error that wraps context.DeadlineExceeded when
+// it ran out of time.
 type DLQReader func(ctx context.Context, n int) (DLQRead, error)
 
 // Member is one member of the consumer group.
+// MemberID and Host (the member's address, a pod IP) are answered only to
+// requests with the API token.
 type Member struct {
 	ClientID   string             `json:"client_id"`
 	InstanceID string             `json:"instance_id"`
-	MemberID   string             `json:"member_id"`
-	Host       string             `json:"host"`
+	MemberID   string             `json:"member_id,omitempty"`
+	Host       string             `json:"host,omitempty"`
 	Partitions map[string][]int32 `json:"partitions"`
 	// Lag is the group's lag on the member's partitions (end offsets less
 	// committed offsets); null when no partition has a committed offset.
@@ -104,11 +118,12 @@ type Options struct {
 	// InstanceID is this process's group.instance.id ("" for a dynamic member).
 	InstanceID string
 	// Trusted reports whether a request carries the API token: only then are
-	// the letters' values answered. Nil: never.
+	// the letters' values and original headers and the members' ids and hosts
+	// answered. Nil: never.
 	Trusted func(c *fiber.Ctx) bool
 	// Timeout bounds one answer, waiting for the read in flight included
-	// (default DefaultTimeout); TTL is how long an answer is reused
-	// (default DefaultTTL).
+	// (default DefaultTimeout); TTL is how long an answer is reused, and then
+	// dropped (default DefaultTTL).
 	Timeout, TTL time.Duration
 }
 
@@ -125,8 +140,8 @@ func Register(r fiber.Router, o Options) {
 	}
 	h := &handlers{
 		o:     o,
-		dlq:   newMemo[int, DLQRead](o.TTL),
-		group: newMemo[struct{}, Group](o.TTL),
+		dlq:   newMemo[DLQRead](o.TTL),
+		group: newMemo[Group](o.TTL),
 	}
 	r.Get("/api/v1/dlq", h.getDLQ)
 	r.Get("/api/v1/pipeline/group", h.getGroup)
@@ -134,8 +149,8 @@ func Register(r fiber.Router, o Options) {
 
 type handlers struct {
 	o     Options
-	dlq   *memo[int, DLQRead]
-	group *memo[struct{}, Group]
+	dlq   *memo[DLQRead]
+	group *memo[Group]
 }
 
 // Answers of the views.
@@ -194,7 +209,8 @@ func (h *handlers) getDLQ(c *fiber.Ctx) error {
 	}
 	ctx, cancel := context.WithTimeout(c.UserContext(), h.o.Timeout)
 	defer cancel()
-	read, err := h.dlq.get(ctx, limit, h.o.DLQ)
+	// One read of the newest MaxDLQLimit serves every limit.
+	read, err := h.dlq.get(ctx, func(ctx context.Context) (DLQRead, error) { return h.o.DLQ(ctx, MaxDLQLimit) })
 	if err != nil {
 		return h.unavailable(c, "the dead-letter topic", err)
 	}
@@ -207,8 +223,11 @@ func (h *handlers) getDLQ(c *fiber.Ctx) error {
 	for i, l := range letters {
 		body.ByClass[l.Class]++
 		body.Letters[i].Letter = l
-		if l.Headers == nil {
-			body.Letters[i].Headers = []Header{}
+		body.Letters[i].Headers = []Header{}
+		for _, hd := range l.Headers {
+			if values || strings.HasPrefix(hd.Key, "x-") {
+				body.Letters[i].Headers = append(body.Letters[i].Headers, hd)
+			}
 		}
 		if values {
 			v := string(l.Value)
@@ -224,21 +243,7 @@ func (h *handlers) getDLQ(c *fiber.Ctx) error {
 // slice is not modified.
 func newest(ls []Letter, limit int) []Letter {
 	out := slices.Clone(ls)
-	slices.SortFunc(out, func(a, b Letter) int {
-		if c := b.Time.Compare(a.Time); c != 0 {
-			return c
-		}
-		if a.Partition != b.Partition {
-			return int(a.Partition) - int(b.Partition)
-		}
-		switch {
-		case a.Offset > b.Offset:
-			return -1
-		case a.Offset < b.Offset:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b Letter) int { return newer(b, a) })
 	return out[:min(limit, len(out))]
 }
 
@@ -248,13 +253,17 @@ func (h *handlers) getGroup(c *fiber.Ctx) error {
 	}
 	ctx, cancel := context.WithTimeout(c.UserContext(), h.o.Timeout)
 	defer cancel()
-	g, err := h.group.get(ctx, struct{}{}, func(ctx context.Context, _ struct{}) (Group, error) { return h.o.Group(ctx) })
+	g, err := h.group.get(ctx, h.o.Group)
 	if err != nil {
 		return h.unavailable(c, "the consumer group", err)
 	}
+	trusted := h.trusted(c)
 	members := make([]Member, len(g.Members))
 	for i, m := range g.Members {
 		m.Self = h.o.InstanceID != "" && m.InstanceID == h.o.InstanceID
+		if !trusted {
+			m.MemberID, m.Host = "", ""
+		}
 		if m.Partitions == nil {
 			m.Partitions = map[string][]int32{}
 		}
@@ -265,28 +274,28 @@ func (h *handlers) getGroup(c *fiber.Ctx) error {
 	return c.JSON(g)
 }
 
-// memo runs one read at a time and reuses the last answer (for the same key)
-// for ttl: a page polling it, or many pages, cost one Kafka read per ttl.
-type memo[K comparable, V any] struct {
+// memo runs one read at a time and reuses its answer for ttl, then drops it:
+// a page polling it, or many pages, cost one Kafka read per ttl, and no answer
+// is held longer than ttl.
+type memo[V any] struct {
 	ttl  time.Duration
 	slot chan struct{} // the read in flight
 
 	mu   sync.Mutex
 	have bool
-	key  K
 	val  V
 	at   time.Time
+	gen  uint64 // counts the answers stored; the drop timer clears only its own
 }
 
-func newMemo[K comparable, V any](ttl time.Duration) *memo[K, V] {
-	return &memo[K, V]{ttl: ttl, slot: make(chan struct{}, 1)}
+func newMemo[V any](ttl time.Duration) *memo[V] {
+	return &memo[V]{ttl: ttl, slot: make(chan struct{}, 1)}
 }
 
-// get returns the answer for key: the last one if it is younger than ttl,
-// else read's, after the read in flight (if any) ends. It gives up when ctx
-// ends.
-func (m *memo[K, V]) get(ctx context.Context, key K, read func(context.Context, K) (V, error)) (V, error) {
-	if v, ok := m.fresh(key); ok {
+// get returns the last answer if it is younger than ttl, else read's, after
+// the read in flight (if any) ends. It gives up when ctx ends.
+func (m *memo[V]) get(ctx context.Context, read func(context.Context) (V, error)) (V, error) {
+	if v, ok := m.fresh(); ok {
 		return v, nil
 	}
 	select {
@@ -296,25 +305,122 @@ func (m *memo[K, V]) get(ctx context.Context, key K, read func(context.Context, 
 		return zero, ctx.Err()
 	}
 	defer func() { <-m.slot }()
-	if v, ok := m.fresh(key); ok { // read by the request we waited for
+	if v, ok := m.fresh(); ok { // read by the request we waited for
 		return v, nil
 	}
-	v, err := read(ctx, key)
+	v, err := read(ctx)
 	if err != nil {
 		return v, err
 	}
 	m.mu.Lock()
-	m.have, m.key, m.val, m.at = true, key, v, time.Now()
+	m.gen++
+	gen := m.gen
+	m.have, m.val, m.at = true, v, time.Now()
 	m.mu.Unlock()
+	time.AfterFunc(m.ttl, func() { m.drop(gen) })
 	return v, nil
 }
 
-func (m *memo[K, V]) fresh(key K) (V, bool) {
+// drop forgets answer gen, unless a newer one replaced it.
+func (m *memo[V]) drop(gen uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.have && m.key == key && time.Since(m.at) < m.ttl {
+	if m.gen == gen {
+		var zero V
+		m.have, m.val = false, zero
+	}
+}
+
+// held reports whether the memo holds an answer.
+func (m *memo[V]) held() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.have
+}
+
+func (m *memo[V]) fresh() (V, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.have && time.Since(m.at) < m.ttl {
 		return m.val, true
 	}
 	var zero V
 	return zero, false
+}
+
+// Newest collects the n newest letters of a read (by time, then partition
+// and offset, as the answer orders them) from letters added in any order,
+// holding no more than n at a time. It keeps at most MaxValueBytes of each
+// value and budget bytes of values in all: past the budget, the oldest
+// letters held lose theirs (ValueCut). Not safe for concurrent use.
+type Newest struct {
+	n, budget  int
+	valueBytes int
+	h          oldestFirst
+}
+
+// NewNewest returns a Newest of n letters and budget bytes of values.
+func NewNewest(n, budget int) *Newest { return &Newest{n: n, budget: budget} }
+
+// Add offers l with its value (l.Value and l.ValueBytes are set from value;
+// value is copied only if kept, so it may be reused after Add returns).
+func (k *Newest) Add(l Letter, value []byte) {
+	if k.n <= 0 {
+		return
+	}
+	if len(k.h) == k.n && newer(l, k.h[0]) <= 0 { // not newer than the oldest held
+		return
+	}
+	l.ValueBytes = len(value)
+	l.Value = slices.Clone(value[:min(len(value), MaxValueBytes)])
+	l.ValueCut = len(value) > MaxValueBytes
+	heap.Push(&k.h, l)
+	k.valueBytes += len(l.Value)
+	if len(k.h) > k.n {
+		k.valueBytes -= len(heap.Pop(&k.h).(Letter).Value)
+	}
+	for k.valueBytes > k.budget {
+		oldest := -1
+		for i := range k.h {
+			if len(k.h[i].Value) > 0 && (oldest < 0 || newer(k.h[i], k.h[oldest]) < 0) {
+				oldest = i
+			}
+		}
+		k.valueBytes -= len(k.h[oldest].Value)
+		k.h[oldest].Value, k.h[oldest].ValueCut = nil, true
+	}
+}
+
+// Letters returns the letters held, newest first.
+func (k *Newest) Letters() []Letter { return newest(k.h, len(k.h)) }
+
+// newer compares a and b: > 0 when a is newer, < 0 when older.
+func newer(a, b Letter) int {
+	if c := a.Time.Compare(b.Time); c != 0 {
+		return c
+	}
+	if a.Partition != b.Partition { // the answer lists the lower partition first
+		return int(b.Partition) - int(a.Partition)
+	}
+	switch {
+	case a.Offset > b.Offset:
+		return 1
+	case a.Offset < b.Offset:
+		return -1
+	}
+	return 0
+}
+
+// oldestFirst is a heap of letters whose root is the oldest.
+type oldestFirst []Letter
+
+func (h oldestFirst) Len() int           { return len(h) }
+func (h oldestFirst) Less(i, j int) bool { return newer(h[i], h[j]) < 0 }
+func (h oldestFirst) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *oldestFirst) Push(x any)        { *h = append(*h, x.(Letter)) }
+func (h *oldestFirst) Pop() any {
+	old := *h
+	l := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return l
 }

@@ -428,17 +428,33 @@ func ReadTopic(ctx context.Context, o ReadOptions) ([]Record, error) {
 	return r.Records, err
 }
 
-// ReadTopicSize is ReadTopic that also returns the size of the partitions read.
-// Its broker requests are bounded by ctx's deadline (10 s at most each).
-func ReadTopicSize(ctx context.Context, o ReadOptions) (TopicRead, error) {
-	var res TopicRead
-	cm := common(o.Brokers)
+// ReadBufferBytes bounds the buffers of ReadTopic's consumer (librdkafka's
+// prefetch queue, a fetch response and a partition's share of it), like the
+// pipeline bounds its own: librdkafka's defaults (64 MiB queue, 50 MiB fetch)
+// would let one read hold ~100 MiB of C memory. A record larger than the bound
+// still passes, alone.
+const ReadBufferBytes = 1 << 20
+
+// readerConfig is ReadTopic's consumer: no group membership, nothing committed.
+func readerConfig(brokers string) kafka.ConfigMap {
+	cm := common(brokers)
 	maps.Copy(cm, kafka.ConfigMap{
 		"group.id": "orders-dlq-tool", "enable.auto.commit": false,
 		"enable.partition.eof": true, "auto.offset.reset": "earliest",
-		"isolation.level": "read_committed",
+		"isolation.level":            "read_committed",
+		"queued.max.messages.kbytes": ReadBufferBytes >> 10,
+		"fetch.max.bytes":            ReadBufferBytes,
+		"max.partition.fetch.bytes":  ReadBufferBytes,
 	})
-	withProperties(KindConsumer, cm)
+	return withProperties(KindConsumer, cm)
+}
+
+// ReadTopicSize is ReadTopic that also returns the size of the partitions read.
+// Its broker requests are bounded by ctx's deadline (10 s at most each); its
+// consumer's buffers by ReadBufferBytes.
+func ReadTopicSize(ctx context.Context, o ReadOptions) (TopicRead, error) {
+	var res TopicRead
+	cm := readerConfig(o.Brokers)
 	c, err := kafka.NewConsumer(&cm)
 	if err != nil {
 		return res, fmt.Errorf("read %s: consumer: %w", o.Topic, err)

@@ -1,9 +1,13 @@
 package kafkaedge
 
 import (
-	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/orderflow/orders-service/modules/kafkaview"
 )
@@ -17,26 +21,26 @@ func Views(cfg Config) kafkaview.Options {
 		InstanceID: cfg.InstanceID,
 		DLQ: func(ctx context.Context, n int) (kafkaview.DLQRead, error) {
 			// Twice n offsets per partition: letters are written in transactions,
-			// and each one's commit marker takes an offset. Each record becomes a
-			// Letter as it is read, so no more than one whole value (up to
-			// MaxRecordBytes) is held at a time.
-			var letters []kafkaview.Letter
+			// and each one's commit marker takes an offset. Each record is offered
+			// to a Newest as it is read: no more than n letters (and their value
+			// budget) and one record are held at a time.
+			keep := kafkaview.NewNewest(n, kafkaview.ValueBudget)
 			res, err := ReadTopicSize(ctx, ReadOptions{
 				Brokers: cfg.Brokers, Topic: cfg.DLQTopic, Partition: -1, To: -1, Newest: 2 * int64(n),
 				Keep: func(r *Record) bool {
-					letters = append(letters, toLetter(r))
+					keep.Add(toLetter(r), r.Value)
 					return false
 				},
 			})
 			if err != nil {
-				return kafkaview.DLQRead{}, err
+				return kafkaview.DLQRead{}, outOfTime(ctx, err)
 			}
-			return kafkaview.DLQRead{Total: res.Size, Letters: letters}, nil
+			return kafkaview.DLQRead{Total: res.Size, Letters: keep.Letters()}, nil
 		},
 		Group: func(ctx context.Context) (kafkaview.Group, error) {
 			g, err := DescribeGroup(ctx, cfg.Brokers, cfg.GroupID)
 			if err != nil {
-				return kafkaview.Group{}, err
+				return kafkaview.Group{}, outOfTime(ctx, err)
 			}
 			out := kafkaview.Group{ID: g.ID, State: g.State, Assignor: g.Assignor, Coordinator: g.Coordinator}
 			for _, m := range g.Members {
@@ -50,8 +54,29 @@ func Views(cfg Config) kafkaview.Options {
 	}
 }
 
-// toLetter reads a dead letter's x-* headers (Header*) and keeps at most
-// kafkaview.MaxValueBytes of its value.
+// deadlineSlack is how close to ctx's deadline a librdkafka call may give up
+// and still count as running out of ctx's time: its timeout is the time left
+// (timeoutMs, whole milliseconds), and it may return a little before.
+const deadlineSlack = 50 * time.Millisecond
+
+// outOfTime marks err as a read that ran out of time (context.DeadlineExceeded)
+// when librdkafka gave up on its own timeout (which is ctx's: timeoutMs) or
+// ended at ctx's deadline (an unreachable broker is "Local: Broker transport
+// failure" then), so the view names its time bound.
+func outOfTime(ctx context.Context, err error) error {
+	var ke kafka.Error
+	timedOut := errors.As(err, &ke) && (ke.Code() == kafka.ErrTimedOut || ke.Code() == kafka.ErrTimedOutQueue)
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < deadlineSlack {
+		timedOut = true
+	}
+	if timedOut && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+	}
+	return err
+}
+
+// toLetter reads a dead letter's x-* headers (Header*); its value is left to
+// kafkaview.Newest.Add.
 func toLetter(r *Record) kafkaview.Letter {
 	l := kafkaview.Letter{
 		Partition: r.Partition, Offset: r.Offset, Time: r.Timestamp, Key: string(r.Key),
@@ -59,9 +84,7 @@ func toLetter(r *Record) kafkaview.Letter {
 		Class:       r.Header(HeaderErrorClass),
 		Stage:       r.Header(HeaderStage),
 		SourceTopic: r.Header(HeaderSourceTopic),
-		ValueBytes:  len(r.Value), Value: bytes.Clone(r.Value[:min(len(r.Value), kafkaview.MaxValueBytes)]),
-		ValueCut: len(r.Value) > kafkaview.MaxValueBytes,
-		Headers:  make([]kafkaview.Header, len(r.Headers)),
+		Headers:     make([]kafkaview.Header, len(r.Headers)),
 	}
 	if p, err := strconv.ParseInt(r.Header(HeaderSourcePartition), 10, 32); err == nil {
 		p32 := int32(p)

@@ -411,7 +411,10 @@
 
   var DLQ_LIMIT = 50;
   var token = ''; // kept in memory only: never stored
-  var dlqBusy = false;
+  // dlqSeq numbers the reads: only the answer of the newest one is shown (a
+  // read started before the token changed is aborted and its answer ignored).
+  var dlqSeq = 0;
+  var dlqAbort = null;
   var dlqStatus = $('dlq-status');
   var dlqSummary = $('dlq-summary');
   var dlqTable = $('dlq-table');
@@ -436,11 +439,16 @@
     });
     var details = el('details', null,
       el('summary', null, hs.length + (hs.length === 1 ? ' header' : ' headers') + ' \u00b7 ' + number(l.value_bytes) + ' bytes'),
-      dl);
+      dl,
+      values ? null : el('p', { className: 'muted' }, 'The original headers are shown only with the API token.'));
     var cell = el('td', { className: 'letter-details' }, details);
     if (values && typeof l.value === 'string') {
-      cell.appendChild(el('pre', { className: 'value' }, l.value));
-      if (l.value_cut) cell.appendChild(el('p', { className: 'muted cut' }, 'The first 64 KiB of ' + number(l.value_bytes) + ' bytes.'));
+      if (l.value !== '' || !l.value_cut) cell.appendChild(el('pre', { className: 'value' }, l.value));
+      if (l.value_cut) {
+        cell.appendChild(el('p', { className: 'muted cut' }, l.value === ''
+          ? 'Value not kept (' + number(l.value_bytes) + ' bytes): a read keeps at most 4 MiB of values, the newest letters first.'
+          : 'The first 64 KiB of ' + number(l.value_bytes) + ' bytes.'));
+      }
     }
     var t = new Date(l.time);
     return el('tr', null,
@@ -453,7 +461,8 @@
       cell);
   }
 
-  function renderDLQ(body) {
+  // renderDLQ shows the answer of a read sent with the token sent ('' for none).
+  function renderDLQ(body, sent) {
     var letters = Array.isArray(body.letters) ? body.letters : [];
     var byClass = body.by_class && typeof body.by_class === 'object' ? body.by_class : {};
     clear(dlqSummary);
@@ -480,40 +489,46 @@
     var note;
     if (!letters.length) note = 'No dead letters: every message so far was stored.';
     else if (body.values === true) note = 'Values are shown (API token accepted).';
-    else if (token) note = 'Values are hidden: the token was not accepted.';
+    else if (sent) note = 'Values are hidden: the token was not accepted.';
     else note = 'Values are hidden: enter the API token to see them.';
     dlqStatus.textContent = note + ' Read at ' + new Date().toLocaleTimeString() + '.';
     announce(number(letters.length) + ' dead letters shown. ' + note);
   }
 
+  // loadDLQ reads the dead letters with the current token; a read still in
+  // flight is aborted, and only the newest read's answer is shown.
   function loadDLQ() {
-    if (dlqBusy) return;
-    dlqBusy = true;
+    var seq = ++dlqSeq;
+    var sent = token;
+    if (dlqAbort) dlqAbort.abort();
+    dlqAbort = typeof AbortController === 'function' ? new AbortController() : null;
     dlqStatus.textContent = 'Reading the dead-letter topic\u2026';
     var headers = { Accept: 'application/json' };
-    if (token) headers.Authorization = 'Bearer ' + token;
-    fetch('api/v1/dlq?limit=' + DLQ_LIMIT, { headers: headers, cache: 'no-store' })
+    if (sent) headers.Authorization = 'Bearer ' + sent;
+    fetch('api/v1/dlq?limit=' + DLQ_LIMIT, { headers: headers, cache: 'no-store', signal: dlqAbort ? dlqAbort.signal : undefined })
       .then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (body) { return { resp: r, body: body }; });
       })
       .then(function (r) {
+        if (seq !== dlqSeq) return; // a newer read (another token) is under way
         if (!r.resp.ok) {
           throw new Error((r.body && r.body.error ? str(r.body.error) : 'HTTP error') + ' (HTTP ' + r.resp.status + ')');
         }
-        renderDLQ(r.body || {});
+        renderDLQ(r.body || {}, sent);
       })
       .catch(function (err) {
+        if (seq !== dlqSeq) return;
         clear(dlqSummary);
         clear(dlqRows);
         dlqTable.hidden = true;
         dlqStatus.textContent = 'The dead letters could not be read: ' + str(err && err.message);
         announce(dlqStatus.textContent);
-      })
-      .then(function () { dlqBusy = false; });
+      });
   }
 
   $('dlq-refresh').addEventListener('click', loadDLQ);
-  $('token-form').addEventListener('submit', function (ev) {
+  var tokenForm = $('token-form');
+  tokenForm.addEventListener('submit', function (ev) {
     ev.preventDefault();
     token = tokenInput.value.trim();
     tokenInput.value = '';
@@ -526,6 +541,9 @@
     tokenInput.focus();
     loadDLQ();
   });
+  // The form's fields start disabled (index.html) so that nothing can submit
+  // it natively before this handler is attached.
+  Array.prototype.forEach.call(tokenForm.querySelectorAll('input, button[type=submit]'), function (f) { f.disabled = false; });
 
   // ---- pipeline panel ---------------------------------------------------
 
@@ -683,6 +701,7 @@
       groupMembers.appendChild(el('li', { className: 'member' + (m.self ? ' self' : '') },
         el('span', { className: 'member-name mono' }, name),
         m.self ? el('span', { className: 'badge cache-hit' }, 'this instance') : null,
+        // host and member_id are answered only with the API token
         el('span', { className: 'member-host muted' }, [str(m.client_id), str(m.host)].filter(Boolean).join(' · ')),
         el('span', { className: 'member-parts' }, (parts || 'no partitions') +
           (typeof m.lag === 'number' ? ' \u00b7 lag ' + number(m.lag) : ''))));
@@ -690,7 +709,9 @@
   }
 
   function pollGroup() {
-    return fetch('api/v1/pipeline/group', { headers: { Accept: 'application/json' }, cache: 'no-store' })
+    var headers = { Accept: 'application/json' };
+    if (token) headers.Authorization = 'Bearer ' + token;
+    return fetch('api/v1/pipeline/group', { headers: headers, cache: 'no-store' })
       .then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (body) { return { resp: r, body: body }; });
       })

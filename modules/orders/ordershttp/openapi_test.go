@@ -11,6 +11,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/orderflow/orders-service/modules/kafkaview"
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/ordershttp"
 )
@@ -181,4 +182,47 @@ func propertySet(m map[string]map[string]any) map[string]bool {
 		out[k] = true
 	}
 	return out
+}
+
+// TestOpenAPIKafkaViewsMatchTheirAnswers: the letters of GET /api/v1/dlq and the
+// members of GET /api/v1/pipeline/group have exactly the properties their
+// answers have (kafkaview.Letter's JSON fields and value; kafkaview.Member's).
+func TestOpenAPIKafkaViewsMatchTheirAnswers(t *testing.T) {
+	var doc map[string]any
+	if err := yaml.Unmarshal(ordershttp.OpenAPI, &doc); err != nil {
+		t.Fatalf("openapi.yaml: %v", err)
+	}
+	dig := func(v any, keys ...string) any {
+		for _, k := range keys {
+			m, _ := v.(map[string]any)
+			v = m[k]
+		}
+		return v
+	}
+	answer := []string{"get", "responses", "200", "content", "application/json", "schema", "properties"}
+	for _, tc := range []struct {
+		path, list string
+		typ        reflect.Type
+		extra      []string
+	}{
+		{"/api/v1/dlq", "letters", reflect.TypeFor[kafkaview.Letter](), []string{"value"}},
+		{"/api/v1/pipeline/group", "members", reflect.TypeFor[kafkaview.Member](), nil},
+	} {
+		props, _ := dig(doc, append(append([]string{"paths", tc.path}, answer...), tc.list, "items", "properties")...).(map[string]any)
+		var documented, fields []string
+		for k := range props {
+			documented = append(documented, k)
+		}
+		for f := range tc.typ.Fields() {
+			if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); name != "" && name != "-" {
+				fields = append(fields, name)
+			}
+		}
+		fields = append(fields, tc.extra...)
+		slices.Sort(documented)
+		slices.Sort(fields)
+		if !slices.Equal(documented, fields) {
+			t.Errorf("%s %s: openapi.yaml documents %v, the answer has %v", tc.path, tc.list, documented, fields)
+		}
+	}
 }
