@@ -204,7 +204,7 @@ func (cl checkedClient) check(user map[string]string) error {
 	maps.Copy(cm, kafka.ConfigMap{"go.logs.channel.enable": true, "go.logs.channel": logs, "log_level": 7})
 	var warned []string // user properties librdkafka warns are of the other kind
 	err := create(cl.kind, cm, func() {
-		for _, msg := range configWarnings(cl.kind, logs) {
+		for _, msg := range configWarnings(logs) {
 			if strings.Contains(msg, wrongKindMarker) {
 				warned = append(warned, mentioned(msg, user)...)
 			}
@@ -317,24 +317,25 @@ const wrongKindMarker = " property and will be ignored by this "
 // with no bootstrap.servers: every earlier warning has been logged when it comes.
 const noBrokersMarker = "No `bootstrap.servers` configured"
 
-// consumerQuiet is how long a throwaway consumer's log must stay quiet before
-// its configuration warnings are taken as complete (they are queued during its
+// quietLog is how long a throwaway client's log must stay quiet before its
+// configuration warnings are taken as complete (they are queued during its
 // creation and forwarded within microseconds).
-const consumerQuiet = 250 * time.Millisecond
+const quietLog = 250 * time.Millisecond
 
-// configWarnings returns the CONFWARN messages a just created client of kind
-// logs to logs: a producer's last one is about its missing brokers; a
-// consumer logs none, so its warnings (logged during its creation, forwarded
-// at once) are over when the log stays quiet. It waits 2 s at most.
-func configWarnings(kind ClientKind, logs <-chan kafka.LogEvent) []string {
+// configWarnings returns the CONFWARN messages a just created client logs to
+// logs: they are logged during its creation and forwarded at once, so they are
+// over when the log stays quiet, or at a producer's warning about its missing
+// brokers, its last one (a transactional producer and a consumer log none). It
+// waits 2 s at most.
+func configWarnings(logs <-chan kafka.LogEvent) []string {
 	var out []string
 	deadline := time.After(2 * time.Second)
-	quiet := time.NewTimer(consumerQuiet)
+	quiet := time.NewTimer(quietLog)
 	defer quiet.Stop()
 	for {
 		select {
 		case e := <-logs:
-			quiet.Reset(consumerQuiet)
+			quiet.Reset(quietLog)
 			if e.Tag != "CONFWARN" {
 				continue
 			}
@@ -343,9 +344,7 @@ func configWarnings(kind ClientKind, logs <-chan kafka.LogEvent) []string {
 			}
 			out = append(out, e.Message)
 		case <-quiet.C:
-			if kind == KindConsumer {
-				return out
-			}
+			return out
 		case <-deadline:
 			return out
 		}
