@@ -107,6 +107,8 @@ func TestKafkaPassThroughRefused(t *testing.T) {
 		{"conflicts with the service's idempotence", "ORDERS_KAFKA_PRODUCER_MAX_IN_FLIGHT=10", "kafka.producer.max.in.flight", "idempotence"},
 		{"managed: delivery reports of failures only", "ORDERS_KAFKA_PRODUCER_DELIVERY_REPORT_ONLY_ERROR=true", "kafka.producer.delivery.report.only.error", "waits for its delivery report"},
 		{"managed: lifo queuing", "ORDERS_KAFKA_PRODUCER_QUEUING_STRATEGY=lifo", "kafka.producer.queuing.strategy", "in the order they were written"},
+		{"managed: hidden topics", "ORDERS_KAFKA_CONSUMER_TOPIC_BLACKLIST=orders", "kafka.consumer.topic.blacklist", "hides topics"},
+		{"callbacks are librdkafka's refusal", "ORDERS_KAFKA_PRODUCER_DR__MSG__CB=x", "kafka.producer.dr_msg_cb", "must be set through dedicated"},
 		{"managed: file offset store", "ORDERS_KAFKA_CONSUMER_OFFSET_STORE_METHOD=file", "kafka.consumer.offset.store.method", "on the broker"},
 		{"managed: certificate verification", "ORDERS_KAFKA_CONSUMER_ENABLE_SSL_CERTIFICATE_VERIFICATION=false", "kafka.consumer.enable.ssl.certificate.verification", "kafka.security_protocol"},
 		{"managed: unsecured jwt", "ORDERS_KAFKA_PRODUCER_ENABLE_SASL_OAUTHBEARER_UNSECURE_JWT=true", "kafka.producer.enable.sasl.oauthbearer.unsecure.jwt", "kafka.security_protocol"},

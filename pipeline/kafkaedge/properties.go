@@ -45,6 +45,7 @@ var managedBoth = map[string]string{
 	"metadata.broker.list": "set by kafka.brokers",
 	"group.id":             "set by kafka.group_id",
 	"group.instance.id":    "set by kafka.instance_id",
+	"topic.blacklist":      "it hides topics from the client as if they did not exist: the source would sit idle, assigned nothing",
 }
 
 // securityReason is why the connection's security properties are refused.
