@@ -49,7 +49,7 @@ type Config struct {
 	// consumer and every producer of the service (see UseProperties), by their
 	// librdkafka names (fetch.max.bytes, compression.type). The configuration
 	// loads them from kafka.consumer.* and kafka.producer.* and validates them
-	// with ValidateProperties.
+	// with CheckProperties.
 	Consumer map[string]string `koanf:"consumer"`
 	Producer map[string]string `koanf:"producer"`
 }

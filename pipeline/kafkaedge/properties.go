@@ -144,38 +144,39 @@ func CheckProperties(c Config, appendTimeout time.Duration) error {
 		}
 	}
 	s := settings{security: c.Security(), props: user}
-	var clients []checkedClient
-	if len(c.Consumer) > 0 {
-		clients = append(clients,
-			checkedClient{
-				"the source's consumer", KindConsumer,
-				s.consumer(SourceConfig{Topic: c.Topic, GroupID: c.GroupID, InstanceID: c.InstanceID}.withDefaults()),
-			},
-			checkedClient{"the DLQ reader", KindConsumer, s.reader("")})
+	clients := map[ClientKind][]checkedClient{
+		KindConsumer: {
+			{"the source's consumer", KindConsumer, s.consumer(SourceConfig{Topic: c.Topic, GroupID: c.GroupID, InstanceID: c.InstanceID}.withDefaults())},
+			{"the DLQ reader", KindConsumer, s.reader("")},
+		},
+		KindProducer: {
+			{"the dead-letter producer", KindProducer, s.transactional(CommitterConfig{TransactionalID: c.GroupID + "-config-check"}.withDefaults())},
+			{"the API's appender", KindProducer, s.appender("", "order-service-api", appendTimeout)},
+			{"the tools' producer", KindProducer, s.producer("", "order-service-tool")},
+		},
 	}
-	if len(c.Producer) > 0 {
-		clients = append(clients,
-			checkedClient{
-				"the dead-letter producer", KindProducer,
-				s.transactional(CommitterConfig{TransactionalID: c.GroupID + "-config-check"}.withDefaults()),
-			},
-			checkedClient{"the API's appender", KindProducer, s.appender("", "order-service-api", appendTimeout)},
-			checkedClient{"the tools' producer", KindProducer, s.producer("", "order-service-tool")})
-	}
-	errs := make([]error, len(clients)+2)
-	var wg sync.WaitGroup
-	for i, kind := range []ClientKind{KindConsumer, KindProducer} {
-		if lv, ok := user[kind]["log_level"]; ok { // its own value; the checks below log at level 7
-			wg.Go(func() {
+	var checks []func() error // in the order their problems are reported
+	for _, kind := range []ClientKind{KindConsumer, KindProducer} {
+		if len(user[kind]) == 0 {
+			continue
+		}
+		if lv, ok := user[kind]["log_level"]; ok { // its own value; the clients below log at level 7
+			checks = append(checks, func() error {
 				if err := newClient(kind, kafka.ConfigMap{"log_level": lv}); err != nil {
-					errs[i] = &PropertyError{Kind: kind, Property: "log_level", Reason: strings.TrimSpace(err.Error())}
+					return &PropertyError{Kind: kind, Property: "log_level", Reason: strings.TrimSpace(err.Error())}
 				}
+				return nil
 			})
 		}
+		for _, cl := range clients[kind] {
+			delete(cl.cm, "bootstrap.servers")
+			checks = append(checks, func() error { return cl.check(user[kind]) })
+		}
 	}
-	for i, cl := range clients {
-		delete(cl.cm, "bootstrap.servers")
-		wg.Go(func() { errs[i+2] = cl.check(user[cl.kind]) })
+	errs := make([]error, len(checks))
+	var wg sync.WaitGroup
+	for i, check := range checks {
+		wg.Go(func() { errs[i] = check() })
 	}
 	wg.Wait()
 	for _, err := range errs {
