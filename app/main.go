@@ -122,8 +122,11 @@ func loadConfig(name string, args, environ []string, stderr io.Writer, addFlags 
 	}
 	cfg, err := configs.Load(*path, environ)
 	if err == nil {
-		kafkaedge.UseSecurity(cfg.Kafka)   // every Kafka client of this process
-		kafkaedge.UseProperties(cfg.Kafka) // every consumer and producer: kafka.consumer.*, kafka.producer.*
+		kafkaedge.UseSecurity(cfg.Kafka) // every Kafka client of this process
+		// every consumer and producer: kafka.consumer.*, kafka.producer.* (Load checked them)
+		if perr := kafkaedge.UseProperties(cfg.Kafka); perr != nil {
+			err = usageError{fmt.Errorf("config: %w", perr)}
+		}
 	}
 	return cfg, fs.Args(), err
 }

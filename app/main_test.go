@@ -19,6 +19,11 @@ func TestConfigErrorsExitTwoWithOneLine(t *testing.T) {
 		{[]string{"serve"}, nil, "ORDERS_POSTGRES_DSN"},
 		{[]string{"serve"}, []string{"ORDERS_POSTGRES_DSN=postgres://u@h:1/db", "ORDERS_CACHE_MAX_BYTES=lots"}, "ORDERS_CACHE_MAX_BYTES"},
 		{[]string{"migrate", "status"}, []string{"ORDERS_KAFKA_BROKERS=nope"}, "ORDERS_KAFKA_BROKERS"},
+		{
+			[]string{"serve"},
+			[]string{"ORDERS_POSTGRES_DSN=postgres://u@h:1/db", "ORDERS_KAFKA_PRODUCER_LINGER_MS=10000"},
+			"config: kafka.producer.linger.ms (ORDERS_KAFKA_PRODUCER_LINGER_MS): `message.timeout.ms` must be greater than `linger.ms`",
+		},
 		{[]string{"serve", "--config", "/no/such/file.yaml"}, nil, "--config"},
 		{[]string{"frobnicate"}, nil, "unknown subcommand"},
 		{[]string{"migrate", "sideways"}, []string{"ORDERS_POSTGRES_DSN=postgres://u@h:1/db"}, "unknown action"},

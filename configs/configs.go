@@ -6,17 +6,17 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/env/v2"
-	"github.com/knadh/koanf/providers/file"
 	"github.com/knadh/koanf/providers/rawbytes"
 	"github.com/knadh/koanf/v2"
 
@@ -224,31 +224,20 @@ func Load(path string, environ []string) (Config, error) {
 	for _, key := range k.Keys() {
 		known[key] = true
 	}
+	// The pass-through properties (kafka.consumer.*, kafka.producer.*) never go
+	// through koanf: its nested paths cannot hold two librdkafka names of which
+	// one is a prefix of the other (api.version.request and
+	// api.version.request.timeout.ms).
+	props := map[string]any{} // pass-through key -> value; the environment's replace the file's
 	if path != "" {
-		if _, err := os.Stat(path); err != nil {
-			return Config{}, &Error{Key: "--config", Reason: err.Error()}
+		fk, fileProps, err := readFile(path, known)
+		if err != nil {
+			return Config{}, err
 		}
-		fk := koanf.New(".")
-		if err := fk.Load(file.Provider(path), yaml.Parser()); err != nil {
-			return Config{}, &Error{Key: "--config", Reason: fmt.Sprintf("%s: %v", path, err)}
-		}
-		for _, key := range fk.Keys() {
-			if _, _, ok := passThrough(key); !known[key] && !ok {
-				return Config{}, &Error{Key: key, Reason: fmt.Sprintf("unknown key in %s", path)}
-			}
-		}
-		// A YAML key may hold dots (kafka.producer: {compression.type: lz4}); set
-		// every key again so that both spellings are one nested path, which the
-		// environment's value then replaces.
-		nested := koanf.New(".")
-		for _, key := range fk.Keys() {
-			if err := nested.Set(key, fk.Get(key)); err != nil {
-				return Config{}, &Error{Key: key, Reason: err.Error()}
-			}
-		}
-		if err := k.Merge(nested); err != nil {
+		if err := k.Merge(fk); err != nil {
 			return Config{}, fmt.Errorf("config: merge %s: %w", path, err)
 		}
+		maps.Copy(props, fileProps)
 	}
 	var unknown []string
 	envKeys := map[string]string{}
@@ -260,15 +249,15 @@ func Load(path string, environ []string) (Config, error) {
 		Prefix:      EnvPrefix,
 		EnvironFunc: func() []string { return environ },
 		TransformFunc: func(name, value string) (string, any) {
-			key, ok := envKeys[name]
-			if !ok {
-				key, ok = passThroughEnv(name)
+			if key, ok := envKeys[name]; ok {
+				return key, value
 			}
-			if !ok {
+			if key, ok := passThroughEnv(name); ok {
+				props[key] = value
+			} else {
 				unknown = append(unknown, name)
-				return "", nil
 			}
-			return key, value
+			return "", nil
 		},
 	}), nil)
 	if err != nil {
@@ -283,17 +272,89 @@ func Load(path string, environ []string) (Config, error) {
 	}
 	var c Config
 	for _, key := range k.Keys() {
-		if section, prop, ok := passThrough(key); ok {
-			if err := c.setPassThrough(section, prop, k.Get(key)); err != nil {
-				return Config{}, err
-			}
-			continue
-		}
 		if err := decodeKey(k, key, &c); err != nil {
 			return Config{}, err
 		}
 	}
+	for _, key := range slices.Sorted(maps.Keys(props)) {
+		section, prop, _ := passThrough(key)
+		if err := c.setPassThrough(section, prop, props[key]); err != nil {
+			return Config{}, err
+		}
+	}
 	return c, c.Validate()
+}
+
+// readFile reads the YAML file at path: its ordinary keys (each one of known,
+// else an *Error) as a koanf instance, and its pass-through properties apart,
+// by key (kafka.consumer.fetch.max.bytes). A YAML key may hold dots, so every
+// value's key is the dotted path of the names above it (kafka: {producer:
+// {compression.type: lz4}} and kafka.producer.compression: {type: lz4} are one
+// key, and setting both is an error naming it).
+func readFile(path string, known map[string]bool) (*koanf.Koanf, map[string]any, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, &Error{Key: "--config", Reason: err.Error()}
+	}
+	tree, err := yaml.Parser().Unmarshal(data)
+	if err != nil {
+		return nil, nil, &Error{Key: "--config", Reason: fmt.Sprintf("%s: %v", path, err)}
+	}
+	values := map[string]any{}
+	if err := flatten("", tree, values, path); err != nil {
+		return nil, nil, err
+	}
+	fk := koanf.New(".")
+	props := map[string]any{}
+	for _, key := range slices.Sorted(maps.Keys(values)) {
+		v := values[key]
+		switch _, _, pass := passThrough(key); {
+		case pass:
+			props[key] = v
+		case slices.Contains(passThroughSections, key):
+			if v != nil { // an empty section (all its lines commented out) is none
+				return nil, nil, &Error{Key: key, Reason: fmt.Sprintf("want librdkafka properties (name: value) under it in %s, got %v", path, v)}
+			}
+		case !known[key]:
+			return nil, nil, &Error{Key: key, Reason: fmt.Sprintf("unknown key in %s", path)}
+		default:
+			if err := fk.Set(key, v); err != nil {
+				return nil, nil, &Error{Key: key, Reason: err.Error()}
+			}
+		}
+	}
+	return fk, props, nil
+}
+
+// flatten stores every value of the YAML tree v under prefix in out, by its
+// dotted key; a key reached twice (by nested and dotted names) is an *Error.
+func flatten(prefix string, v any, out map[string]any, path string) error {
+	var children map[string]any
+	switch m := v.(type) {
+	case map[string]any:
+		children = m
+	case map[any]any:
+		children = make(map[string]any, len(m))
+		for k, c := range m {
+			children[fmt.Sprint(k)] = c
+		}
+	default:
+		if _, dup := out[prefix]; dup {
+			return &Error{Key: prefix, Reason: fmt.Sprintf("set twice in %s (by nested and by dotted names)", path)}
+		}
+		out[prefix] = v
+		return nil
+	}
+	for _, name := range slices.Sorted(maps.Keys(children)) {
+		key := name
+		if prefix != "" {
+			key = prefix + "." + name
+		}
+		if err := flatten(key, children[name], out, path); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // setPassThrough stores one librdkafka property of a pass-through section; its
@@ -426,35 +487,23 @@ func (c Config) Validate() error {
 }
 
 // validateKafkaProperties checks the pass-through properties against
-// librdkafka (kafkaedge.ValidateProperties; the two kinds side by side, each
-// takes a throwaway client) and names the key of the first one refused, the
-// consumer's first.
+// librdkafka on the maps the service builds its clients from
+// (kafkaedge.CheckProperties) and names the key of the first one refused, the
+// consumer's first, or of the section when only some together are refused.
 func (c *Config) validateKafkaProperties() error {
-	kinds := []kafkaedge.ClientKind{kafkaedge.KindConsumer, kafkaedge.KindProducer}
-	errs := make([]error, len(kinds))
-	var wg sync.WaitGroup
-	for i, kind := range kinds {
-		m := c.Kafka.Consumer
-		if kind == kafkaedge.KindProducer {
-			m = c.Kafka.Producer
-		}
-		wg.Go(func() { errs[i] = kafkaedge.ValidateProperties(kind, m) })
-	}
-	wg.Wait()
-	for i, err := range errs {
-		var pe *kafkaedge.PropertyError
-		if errors.As(err, &pe) {
-			key := "kafka." + string(pe.Kind)
-			if pe.Property != "" {
-				key += "." + pe.Property
-			}
-			return &Error{Key: key, Reason: pe.Reason}
-		}
+	err := kafkaedge.CheckProperties(c.Kafka, c.API.AppendTimeout)
+	var pe *kafkaedge.PropertyError
+	if !errors.As(err, &pe) {
 		if err != nil {
-			return &Error{Key: "kafka." + string(kinds[i]), Reason: err.Error()}
+			return &Error{Key: "kafka", Reason: err.Error()}
 		}
+		return nil
 	}
-	return nil
+	key := "kafka." + string(pe.Kind)
+	if pe.Property != "" {
+		key += "." + pe.Property
+	}
+	return &Error{Key: key, Reason: pe.Reason}
 }
 
 // RequireDSN returns an *Error when postgres.dsn is empty (serve needs a database).

@@ -105,6 +105,15 @@ func TestKafkaPassThroughRefused(t *testing.T) {
 		{"managed: partitioner", "ORDERS_KAFKA_PRODUCER_PARTITIONER=random", "kafka.producer.partitioner", "murmur2_random"},
 		{"managed: go.*", "ORDERS_KAFKA_PRODUCER_GO_DELIVERY_REPORTS=false", "kafka.producer.go.delivery.reports", "confluent-kafka-go"},
 		{"conflicts with the service's idempotence", "ORDERS_KAFKA_PRODUCER_MAX_IN_FLIGHT=10", "kafka.producer.max.in.flight", "idempotence"},
+		{"managed: delivery reports of failures only", "ORDERS_KAFKA_PRODUCER_DELIVERY_REPORT_ONLY_ERROR=true", "kafka.producer.delivery.report.only.error", "waits for its delivery report"},
+		{"managed: lifo queuing", "ORDERS_KAFKA_PRODUCER_QUEUING_STRATEGY=lifo", "kafka.producer.queuing.strategy", "in the order they were written"},
+		{"managed: hidden topics", "ORDERS_KAFKA_CONSUMER_TOPIC_BLACKLIST=orders", "kafka.consumer.topic.blacklist", "hides topics"},
+		{"callbacks are librdkafka's refusal", "ORDERS_KAFKA_PRODUCER_DR__MSG__CB=x", "kafka.producer.dr_msg_cb", "must be set through dedicated"},
+		{"managed: file offset store", "ORDERS_KAFKA_CONSUMER_OFFSET_STORE_METHOD=file", "kafka.consumer.offset.store.method", "on the broker"},
+		{"managed: certificate verification", "ORDERS_KAFKA_CONSUMER_ENABLE_SSL_CERTIFICATE_VERIFICATION=false", "kafka.consumer.enable.ssl.certificate.verification", "kafka.security_protocol"},
+		{"managed: unsecured jwt", "ORDERS_KAFKA_PRODUCER_ENABLE_SASL_OAUTHBEARER_UNSECURE_JWT=true", "kafka.producer.enable.sasl.oauthbearer.unsecure.jwt", "kafka.security_protocol"},
+		{"managed: ssl engine", "ORDERS_KAFKA_PRODUCER_SSL__ENGINE__LOCATION=/tmp/e.so", "kafka.producer.ssl_engine_location", "kafka.security_protocol"},
+		{"managed: oauthbearer", "ORDERS_KAFKA_CONSUMER_SASL_OAUTHBEARER_CLIENT_ID=x", "kafka.consumer.sasl.oauthbearer.client.id", "kafka.security_protocol"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -157,5 +166,121 @@ func TestKafkaPassThroughRefusedTogether(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Key != "kafka.consumer" ||
 		!strings.Contains(err.Error(), "fetch.max.bytes, message.max.bytes") {
 		t.Fatalf("want an error naming kafka.consumer and both properties, got %v", err)
+	}
+}
+
+// A property that librdkafka accepts on its own but not with the settings the
+// service gives the client it lands on is refused under its own key, quoting
+// librdkafka and the service's setting; the check uses the loaded
+// configuration (api.append_timeout sets the appender's message timeout).
+func TestKafkaPassThroughRefusedWithServiceSettings(t *testing.T) {
+	cases := []struct {
+		env     []string
+		key     string
+		reasons []string
+	}{
+		{
+			[]string{"ORDERS_KAFKA_CONSUMER_MESSAGE_MAX_BYTES=20000000"},
+			"kafka.consumer.message.max.bytes",
+			[]string{"`fetch.max.bytes` must be >= `message.max.bytes`", "the source's consumer", "fetch.max.bytes=16777216"},
+		},
+		{
+			[]string{"ORDERS_KAFKA_PRODUCER_LINGER_MS=10000"},
+			"kafka.producer.linger.ms",
+			[]string{"`message.timeout.ms` must be greater than `linger.ms`", "the API's appender", "message.timeout.ms=5000"},
+		},
+		{[]string{"ORDERS_KAFKA_PRODUCER_QUEUE_BUFFERING_MAX_MS=10000"}, "kafka.producer.queue.buffering.max.ms", // linger.ms's alias
+			[]string{"`message.timeout.ms` must be greater than `linger.ms`", "message.timeout.ms=5000"}},
+		{
+			[]string{"ORDERS_KAFKA_PRODUCER_SOCKET_TIMEOUT_MS=120000"},
+			"kafka.producer.socket.timeout.ms",
+			[]string{"`socket.timeout.ms` must be set <= `transaction.timeout.ms` + 100", "the dead-letter producer", "transaction.timeout.ms=30000"},
+		},
+		{
+			[]string{"ORDERS_API_APPEND_TIMEOUT=2s", "ORDERS_KAFKA_PRODUCER_LINGER_MS=3000"},
+			"kafka.producer.linger.ms",
+			[]string{"message.timeout.ms=2000"},
+		},
+	}
+	for _, tc := range cases {
+		_, err := Load("", tc.env)
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Key != tc.key {
+			t.Errorf("%v: want an error naming %s, got %v", tc.env, tc.key, err)
+			continue
+		}
+		for _, r := range tc.reasons {
+			if !strings.Contains(err.Error(), r) {
+				t.Errorf("%v: error %q lacks %q", tc.env, err, r)
+			}
+		}
+	}
+	// A longer append timeout makes room for the same linger.
+	if _, err := Load("", []string{"ORDERS_API_APPEND_TIMEOUT=20s", "ORDERS_KAFKA_PRODUCER_LINGER_MS=10000"}); err != nil {
+		t.Errorf("linger.ms 10000 with api.append_timeout 20s: %v", err)
+	}
+}
+
+// librdkafka names of which one is a prefix of the other (api.version.request
+// and api.version.request.timeout.ms) load side by side from the environment,
+// in either order, and from a file, nested or dotted.
+func TestKafkaPassThroughPrefixNames(t *testing.T) {
+	want := map[string]string{"api.version.request": "true", "api.version.request.timeout.ms": "20000"}
+	for _, environ := range [][]string{
+		{"ORDERS_KAFKA_CONSUMER_API_VERSION_REQUEST=true", "ORDERS_KAFKA_CONSUMER_API_VERSION_REQUEST_TIMEOUT_MS=20000"},
+		{"ORDERS_KAFKA_CONSUMER_API_VERSION_REQUEST_TIMEOUT_MS=20000", "ORDERS_KAFKA_CONSUMER_API_VERSION_REQUEST=true"},
+	} {
+		c, err := Load("", environ)
+		if err != nil || !maps.Equal(c.Kafka.Consumer, want) {
+			t.Errorf("%v: got %v, %v; want %v", environ, c.Kafka.Consumer, err, want)
+		}
+	}
+	for _, yaml := range []string{
+		"kafka:\n  consumer:\n    api.version.request: true\n    api.version.request.timeout.ms: 20000\n",
+		"kafka:\n  consumer:\n    api.version.request.timeout.ms: 20000\n    api:\n      version:\n        request: true\n",
+		"kafka.consumer.api.version.request: true\nkafka:\n  consumer:\n    api.version.request.timeout.ms: 20000\n",
+	} {
+		path := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Load(path, nil)
+		if err != nil || !maps.Equal(c.Kafka.Consumer, want) {
+			t.Errorf("%q: got %v, %v; want %v", yaml, c.Kafka.Consumer, err, want)
+		}
+		// The environment replaces the file's value, and only that one.
+		c, err = Load(path, []string{"ORDERS_KAFKA_CONSUMER_API_VERSION_REQUEST=false"})
+		if err != nil || c.Kafka.Consumer["api.version.request"] != "false" || c.Kafka.Consumer["api.version.request.timeout.ms"] != "20000" {
+			t.Errorf("%q with the environment: got %v, %v", yaml, c.Kafka.Consumer, err)
+		}
+	}
+}
+
+// A file that sets one key twice (nested and dotted) or gives a pass-through
+// section a value of its own is refused, naming the key; an empty section is
+// none.
+func TestKafkaPassThroughFileShape(t *testing.T) {
+	for yaml, key := range map[string]string{
+		"kafka:\n  producer:\n    linger.ms: 5\n    linger:\n      ms: 6\n": "kafka.producer.linger.ms",
+		"kafka:\n  consumer: 5\n":              "kafka.consumer",
+		"kafka:\n  topic: a\nkafka.topic: b\n": "kafka.topic",
+	} {
+		path := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(path, nil)
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Key != key {
+			t.Errorf("%q: want an error naming %s, got %v", yaml, key, err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(path, []byte("kafka:\n  consumer:\n  producer:\n    # linger.ms: 5\n  topic: t1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path, nil)
+	if err != nil || len(c.Kafka.Consumer) != 0 || len(c.Kafka.Producer) != 0 || c.Kafka.Topic != "t1" {
+		t.Errorf("empty sections: got %v %v %q, %v", c.Kafka.Consumer, c.Kafka.Producer, c.Kafka.Topic, err)
 	}
 }

@@ -49,7 +49,7 @@ type Config struct {
 	// consumer and every producer of the service (see UseProperties), by their
 	// librdkafka names (fetch.max.bytes, compression.type). The configuration
 	// loads them from kafka.consumer.* and kafka.producer.* and validates them
-	// with ValidateProperties.
+	// with CheckProperties.
 	Consumer map[string]string `koanf:"consumer"`
 	Producer map[string]string `koanf:"producer"`
 }
@@ -86,23 +86,60 @@ func UseSecurity(c Config) {
 	security.Store(&props)
 }
 
+// settings are what every client of the process gets besides its own
+// settings: the security properties (UseSecurity) and the pass-through ones
+// (UseProperties). CheckProperties builds the clients' maps from a
+// configuration's settings before they are in use.
+type settings struct {
+	security map[string]string
+	props    map[ClientKind]map[string]string
+}
+
+// current returns the settings in use.
+func current() settings {
+	var s settings
+	if p := security.Load(); p != nil {
+		s.security = *p
+	}
+	if p := properties.Load(); p != nil {
+		s.props = *p
+	}
+	return s
+}
+
 // common are the settings of every client of the service.
-func common(brokers string) kafka.ConfigMap {
+func common(brokers string) kafka.ConfigMap { return current().common(brokers) }
+
+func (s settings) common(brokers string) kafka.ConfigMap {
 	cm := kafka.ConfigMap{
 		"bootstrap.servers":   brokers,
 		"enable.metrics.push": false, // no client telemetry push (KIP-714)
 	}
-	if p := security.Load(); p != nil {
-		for k, v := range *p {
-			cm[k] = v
+	for k, v := range s.security {
+		cm[k] = v
+	}
+	return cm
+}
+
+// withProperties adds the pass-through properties of kind to cm. A property
+// replaces the service's setting of it under another name too (linger.ms for
+// queue.buffering.max.ms): with both in one map, librdkafka would take
+// whichever it is handed last.
+func (s settings) withProperties(kind ClientKind, cm kafka.ConfigMap) kafka.ConfigMap {
+	for k, v := range s.props[kind] {
+		for _, a := range aliases[k] {
+			delete(cm, a)
 		}
+		cm[k] = v
 	}
 	return cm
 }
 
 // consumerConfig is the group consumer of the Source.
-func consumerConfig(cfg SourceConfig) kafka.ConfigMap {
-	cm := common(cfg.Brokers)
+func consumerConfig(cfg SourceConfig) kafka.ConfigMap { return current().consumer(cfg) }
+
+func (s settings) consumer(cfg SourceConfig) kafka.ConfigMap {
+	cm := s.common(cfg.Brokers)
 	maps.Copy(cm, kafka.ConfigMap{
 		"group.id":                      cfg.GroupID,
 		"partition.assignment.strategy": "cooperative-sticky",
@@ -126,13 +163,15 @@ func consumerConfig(cfg SourceConfig) kafka.ConfigMap {
 	if cfg.InstanceID != "" {
 		cm["group.instance.id"] = cfg.InstanceID
 	}
-	return withProperties(KindConsumer, cm)
+	return s.withProperties(KindConsumer, cm)
 }
 
 // transactionalConfig is the Committer's producer of dead letters.
-func transactionalConfig(cfg CommitterConfig) kafka.ConfigMap {
+func transactionalConfig(cfg CommitterConfig) kafka.ConfigMap { return current().transactional(cfg) }
+
+func (s settings) transactional(cfg CommitterConfig) kafka.ConfigMap {
 	txnMs := int(cfg.TxnTimeout / time.Millisecond)
-	cm := common(cfg.Brokers)
+	cm := s.common(cfg.Brokers)
 	maps.Copy(cm, kafka.ConfigMap{
 		"transactional.id":           cfg.TransactionalID,
 		"transaction.timeout.ms":     txnMs,
@@ -146,7 +185,7 @@ func transactionalConfig(cfg CommitterConfig) kafka.ConfigMap {
 		"go.delivery.report.fields":  "none",
 		"queue.buffering.max.kbytes": 65536,
 	})
-	return withProperties(KindProducer, cm)
+	return s.withProperties(KindProducer, cm)
 }
 
 // EnsureTopics creates the input and DLQ topics of cfg when they do not exist
@@ -225,7 +264,11 @@ type Producer struct {
 // murmur2 like the Java client, Kafka Connect and Kafka Streams, so that the
 // versions of an order share a partition whoever produces them.
 func producerConfig(brokers, clientID string) kafka.ConfigMap {
-	cm := common(brokers)
+	return current().producer(brokers, clientID)
+}
+
+func (s settings) producer(brokers, clientID string) kafka.ConfigMap {
+	cm := s.common(brokers)
 	maps.Copy(cm, kafka.ConfigMap{
 		"enable.idempotence": true,
 		"acks":               "all",
@@ -235,7 +278,7 @@ func producerConfig(brokers, clientID string) kafka.ConfigMap {
 		"client.id":          clientID,
 		"partitioner":        "murmur2_random",
 	})
-	return withProperties(KindProducer, cm)
+	return s.withProperties(KindProducer, cm)
 }
 
 // NewProducer creates a producer (see producerConfig).
@@ -321,12 +364,7 @@ var ErrNotAppended = errors.New("record not appended")
 // NewAppender creates an Appender (see producerConfig) whose records are given
 // up, with ErrNotAppended, when not acknowledged within timeout.
 func NewAppender(brokers, clientID string, timeout time.Duration) (*Appender, error) {
-	cm := producerConfig(brokers, clientID)
-	maps.Copy(cm, kafka.ConfigMap{
-		"linger.ms":          1,
-		"message.timeout.ms": max(int(timeout/time.Millisecond), 1),
-	})
-	withProperties(KindProducer, cm) // after the appender's linger.ms: a pass-through one wins
+	cm := current().appender(brokers, clientID, timeout)
 	p, err := kafka.NewProducer(&cm)
 	if err != nil {
 		return nil, fmt.Errorf("appender: %w", err)
@@ -338,6 +376,17 @@ func NewAppender(brokers, clientID string, timeout time.Duration) (*Appender, er
 		}
 	}()
 	return a, nil
+}
+
+// appender is the Appender's producer: producerConfig with a short linger and
+// timeout as its message timeout.
+func (s settings) appender(brokers, clientID string, timeout time.Duration) kafka.ConfigMap {
+	cm := s.producer(brokers, clientID)
+	maps.Copy(cm, kafka.ConfigMap{
+		"linger.ms":          1,
+		"message.timeout.ms": max(int(timeout/time.Millisecond), 1),
+	})
+	return s.withProperties(KindProducer, cm) // after the appender's linger.ms: a pass-through one wins
 }
 
 // Append produces one record (value nil: a tombstone) and waits for its
@@ -435,26 +484,12 @@ func ReadTopic(ctx context.Context, o ReadOptions) ([]Record, error) {
 // still passes, alone.
 const ReadBufferBytes = 1 << 20
 
-// readerConfig is ReadTopic's consumer: no group membership, nothing committed.
-func readerConfig(brokers string) kafka.ConfigMap {
-	cm := common(brokers)
-	maps.Copy(cm, kafka.ConfigMap{
-		"group.id": "orders-dlq-tool", "enable.auto.commit": false,
-		"enable.partition.eof": true, "auto.offset.reset": "earliest",
-		"isolation.level":            "read_committed",
-		"queued.max.messages.kbytes": ReadBufferBytes >> 10,
-		"fetch.max.bytes":            ReadBufferBytes,
-		"max.partition.fetch.bytes":  ReadBufferBytes,
-	})
-	return withProperties(KindConsumer, cm)
-}
-
 // ReadTopicSize is ReadTopic that also returns the size of the partitions read.
 // Its broker requests are bounded by ctx's deadline (10 s at most each); its
 // consumer's buffers by ReadBufferBytes.
 func ReadTopicSize(ctx context.Context, o ReadOptions) (TopicRead, error) {
 	var res TopicRead
-	cm := readerConfig(o.Brokers)
+	cm := current().reader(o.Brokers)
 	c, err := kafka.NewConsumer(&cm)
 	if err != nil {
 		return res, fmt.Errorf("read %s: consumer: %w", o.Topic, err)
@@ -538,6 +573,29 @@ func ReadTopicSize(ctx context.Context, o ReadOptions) (TopicRead, error) {
 	})
 	res.Records = out
 	return res, nil
+}
+
+// reader is ReadTopic's consumer: no group offsets, the end of each partition
+// reported, committed records only.
+func (s settings) reader(brokers string) kafka.ConfigMap {
+	cm := s.common(brokers)
+	maps.Copy(cm, kafka.ConfigMap{
+		"group.id": "orders-dlq-tool", "enable.auto.commit": false,
+		"enable.partition.eof": true, "auto.offset.reset": "earliest",
+		"isolation.level":            "read_committed",
+		"queued.max.messages.kbytes": ReadBufferBytes >> 10,
+		"fetch.max.bytes":            ReadBufferBytes,
+		"max.partition.fetch.bytes":  ReadBufferBytes,
+	})
+	cm = s.withProperties(KindConsumer, cm)
+	// librdkafka wants fetch.max.bytes >= message.max.bytes: a larger
+	// kafka.consumer.message.max.bytes raises the reader's fetch bound with it.
+	if v, err := strconv.Atoi(fmt.Sprint(cm["message.max.bytes"])); err == nil && v > ReadBufferBytes {
+		if f, err := strconv.Atoi(fmt.Sprint(cm["fetch.max.bytes"])); err == nil && f < v {
+			cm["fetch.max.bytes"] = v
+		}
+	}
+	return cm
 }
 
 // timeoutDuration is a blocking client call's timeout: 10 s, or less when ctx

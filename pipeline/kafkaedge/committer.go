@@ -110,12 +110,8 @@ type groupMember interface {
 	Committed([]kafka.TopicPartition, int) ([]kafka.TopicPartition, error)
 }
 
-// NewCommitter creates the committer and its transactional producer (it connects
-// lazily; Start initialises its transactions in the background).
-func NewCommitter(cfg CommitterConfig, log *slog.Logger) (*Committer, error) {
-	if cfg.TransactionalID == "" {
-		return nil, errors.New("new committer: transactional id: empty")
-	}
+// withDefaults returns cfg with every unset field at its default.
+func (cfg CommitterConfig) withDefaults() CommitterConfig {
 	if cfg.TxnTimeout <= 0 {
 		cfg.TxnTimeout = 30 * time.Second
 	}
@@ -125,6 +121,16 @@ func NewCommitter(cfg CommitterConfig, log *slog.Logger) (*Committer, error) {
 	if cfg.MaxHeldBytes <= 0 {
 		cfg.MaxHeldBytes = 64 << 20
 	}
+	return cfg
+}
+
+// NewCommitter creates the committer and its transactional producer (it connects
+// lazily; Start initialises its transactions in the background).
+func NewCommitter(cfg CommitterConfig, log *slog.Logger) (*Committer, error) {
+	if cfg.TransactionalID == "" {
+		return nil, errors.New("new committer: transactional id: empty")
+	}
+	cfg = cfg.withDefaults()
 	if log == nil {
 		log = slog.Default()
 	}

@@ -78,9 +78,8 @@ func (s *Source) Stopped() error {
 	return s.stopErr
 }
 
-// NewSource creates the consumer (it connects lazily; nothing is fetched before
-// Run) and binds it to com, which commits its offsets.
-func NewSource(cfg SourceConfig, com *Committer, log *slog.Logger) (*Source, error) {
+// withDefaults returns cfg with every unset field at its default.
+func (cfg SourceConfig) withDefaults() SourceConfig {
 	if cfg.QueuedMaxKBytes <= 0 {
 		cfg.QueuedMaxKBytes = 4096
 	}
@@ -96,6 +95,13 @@ func NewSource(cfg SourceConfig, com *Committer, log *slog.Logger) (*Source, err
 	if cfg.MaxInFlightBytes <= 0 {
 		cfg.MaxInFlightBytes = 16 << 20
 	}
+	return cfg
+}
+
+// NewSource creates the consumer (it connects lazily; nothing is fetched before
+// Run) and binds it to com, which commits its offsets.
+func NewSource(cfg SourceConfig, com *Committer, log *slog.Logger) (*Source, error) {
+	cfg = cfg.withDefaults()
 	if log == nil {
 		log = slog.Default()
 	}

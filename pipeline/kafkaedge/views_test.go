@@ -137,7 +137,7 @@ func TestViewsNameTheirTimeout(t *testing.T) {
 // TestReaderBuffersAreBounded: ReadTopic's consumer does not take librdkafka's
 // default buffers (64 MiB queue, 50 MiB fetch).
 func TestReaderBuffersAreBounded(t *testing.T) {
-	cm := readerConfig("127.0.0.1:1")
+	cm := current().reader("127.0.0.1:1")
 	for key, max := range map[string]int{
 		"queued.max.messages.kbytes": ReadBufferBytes >> 10,
 		"fetch.max.bytes":            ReadBufferBytes,
