@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -131,9 +132,9 @@ func (s *Store) ApplyBatch(ctx context.Context, recs []orders.Record) ([]orders.
 		return nil, fmt.Errorf("apply batch: %w", redact(err))
 	}
 	defer func() { _ = conn.Close() }()
-	err = conn.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	err = inTx(ctx, conn, func(tx batchTx) error {
 		var err error
-		if stored, err = applyBatch(ctx, batchTx{tx, conn}, recs); err != nil || s.quiet {
+		if stored, err = applyBatch(ctx, tx, recs); err != nil || s.quiet {
 			return err
 		}
 		return announce(ctx, tx, stored)
@@ -158,8 +159,8 @@ func (s *Store) ProbeWrite(ctx context.Context, rec orders.Record) error {
 		return fmt.Errorf("probe write: %w", redact(err))
 	}
 	defer func() { _ = conn.Close() }()
-	err = conn.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		if _, err := applyBatch(ctx, batchTx{tx, conn}, []orders.Record{rec}); err != nil {
+	err = inTx(ctx, conn, func(tx batchTx) error {
+		if _, err := applyBatch(ctx, tx, []orders.Record{rec}); err != nil {
 			return err
 		}
 		return errProbeRollback
@@ -170,12 +171,44 @@ func (s *Store) ProbeWrite(ctx context.Context, rec orders.Record) error {
 	return fmt.Errorf("probe write: %w", redact(err))
 }
 
-// batchTx is a batch's transaction and the connection it runs on (COPY is sent
-// on the connection).
+// batchTx is a batch's connection inside the transaction inTx opened on it
+// (statements and COPY are sent on the connection).
 type batchTx struct {
-	bun.Tx
+	bun.IDB
 	conn bun.Conn
 }
+
+// inTx runs fn between a BEGIN and a COMMIT (ROLLBACK when fn fails) sent on
+// conn as statements, not in a database/sql transaction. COPY (pgdriver.CopyFrom)
+// runs inside sql.Conn.Raw, and when the connection breaks under it (a write
+// that sends nothing returns driver.ErrBadConn) database/sql closes the Conn,
+// which waits until every user of the Conn is done, an open sql.Tx included:
+// only the caller ends that Tx, so the call never returned. Found by
+// TestPostgresOutageLosesNothing: PostgreSQL killed while a batch was between
+// BEGIN and its COPY left that writer stuck for good (TestBrokenConnectionMidCopy).
+// A connection whose ROLLBACK fails is discarded, never pooled mid-transaction.
+func inTx(ctx context.Context, conn bun.Conn, fn func(batchTx) error) error {
+	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
+		discard(conn)
+		return err
+	}
+	err := fn(batchTx{conn, conn})
+	if err == nil {
+		if _, err = conn.ExecContext(ctx, "COMMIT"); err == nil {
+			return nil
+		}
+	}
+	// ctx may be over: the ROLLBACK gets its own bound.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, rerr := conn.ExecContext(rctx, "ROLLBACK"); rerr != nil {
+		discard(conn)
+	}
+	return err
+}
+
+// discard closes conn's driver connection instead of returning it to the pool.
+func discard(conn bun.Conn) { _ = conn.Raw(func(any) error { return driver.ErrBadConn }) }
 
 // copyIn writes rows into table into (t's own or a staging table with its
 // columns) with COPY.
@@ -578,7 +611,7 @@ func parseStoredVersion(s string) (orders.Version, error) {
 // at commit; one per batch, never one per order). The versions are read back in
 // the statement from what the batch left (by primary key), so the only
 // parameter is the uids: text arrays cost their parse on every statement.
-func announce(ctx context.Context, tx bun.Tx, stored []orders.Stored) error {
+func announce(ctx context.Context, tx bun.IDB, stored []orders.Stored) error {
 	uids := make([]string, 0, len(stored))
 	tombs := false
 	for i := range stored {
