@@ -13,7 +13,6 @@ import (
 // file (nested or dotted YAML keys) and from the environment, and reach the
 // Kafka section by their librdkafka names.
 func TestKafkaPassThroughLoads(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "c.yaml")
 	yaml := "kafka:\n" +
 		"  consumer:\n" +
 		"    fetch.max.bytes: 52428800\n" +
@@ -23,9 +22,7 @@ func TestKafkaPassThroughLoads(t *testing.T) {
 		"  producer:\n" +
 		"    compression.type: zstd\n" +
 		"    linger.ms: 20\n"
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := configFile(t, yaml)
 	c, err := Load(path, []string{
 		"ORDERS_KAFKA_PRODUCER_COMPRESSION_TYPE=lz4", // the environment wins over the file
 		"ORDERS_KAFKA_CONSUMER_MAX_PARTITION_FETCH_BYTES=1048576",
@@ -143,15 +140,7 @@ func TestKafkaPassThroughRefusedInFile(t *testing.T) {
 		"kafka:\n  producer:\n    transactional.id: mine\n":                      "kafka.producer.transactional.id",
 		"kafka:\n  consumer:\n    auto:\n      offset:\n        reset: latest\n": "kafka.consumer.auto.offset.reset",
 	} {
-		path := filepath.Join(t.TempDir(), "c.yaml")
-		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		_, err := Load(path, nil)
-		var ce *Error
-		if !errors.As(err, &ce) || ce.Key != key {
-			t.Errorf("%q: want an error naming %s, got %v", yaml, key, err)
-		}
+		wantErrorNaming(t, yaml, key)
 	}
 }
 
@@ -240,10 +229,7 @@ func TestKafkaPassThroughPrefixNames(t *testing.T) {
 		"kafka:\n  consumer:\n    api.version.request.timeout.ms: 20000\n    api:\n      version:\n        request: true\n",
 		"kafka.consumer.api.version.request: true\nkafka:\n  consumer:\n    api.version.request.timeout.ms: 20000\n",
 	} {
-		path := filepath.Join(t.TempDir(), "c.yaml")
-		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		path := configFile(t, yaml)
 		c, err := Load(path, nil)
 		if err != nil || !maps.Equal(c.Kafka.Consumer, want) {
 			t.Errorf("%q: got %v, %v; want %v", yaml, c.Kafka.Consumer, err, want)
@@ -265,22 +251,31 @@ func TestKafkaPassThroughFileShape(t *testing.T) {
 		"kafka:\n  consumer: 5\n":              "kafka.consumer",
 		"kafka:\n  topic: a\nkafka.topic: b\n": "kafka.topic",
 	} {
-		path := filepath.Join(t.TempDir(), "c.yaml")
-		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		_, err := Load(path, nil)
-		var ce *Error
-		if !errors.As(err, &ce) || ce.Key != key {
-			t.Errorf("%q: want an error naming %s, got %v", yaml, key, err)
-		}
+		wantErrorNaming(t, yaml, key)
 	}
-	path := filepath.Join(t.TempDir(), "c.yaml")
-	if err := os.WriteFile(path, []byte("kafka:\n  consumer:\n  producer:\n    # linger.ms: 5\n  topic: t1\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := configFile(t, "kafka:\n  consumer:\n  producer:\n    # linger.ms: 5\n  topic: t1\n")
 	c, err := Load(path, nil)
 	if err != nil || len(c.Kafka.Consumer) != 0 || len(c.Kafka.Producer) != 0 || c.Kafka.Topic != "t1" {
 		t.Errorf("empty sections: got %v %v %q, %v", c.Kafka.Consumer, c.Kafka.Producer, c.Kafka.Topic, err)
+	}
+}
+
+// configFile writes yaml to a configuration file of its own and returns its path.
+func configFile(t *testing.T, yaml string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// wantErrorNaming fails unless loading the file yaml fails with an error naming key.
+func wantErrorNaming(t *testing.T, yaml, key string) {
+	t.Helper()
+	_, err := Load(configFile(t, yaml), nil)
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Key != key {
+		t.Errorf("%q: want an error naming %s, got %v", yaml, key, err)
 	}
 }
