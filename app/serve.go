@@ -150,7 +150,7 @@ func runService(ctx context.Context, cfg configs.Config, log *slog.Logger, ready
 	p := pool.New().WithContext(ctx).WithCancelOnError().WithFirstError()
 	p.Go(func(ctx context.Context) error {
 		errc := make(chan error, 1)
-		go func() { errc <- app.Listener(ln) }()
+		go func() { errc <- httpx.Serve(app, ln) }()
 		select {
 		case err := <-errc:
 			return fmt.Errorf("http: %w", err)

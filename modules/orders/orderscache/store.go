@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,7 +95,8 @@ func (s *Store) Cache() *Cache { return s.cache }
 // A deleted or unknown uid gives orders.ErrNotFound and is remembered as missing
 // (see Options.NegativeTTL); an invalid uid gives orders.ErrInvalidUID without
 // touching the database. Any other error is a database failure (bounded by
-// Options.DBTimeout).
+// Options.DBTimeout). uid may point into a buffer the caller reuses afterwards
+// (a request's): the store copies it where it keeps it.
 func (s *Store) GetJSON(ctx context.Context, uid string) (e *Entry, hit bool, err error) {
 	e, hit, err = s.entry(ctx, uid)
 	if err != nil {
@@ -113,11 +115,14 @@ func (s *Store) entry(ctx context.Context, uid string) (e *Entry, hit bool, err 
 		return nil, false, orders.ErrInvalidUID
 	}
 	if s.coherent != nil && !s.coherent() {
-		return s.bypass(ctx, uid)
+		return s.bypass(ctx, strings.Clone(uid))
 	}
 	if e, ok := s.cache.Get(uid); ok {
 		return e, !e.Deleted, nil
 	}
+	// A miss may keep uid (as the key of the entry loaded): own it. A hit, the
+	// common case, copies nothing.
+	uid = strings.Clone(uid)
 	// otter's loading Get is the single flight: concurrent misses of uid wait for one
 	// load. The load's result is written only over an absent (or expired) key, and
 	// only if no write or invalidation of uid came since the load started: if one

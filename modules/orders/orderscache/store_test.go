@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/orderflow/orders-service/modules/orders"
 	"github.com/orderflow/orders-service/modules/orders/orderscache"
@@ -711,4 +712,36 @@ func BenchmarkGetJSONHit(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// TestGetJSONOwnsTheKeysItKeeps: the HTTP handler passes a uid that points into
+// the request's buffer, which fasthttp reuses for the next request. A lookup
+// that misses keeps the uid as the key of the entry it loads, so it must keep a
+// copy: after the buffer is overwritten, the order (and the unknown uid's
+// negative entry) must still be found under its own uid, without a second read.
+func TestGetJSONOwnsTheKeysItKeeps(t *testing.T) {
+	ctx := context.Background()
+	s, db := newStore(t, orderscache.Options{NegativeTTL: time.Minute})
+	o := ordersgen.New(7).Order()
+	apply(t, db, rec(o, 1))
+	for _, uid := range []string{o.OrderUID, "no-such-order-1"} {
+		buf := []byte(uid)
+		transient := unsafe.String(&buf[0], len(buf))
+		_, _, err := s.GetJSON(ctx, transient)
+		if err != nil && !errors.Is(err, orders.ErrNotFound) {
+			t.Fatal(err)
+		}
+		for i := range buf {
+			buf[i] = 'z' // the next request's bytes
+		}
+		gets := db.gets.Load()
+		_, hit, err := s.GetJSON(ctx, uid)
+		if err != nil && !errors.Is(err, orders.ErrNotFound) {
+			t.Fatal(err)
+		}
+		if db.gets.Load() != gets || (uid == o.OrderUID && !hit) {
+			t.Fatalf("%s: not found in the cache after the caller's buffer was reused (hit=%v, database reads %d -> %d)",
+				uid, hit, gets, db.gets.Load())
+		}
+	}
 }

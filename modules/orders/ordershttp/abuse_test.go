@@ -40,7 +40,7 @@ func liveServer(t *testing.T, cfg httpx.Config, opts ordershttp.Options) (string
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
-	go func() { defer close(done); _ = app.Listener(ln) }()
+	go func() { defer close(done); _ = httpx.Serve(app, ln) }() // as app serve does
 	t.Cleanup(func() { _ = app.ShutdownWithTimeout(5 * time.Second); <-done })
 	return ln.Addr().String(), &server{app: app, store: store, db: db.Bun}
 }

@@ -64,7 +64,7 @@ func BenchmarkOrderLookupMissLoad(b *testing.B) {
 	// The baseline: Store.Get + encoding/json in a bare Fiber handler, own pool.
 	bare := bareDBApp(ordersdb.New(db.OpenPool(b, missPoolSize)))
 
-	serviceURL, bareURL := listen(b, svc), listen(b, bare)
+	serviceURL, bareURL := listen(b, svc, true), listen(b, bare, false)
 	paths := make([]string, len(uids))
 	for i, uid := range uids {
 		paths[i] = "/order/" + uid

@@ -30,7 +30,9 @@ const DefaultListLimit = 50
 type Service interface {
 	// GetJSON returns the cache entry of an order (its encoded JSON, version and
 	// ETag; shared, never modified) and whether it came from the cache. Unknown
-	// or deleted uid: orders.ErrNotFound.
+	// or deleted uid: orders.ErrNotFound; malformed: orders.ErrInvalidUID. uid
+	// is only valid during the call (it may point into the request's buffer):
+	// an implementation copies what it keeps.
 	GetJSON(ctx context.Context, uid string) (e *orderscache.Entry, hit bool, err error)
 	// List returns a newest-first page (see orders.Store.List).
 	List(ctx context.Context, limit int, cursor string) (orders.Page, error)
@@ -135,10 +137,15 @@ const (
 // get serves one order's cached JSON bytes as they are: no decode, no encode.
 // Its ETag derives from the version.
 func (h *handlers) get(c *fiber.Ctx) error {
-	uid, err := pathUID(c)
-	if err != nil {
-		return err
+	uid := c.Params("uid")
+	if strings.IndexByte(uid, '%') >= 0 {
+		var err error
+		if uid, err = url.PathUnescape(uid); err != nil {
+			return orders.ErrInvalidUID
+		}
 	}
+	// uid may point into fasthttp's request buffer: GetJSON validates it and
+	// copies it where it keeps it (a miss), so a hit copies nothing.
 	e, hit, err := h.svc.GetJSON(c.UserContext(), uid)
 	if err != nil {
 		return err

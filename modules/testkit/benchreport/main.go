@@ -87,13 +87,13 @@ var figures = []figure{
 	},
 	{
 		Bench: "BenchmarkOrderLookupLoad", Name: "GET /order/{uid}, hot cache, 64 conns (req/s)",
-		Metric: "req/s", Baseline: "bare Fiber handler, bytes from a map", BaselineMetric: "bare-req/s",
+		Metric: "req/s", Baseline: "bare Fiber handler, the same response bytes (body and headers) from a map", BaselineMetric: "bare-req/s",
 		RatioMetric: "ratio", Target: ">= 40,000 req/s and >= 0.9 x bare",
 		Met: func(m metrics) bool { return m["req/s"] >= 40000 && m["ratio"] >= 0.9 },
 	},
 	{
 		Bench: "BenchmarkOrderLookupLoad", Name: "GET /order/{uid}, hot cache: p99 (ms)",
-		Metric: "p99-ms", Baseline: "bare Fiber handler, bytes from a map", BaselineMetric: "bare-p99-ms",
+		Metric: "p99-ms", Baseline: "bare Fiber handler, the same response bytes (body and headers) from a map", BaselineMetric: "bare-p99-ms",
 		Target: "<= 5 ms",
 		Met:    func(m metrics) bool { return m["p99-ms"] <= 5 },
 	},
@@ -141,9 +141,9 @@ var figures = []figure{
 		Target: "-",
 	},
 	{
-		Bench: "BenchmarkOrderLookupLoad", Name: "GET /order/{uid}, hot cache, vs bare with the service's server timeouts (req/s)",
-		Metric: "req/s", Baseline: "bare Fiber handler with read/write/idle timeouts 10/30/60 s", BaselineMetric: "timed-req/s",
-		RatioMetric: "timed-ratio", Target: "-",
+		Bench: "BenchmarkOrderLookupLoad", Name: "GET /order/{uid}, hot cache, vs a bare handler serving the body alone (req/s)",
+		Metric: "req/s", Baseline: "bare Fiber handler, the body alone from a map (no service headers)", BaselineMetric: "body-req/s",
+		RatioMetric: "body-ratio", Target: "-",
 	},
 	{
 		Bench: "BenchmarkIngest", Name: "ingest flow, 1 writer, vs the write ceiling (orders/s)",
