@@ -91,8 +91,8 @@ func BenchmarkOrderLookupLoad(b *testing.B) {
 		return runGoLoad(b, strings.TrimPrefix(base, "http://"), []string{path}, conns, d, len(body))
 	}
 
-	// The two servers are measured in alternating rounds of 2 s, so that load from
-	// other processes on the machine falls on both alike.
+	// The servers are measured in alternating rounds of 2 s, so that load from
+	// other processes on the machine falls on each alike.
 	const round = 2 * time.Second
 	rounds := int(dur / round)
 	if rounds < 1 {
@@ -106,10 +106,20 @@ func BenchmarkOrderLookupLoad(b *testing.B) {
 		run(serviceURL, time.Second)
 		run(bodyURL, time.Second)
 		var bars, svcs, bods []loadResult
+		// The order of the servers in a round reverses every round (ABC CBA),
+		// so that what one leaves behind falls on each alike.
 		for r := 0; r < rounds; r++ {
-			bars = append(bars, run(bareURL, round))
-			svcs = append(svcs, run(serviceURL, round))
-			bods = append(bods, run(bodyURL, round))
+			order := []func(){
+				func() { bars = append(bars, run(bareURL, round)) },
+				func() { svcs = append(svcs, run(serviceURL, round)) },
+				func() { bods = append(bods, run(bodyURL, round)) },
+			}
+			if r%2 == 1 {
+				slices.Reverse(order)
+			}
+			for _, f := range order {
+				f()
+			}
 		}
 		bar, svc, bod = combine(bars), combine(svcs), combine(bods)
 	}
