@@ -417,6 +417,9 @@ var (
 	applyOrdersSQL = applyOrdersFrom(ordersStaging + " AS v")
 	// stageOrdersSQL creates ordersStaging when the connection has not got it.
 	stageOrdersSQL = ordersTable.stagingSQL(ordersStaging)
+	// beginSQL opens a batch's transaction and makes sure of the staging table,
+	// in one round trip.
+	beginSQL = "BEGIN;\n" + stageOrdersSQL
 
 	// applyTombstonesSQL deletes the orders older than their tombstone (their
 	// parts go with them: ON DELETE CASCADE) and stores each tombstone unless an

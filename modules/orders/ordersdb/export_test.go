@@ -23,17 +23,14 @@ func StageOrders(ctx context.Context, conn bun.Conn, recs []orders.Record) error
 	return copyIn(ctx, batchTx{conn: conn}, &ordersTable, ordersStaging, recs)
 }
 
-// StageInTx runs, in the batch transaction of ApplyBatch (inTx), the orders
-// staging table's creation, then between, then the COPY of recs into it, and
-// returns what the transaction returned.
+// StageInTx runs, in the batch transaction of ApplyBatch (inTx, whose BEGIN
+// creates the orders staging table), between, then the COPY of recs into the
+// staging table, and returns what the transaction returned.
 func StageInTx(ctx context.Context, conn bun.Conn, between func() error, recs []orders.Record) error {
-	return inTx(ctx, conn, func(tx batchTx) error {
-		if _, err := tx.ExecContext(ctx, stageOrdersSQL); err != nil {
-			return err
-		}
+	return inTx(ctx, conn, func(tx batchTx) (string, error) {
 		if err := between(); err != nil {
-			return err
+			return "", err
 		}
-		return copyIn(ctx, tx, &ordersTable, ordersStaging, recs)
+		return "", copyIn(ctx, tx, &ordersTable, ordersStaging, recs)
 	})
 }

@@ -221,3 +221,39 @@ func TestWithoutChangeFeed(t *testing.T) {
 		t.Fatalf("%d feed rows without the feed", n)
 	}
 }
+
+// TestFeedFailureRollsBackTheBatch: the change feed's row is sent with the
+// batch's COMMIT, in one round trip. When it fails, the COMMIT must not run:
+// the batch is rolled back whole (no order without its change-feed row), the
+// error reaches the caller, and the connection serves the next batch.
+func TestFeedFailureRollsBackTheBatch(t *testing.T) {
+	ctx := context.Background()
+	d := dbtest.New(t, dbtest.Pool(1)) // the next batch gets the same connection
+	if _, err := d.Bun.ExecContext(ctx, "ALTER TABLE order_changes RENAME TO order_changes_away"); err != nil {
+		t.Fatal(err)
+	}
+	v := orders.Version{Partition: 0, Offset: 1, Time: 1}
+	a := storetest.NewOrder("feed-fail-a", 1)
+	if _, err := d.Store.ApplyBatch(ctx, []orders.Record{{Order: a, Version: v}}); err == nil {
+		t.Fatal("ApplyBatch succeeded without the change-feed table")
+	}
+	var n int
+	if err := d.Bun.QueryRowContext(ctx, "SELECT count(*) FROM orders").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("%d orders stored by a batch whose change-feed row failed", n)
+	}
+	if _, err := d.Bun.ExecContext(ctx, "ALTER TABLE order_changes_away RENAME TO order_changes"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Store.ApplyBatch(ctx, []orders.Record{{Order: a, Version: v}}); err != nil {
+		t.Fatalf("the next batch on the connection: %v", err)
+	}
+	if err := d.Bun.QueryRowContext(ctx, "SELECT (SELECT count(*) FROM orders) + (SELECT count(*) FROM order_changes)").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Fatalf("after the retry: %d orders + change rows, want 1 + 1", n)
+	}
+}

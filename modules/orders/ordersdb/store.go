@@ -132,12 +132,12 @@ func (s *Store) ApplyBatch(ctx context.Context, recs []orders.Record) ([]orders.
 		return nil, fmt.Errorf("apply batch: %w", redact(err))
 	}
 	defer func() { _ = conn.Close() }()
-	err = inTx(ctx, conn, func(tx batchTx) error {
+	err = inTx(ctx, conn, func(tx batchTx) (string, error) {
 		var err error
 		if stored, err = applyBatch(ctx, tx, recs); err != nil || s.quiet {
-			return err
+			return "", err
 		}
-		return announce(ctx, tx, stored)
+		return announceSQLFor(tx, stored)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("apply batch: %w", redact(err))
@@ -159,11 +159,11 @@ func (s *Store) ProbeWrite(ctx context.Context, rec orders.Record) error {
 		return fmt.Errorf("probe write: %w", redact(err))
 	}
 	defer func() { _ = conn.Close() }()
-	err = inTx(ctx, conn, func(tx batchTx) error {
+	err = inTx(ctx, conn, func(tx batchTx) (string, error) {
 		if _, err := applyBatch(ctx, tx, []orders.Record{rec}); err != nil {
-			return err
+			return "", err
 		}
-		return errProbeRollback
+		return "", errProbeRollback
 	})
 	if errors.Is(err, errProbeRollback) {
 		return nil
@@ -179,7 +179,12 @@ type batchTx struct {
 }
 
 // inTx runs fn between a BEGIN and a COMMIT (ROLLBACK when fn fails) sent on
-// conn as statements, not in a database/sql transaction. COPY (pgdriver.CopyFrom)
+// conn as statements, not in a database/sql transaction. The BEGIN goes in one
+// round trip with the creation of the orders' staging table (a no-op once the
+// connection has it), and the statement fn returns, if any (the change feed's
+// row), goes in one with the COMMIT: simple-protocol queries of several
+// statements, which stop at the first error. A small batch is about ten round
+// trips; these are two of them. COPY (pgdriver.CopyFrom)
 // runs inside sql.Conn.Raw, and when the connection breaks under it (a write
 // that sends nothing returns driver.ErrBadConn) database/sql closes the Conn,
 // which waits until every user of the Conn is done, an open sql.Tx included:
@@ -187,14 +192,23 @@ type batchTx struct {
 // TestPostgresOutageLosesNothing: PostgreSQL killed while a batch was between
 // BEGIN and its COPY left that writer stuck for good (TestBrokenConnectionMidCopy).
 // A connection whose ROLLBACK fails is discarded, never pooled mid-transaction.
-func inTx(ctx context.Context, conn bun.Conn, fn func(batchTx) error) error {
-	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
-		discard(conn)
+func inTx(ctx context.Context, conn bun.Conn, fn func(batchTx) (atCommit string, err error)) error {
+	if _, err := conn.ExecContext(ctx, beginSQL); err != nil {
+		// The BEGIN may have run and the staging statement failed: end it.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, rerr := conn.ExecContext(rctx, "ROLLBACK"); rerr != nil {
+			discard(conn)
+		}
 		return err
 	}
-	err := fn(batchTx{conn, conn})
+	atCommit, err := fn(batchTx{conn, conn})
 	if err == nil {
-		if _, err = conn.ExecContext(ctx, "COMMIT"); err == nil {
+		commit := "COMMIT"
+		if atCommit != "" {
+			commit = atCommit + ";\nCOMMIT"
+		}
+		if _, err = conn.ExecContext(ctx, commit); err == nil {
 			return nil
 		}
 	}
@@ -289,9 +303,7 @@ func applyBatch(ctx context.Context, tx batchTx, recs []orders.Record) ([]orders
 // and items of the orders it applied. It returns those uids and, for those that
 // replaced a version on another partition, that version.
 func writeOrders(ctx context.Context, tx batchTx, recs []orders.Record) (applied []string, prev map[string]orders.Version, err error) {
-	if _, err := tx.ExecContext(ctx, stageOrdersSQL); err != nil {
-		return nil, nil, fmt.Errorf("orders: staging: %w", err)
-	}
+	// inTx's BEGIN created the staging table (or found it)
 	if err := copyIn(ctx, tx, &ordersTable, ordersStaging, recs); err != nil {
 		return nil, nil, err
 	}
@@ -606,12 +618,14 @@ func parseStoredVersion(s string) (orders.Version, error) {
 	return v, nil
 }
 
-// announce adds the change-feed row of a batch: every uid with what the database
-// holds for it, in the batch's transaction, and wakes the readers (NOTIFY, sent
-// at commit; one per batch, never one per order). The versions are read back in
-// the statement from what the batch left (by primary key), so the only
-// parameter is the uids: text arrays cost their parse on every statement.
-func announce(ctx context.Context, tx bun.IDB, stored []orders.Stored) error {
+// announceSQLFor returns the statement that adds the change-feed row of a batch
+// (empty when there is nothing to announce): every uid with what the database
+// holds for it, run in the batch's transaction just before its COMMIT (inTx sends
+// them together), and wakes the readers (NOTIFY, sent at commit; one per batch,
+// never one per order). The versions are read back in the statement from what
+// the batch left (by primary key), so the only parameter is the uids: text
+// arrays cost their parse on every statement.
+func announceSQLFor(tx bun.IDB, stored []orders.Stored) (q string, err error) {
 	uids := make([]string, 0, len(stored))
 	tombs := false
 	for i := range stored {
@@ -621,16 +635,18 @@ func announce(ctx context.Context, tx bun.IDB, stored []orders.Stored) error {
 		}
 	}
 	if len(uids) == 0 {
-		return nil
+		return "", nil
 	}
 	q, args := announceOrdersSQL, []any{pgdialect.Array(uids)}
 	if tombs {
 		q, args = announceAllSQL, []any{pgdialect.Array(uids), pgdialect.Array(uids)}
 	}
-	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-		return fmt.Errorf("change feed: %w", err)
-	}
-	return nil
+	defer func() { // bun formats the arrays; a failure is a panic there
+		if r := recover(); r != nil {
+			q, err = "", fmt.Errorf("change feed: format: %v", r)
+		}
+	}()
+	return tx.NewRaw(q, args...).String(), nil
 }
 
 // FeedChannel is the NOTIFY channel of the change feed.
