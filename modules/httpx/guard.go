@@ -30,7 +30,12 @@ import (
 //     next request (a client that stops reading is cut).
 //
 // A handler's own time counts against none of them, as with fasthttp's deadlines.
-// A timeout is never shorter than configured and at most two ticks longer.
+// A timeout is never shorter than configured and at most two ticks longer. The
+// guard sees reads and writes, not requests: a read that follows a write waits
+// under the idle limit until its first byte, then under the read limit. So the
+// rest of a pipelined request whose start was already buffered, or a body sent
+// after a "100 Continue", gets up to idle + read rather than read: bounded, only
+// more lenient.
 // Serving the app with app.Listener instead keeps fasthttp's own deadlines: the
 // same limits, at their cost. Serve changes the app's fasthttp server, so serve
 // one app through Serve only.
