@@ -576,12 +576,17 @@ func ReadTopicSize(ctx context.Context, o ReadOptions) (TopicRead, error) {
 }
 
 // reader is ReadTopic's consumer: no group offsets, the end of each partition
-// reported, committed records only.
+// reported, committed records only. A read ends at each partition's end, which
+// it learns from a fetch that finds nothing more (the last offsets of a
+// transactional topic are commit markers, never delivered): the broker answers
+// such a fetch after fetch.wait.max.ms, 500 ms by default, so a read of a few
+// partitions took 0.5–2 s; 10 ms makes it about the time of its fetches.
 func (s settings) reader(brokers string) kafka.ConfigMap {
 	cm := s.common(brokers)
 	maps.Copy(cm, kafka.ConfigMap{
 		"group.id": "orders-dlq-tool", "enable.auto.commit": false,
 		"enable.partition.eof": true, "auto.offset.reset": "earliest",
+		"fetch.wait.max.ms":          10,
 		"isolation.level":            "read_committed",
 		"queued.max.messages.kbytes": ReadBufferBytes >> 10,
 		"fetch.max.bytes":            ReadBufferBytes,
