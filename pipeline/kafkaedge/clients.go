@@ -579,14 +579,17 @@ func ReadTopicSize(ctx context.Context, o ReadOptions) (TopicRead, error) {
 // reported, committed records only. A read ends at each partition's end, which
 // it learns from a fetch that finds nothing more (the last offsets of a
 // transactional topic are commit markers, never delivered): the broker answers
-// such a fetch after fetch.wait.max.ms, 500 ms by default, so a read of a few
-// partitions took 0.5–2 s; 10 ms makes it about the time of its fetches.
+// such a fetch after fetch.wait.max.ms, 500 ms by default, and librdkafka waits
+// fetch.queue.backoff.ms (1 s) before a partition's next fetch once its small
+// queue (ReadBufferBytes) has filled, so a DLQ read on an idle app dev took
+// 0.5–2 s; with 10 ms each, 30–115 ms.
 func (s settings) reader(brokers string) kafka.ConfigMap {
 	cm := s.common(brokers)
 	maps.Copy(cm, kafka.ConfigMap{
 		"group.id": "orders-dlq-tool", "enable.auto.commit": false,
 		"enable.partition.eof": true, "auto.offset.reset": "earliest",
 		"fetch.wait.max.ms":          10,
+		"fetch.queue.backoff.ms":     10,
 		"isolation.level":            "read_committed",
 		"queued.max.messages.kbytes": ReadBufferBytes >> 10,
 		"fetch.max.bytes":            ReadBufferBytes,
