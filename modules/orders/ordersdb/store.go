@@ -194,12 +194,7 @@ type batchTx struct {
 // A connection whose ROLLBACK fails is discarded, never pooled mid-transaction.
 func inTx(ctx context.Context, conn bun.Conn, fn func(batchTx) (atCommit string, err error)) error {
 	if _, err := conn.ExecContext(ctx, beginSQL); err != nil {
-		// The BEGIN may have run and the staging statement failed: end it.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if _, rerr := conn.ExecContext(rctx, "ROLLBACK"); rerr != nil {
-			discard(conn)
-		}
+		rollback(ctx, conn) // the BEGIN may have run and the staging statement failed
 		return err
 	}
 	atCommit, err := fn(batchTx{conn, conn})
@@ -212,13 +207,18 @@ func inTx(ctx context.Context, conn bun.Conn, fn func(batchTx) (atCommit string,
 			return nil
 		}
 	}
-	// ctx may be over: the ROLLBACK gets its own bound.
+	rollback(ctx, conn)
+	return err
+}
+
+// rollback ends conn's transaction, if any, or discards conn when it cannot. ctx
+// may be over: the ROLLBACK gets its own bound.
+func rollback(ctx context.Context, conn bun.Conn) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if _, rerr := conn.ExecContext(rctx, "ROLLBACK"); rerr != nil {
+	if _, err := conn.ExecContext(rctx, "ROLLBACK"); err != nil {
 		discard(conn)
 	}
-	return err
 }
 
 // discard closes conn's driver connection instead of returning it to the pool.

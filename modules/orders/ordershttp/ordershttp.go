@@ -137,15 +137,12 @@ const (
 // get serves one order's cached JSON bytes as they are: no decode, no encode.
 // Its ETag derives from the version.
 func (h *handlers) get(c *fiber.Ctx) error {
-	uid := c.Params("uid")
-	if strings.IndexByte(uid, '%') >= 0 {
-		var err error
-		if uid, err = url.PathUnescape(uid); err != nil {
-			return orders.ErrInvalidUID
-		}
-	}
 	// uid may point into fasthttp's request buffer: GetJSON validates it and
 	// copies it where it keeps it (a miss), so a hit copies nothing.
+	uid, err := transientUID(c)
+	if err != nil {
+		return err
+	}
 	e, hit, err := h.svc.GetJSON(c.UserContext(), uid)
 	if err != nil {
 		return err
@@ -182,20 +179,28 @@ var (
 )
 
 // pathUID returns the :uid path parameter, URL-unescaped, validated and copied
-// out of fasthttp's reused request buffer (the cache may keep it as a key).
+// out of fasthttp's reused request buffer (the caller may keep it).
 func pathUID(c *fiber.Ctx) (string, error) {
-	raw := c.Params("uid")
-	if strings.IndexByte(raw, '%') >= 0 {
-		u, err := url.PathUnescape(raw)
-		if err != nil || !orders.ValidUID(u) {
-			return "", orders.ErrInvalidUID
-		}
-		return u, nil // PathUnescape allocated a fresh string
-	}
-	if !orders.ValidUID(raw) {
+	u, err := transientUID(c)
+	if err != nil || !orders.ValidUID(u) {
 		return "", orders.ErrInvalidUID
 	}
-	return strings.Clone(raw), nil
+	return strings.Clone(u), nil
+}
+
+// transientUID returns the :uid path parameter, URL-unescaped but not
+// validated; without escapes it points into fasthttp's request buffer, valid
+// only while the request is served.
+func transientUID(c *fiber.Ctx) (string, error) {
+	raw := c.Params("uid")
+	if strings.IndexByte(raw, '%') < 0 {
+		return raw, nil
+	}
+	u, err := url.PathUnescape(raw)
+	if err != nil {
+		return "", orders.ErrInvalidUID
+	}
+	return u, nil
 }
 
 // etagMatches reports whether an If-None-Match header value lists etag (weak
