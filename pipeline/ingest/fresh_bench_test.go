@@ -58,10 +58,14 @@ const freshSample = 50
 // is (answered − acknowledged) for that sample.
 //
 // The default configuration batches adaptively (a batch goes to its writer as
-// soon as the writer is free). The same-run comparison is the former fixed
-// linger (linger-ms, FRESH_BENCH_LINGER, default 50 ms: a batch waits that long
-// for more orders): the two run ABBA, FRESH_BENCH_SECONDS each (default 8), on
-// fresh topics and databases; linger-p99-ms is the fixed linger's p99. The
+// soon as the writer is free). Two same-run comparisons run with it, in ABCCBA
+// order, FRESH_BENCH_SECONDS each (default 8), on fresh topics and databases:
+// the former fixed linger (linger-ms, FRESH_BENCH_LINGER, default 50 ms: a batch
+// waits that long for more orders), whose p99 is linger-p99-ms; and the floor
+// (runFreshFloor: a bare consumer that COPYs each poll into the minimal schema
+// and commits, the round trip of broker and disk with nothing of ours on it),
+// floor-p50-ms and floor-p99-ms. The floor's p99 is what this machine's disk
+// allows in the same minutes: a commit flush that stalls delays both alike. The
 // achieved produce rate is reported as orders/s. FRESH_BENCH_WRITERS sets
 // pipeline.writers (default the configuration's).
 //
@@ -84,7 +88,7 @@ func BenchmarkFreshness(b *testing.B) {
 	cluster := testenv.NewCluster(b, testenv.ClusterOptions{Durable: true})
 	g := ordersgen.New(7)
 
-	var all, lingered freshResult
+	var all, lingered, floor freshResult
 	add := func(to *freshResult, r freshResult) {
 		to.lat = append(to.lat, r.lat...)
 		to.toUpsert = append(to.toUpsert, r.toUpsert...)
@@ -95,15 +99,18 @@ func BenchmarkFreshness(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		for _, c := range []ingest.Config{cfg, fixed, fixed, cfg} { // ABBA
+		// ABCCBA: the flow, the fixed linger, the floor.
+		for _, run := range []string{"flow", "linger", "floor", "floor", "linger", "flow"} {
 			b.StopTimer()
 			_, msgs := benchOrders(b, g, freshRate*seconds+1) // the first one warms up
 			b.StartTimer()
-			r := runFreshness(b, cluster, brokers, c, msgs)
-			if c.BatchLinger == 0 {
-				add(&all, r)
-			} else {
-				add(&lingered, r)
+			switch run {
+			case "flow":
+				add(&all, runFreshness(b, cluster, brokers, cfg, msgs))
+			case "linger":
+				add(&lingered, runFreshness(b, cluster, brokers, fixed, msgs))
+			default:
+				add(&floor, runFreshFloor(b, cluster, brokers, msgs))
 			}
 		}
 	}
@@ -118,15 +125,20 @@ func BenchmarkFreshness(b *testing.B) {
 	b.ReportMetric(ms(quantile(all.http, 0.99)), "http-p99-ms")
 	b.ReportMetric(ms(fixed.BatchLinger), "linger-ms")
 	b.ReportMetric(ms(quantile(lingered.lat, 0.99)), "linger-p99-ms")
+	b.ReportMetric(ms(quantile(floor.lat, 0.50)), "floor-p50-ms")
+	b.ReportMetric(ms(quantile(floor.lat, 0.99)), "floor-p99-ms")
 	b.ReportMetric(float64(all.produced)/all.produceTime.Seconds(), "orders/s")
 	b.Logf("%d orders at %d/s target (%.0f/s achieved), adaptive batching vs a fixed %s linger (ABBA), brokers %s",
 		all.produced, freshRate, float64(all.produced)/all.produceTime.Seconds(), fixed.BatchLinger, brokers)
 	for _, r := range []struct {
 		name string
 		res  *freshResult
-	}{{"adaptive", &all}, {"linger " + fixed.BatchLinger.String(), &lingered}} {
+	}{{"adaptive", &all}, {"linger " + fixed.BatchLinger.String(), &lingered}, {"floor", &floor}} {
 		b.Logf("%-12s ack → servable: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms", r.name,
 			ms(quantile(r.res.lat, 0.5)), ms(quantile(r.res.lat, 0.9)), ms(quantile(r.res.lat, 0.99)), ms(quantile(r.res.lat, 1)))
+		if r.res == &floor {
+			continue
+		}
 		b.Logf("%-12s ack → upsert start: p50 %.1f ms, p99 %.1f ms; upsert transaction: p50 %.1f ms, p99 %.1f ms", r.name,
 			ms(quantile(r.res.toUpsert, 0.5)), ms(quantile(r.res.toUpsert, 0.99)), ms(quantile(r.res.upsert, 0.5)), ms(quantile(r.res.upsert, 0.99)))
 	}
@@ -197,39 +209,9 @@ func runFreshness(b *testing.B, cluster *testenv.Cluster, brokers string, cfg in
 	}
 	defer stop()
 
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.DefaultProduceTopic(topic),
-		kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cl.Close()
-	acks := make([]time.Time, len(msgs))
-	var acked atomic.Int64
-	var wg sync.WaitGroup
-	var produceErr error
-	var errOnce sync.Once
-	send := func(i int) {
-		wg.Add(1)
-		cl.Produce(context.Background(), msgs[i], func(_ *kgo.Record, err error) {
-			acks[i] = time.Now()
-			acked.Add(1)
-			if err != nil {
-				errOnce.Do(func() { produceErr = err })
-			}
-			wg.Done()
-		})
-	}
-
+	p := newFreshProducer(b, brokers, topic, msgs)
 	// Warm-up: the group joins and the first batch goes through before the clock runs.
-	send(0)
-	warm := string(msgs[0].Key)
-	for deadline := time.Now().Add(2 * time.Minute); !clock.filled(warm); {
-		if time.Now().After(deadline) {
-			b.Fatalf("warm-up order not servable within 2 minutes; state %s %s", in.Snapshot().State, in.Snapshot().Error)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	wg.Wait()
+	p.warmUp(b, clock.filled, func() string { return in.Snapshot().State + " " + in.Snapshot().Error })
 
 	// Sampled uids are fetched through the API right after their fill.
 	sample := map[string]bool{}
@@ -239,34 +221,10 @@ func runFreshness(b *testing.B, cluster *testenv.Cluster, brokers string, cfg in
 	}
 	served := clock.serveSample(sample, base)
 	if path := os.Getenv("FRESH_BENCH_TIMELINE"); path != "" {
-		stopTimeline := writeTimeline(b, path, in, clock, &acked)
+		stopTimeline := writeTimeline(b, path, in, clock, &p.acked)
 		defer stopTimeline()
 	}
-
-	// Steady rate: every 5 ms, send what the schedule owes.
-	const tick = 5 * time.Millisecond
-	t0 := time.Now()
-	next := 1
-	for next < len(msgs) {
-		due := 1 + int(time.Since(t0).Seconds()*freshRate)
-		for ; next < len(msgs) && next < due; next++ {
-			send(next)
-		}
-		time.Sleep(tick - time.Since(t0)%tick)
-	}
-	wg.Wait()
-	if produceErr != nil {
-		b.Fatalf("produce: %v", produceErr)
-	}
-	var firstAck, lastAck time.Time
-	for _, a := range acks[1:] {
-		if firstAck.IsZero() || a.Before(firstAck) {
-			firstAck = a
-		}
-		if a.After(lastAck) {
-			lastAck = a
-		}
-	}
+	produceTime := p.steady(b)
 
 	for deadline := time.Now().Add(time.Minute); clock.count() < len(msgs); {
 		if time.Now().After(deadline) {
@@ -284,15 +242,15 @@ func runFreshness(b *testing.B, cluster *testenv.Cluster, brokers string, cfg in
 		b.Fatalf("sampled GETs failed: %v", httpLat.errs)
 	}
 
-	res := freshResult{produced: len(msgs) - 1, produceTime: lastAck.Sub(t0)}
+	res := freshResult{produced: len(msgs) - 1, produceTime: produceTime}
 	for i := 1; i < len(msgs); i++ {
 		uid := string(msgs[i].Key)
 		f := clock.get(uid)
-		res.lat = append(res.lat, f.filled.Sub(acks[i]))
-		res.toUpsert = append(res.toUpsert, f.upsertStart.Sub(acks[i]))
+		res.lat = append(res.lat, f.filled.Sub(p.acks[i]))
+		res.toUpsert = append(res.toUpsert, f.upsertStart.Sub(p.acks[i]))
 		res.upsert = append(res.upsert, f.upsertEnd.Sub(f.upsertStart))
 		if t, ok := httpLat.at[uid]; ok {
-			res.http = append(res.http, t.Sub(acks[i]))
+			res.http = append(res.http, t.Sub(p.acks[i]))
 		}
 	}
 	if len(res.http) != len(sample) {

@@ -110,9 +110,19 @@ var figures = []figure{
 	},
 	{
 		Bench: "BenchmarkFreshness", Name: "freshness at 2,000 orders/s: broker ack to servable, p99 (ms)",
-		Metric: "p99-ms", Baseline: "a fixed 50 ms batch linger instead, p99 (ABBA)", BaselineMetric: "linger-p99-ms",
+		Metric: "p99-ms", Baseline: "the floor: a bare consumer COPYing each poll into the minimal schema, commit, p99 (ABCCBA)", BaselineMetric: "floor-p99-ms",
 		Target: "<= 30 ms",
 		Met:    func(m metrics) bool { return m["p99-ms"] <= 30 },
+	},
+	{
+		Bench: "BenchmarkFreshness", Name: "freshness at 2,000 orders/s: broker ack to servable, p50 (ms)",
+		Metric: "p50-ms", Baseline: "the floor, p50", BaselineMetric: "floor-p50-ms",
+		Target: "-",
+	},
+	{
+		Bench: "BenchmarkFreshness", Name: "freshness, adaptive batching vs a fixed 50 ms linger, p99 (ms)",
+		Metric: "p99-ms", Baseline: "a fixed 50 ms batch linger instead, p99 (ABCCBA)", BaselineMetric: "linger-p99-ms",
+		Target: "-",
 	},
 	{
 		Bench: "BenchmarkFeedLatency", Name: "change feed at 2,000 orders/s: commit to delivered on another reader, p99 (ms)",

@@ -1,0 +1,223 @@
+package ingest_test
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/orderflow/orders-service/modules/orders"
+	"github.com/orderflow/orders-service/modules/testkit/dbtest"
+	"github.com/orderflow/orders-service/modules/testkit/testenv"
+)
+
+// freshProducer sends the records of one BenchmarkFreshness run to its topic and
+// keeps, per record, when the broker acknowledged it.
+type freshProducer struct {
+	cl    *kgo.Client
+	msgs  []*kgo.Record
+	acks  []time.Time
+	acked atomic.Int64
+	wg    sync.WaitGroup
+	once  sync.Once
+	err   error
+}
+
+func newFreshProducer(b *testing.B, brokers, topic string, msgs []*kgo.Record) *freshProducer {
+	b.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.DefaultProduceTopic(topic),
+		kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(cl.Close)
+	return &freshProducer{cl: cl, msgs: msgs, acks: make([]time.Time, len(msgs))}
+}
+
+func (p *freshProducer) send(i int) {
+	p.wg.Add(1)
+	p.cl.Produce(context.Background(), p.msgs[i], func(_ *kgo.Record, err error) {
+		p.acks[i] = time.Now()
+		p.acked.Add(1)
+		if err != nil {
+			p.once.Do(func() { p.err = err })
+		}
+		p.wg.Done()
+	})
+}
+
+// warmUp produces the first record and waits until servable reports its uid
+// (group joined, connections warm) before the clock runs; state describes the
+// consumer for the failure message.
+func (p *freshProducer) warmUp(b *testing.B, servable func(uid string) bool, state func() string) {
+	b.Helper()
+	p.send(0)
+	warm := string(p.msgs[0].Key)
+	for deadline := time.Now().Add(2 * time.Minute); !servable(warm); {
+		if time.Now().After(deadline) {
+			b.Fatalf("warm-up order not servable within 2 minutes; %s", state())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.wg.Wait()
+}
+
+// steady produces the other records at freshRate (every 5 ms, what the schedule
+// owes), waits for every acknowledgement and returns the time from the first
+// send to the last acknowledgement.
+func (p *freshProducer) steady(b *testing.B) time.Duration {
+	b.Helper()
+	const tick = 5 * time.Millisecond
+	t0 := time.Now()
+	next := 1
+	for next < len(p.msgs) {
+		due := 1 + int(time.Since(t0).Seconds()*freshRate)
+		for ; next < len(p.msgs) && next < due; next++ {
+			p.send(next)
+		}
+		time.Sleep(tick - time.Since(t0)%tick)
+	}
+	p.wg.Wait()
+	if p.err != nil {
+		b.Fatalf("produce: %v", p.err)
+	}
+	var last time.Time
+	for _, a := range p.acks[1:] {
+		if a.After(last) {
+			last = a
+		}
+	}
+	return last.Sub(t0)
+}
+
+// runFreshFloor is the round trip BenchmarkFreshness measures the flow against:
+// the least any consumer does before an order can be served from PostgreSQL
+// with its default durability. One franz-go consumer (no group) reads the topic
+// on one goroutine; what each poll returns is decoded and written with COPY into
+// the minimal schema of the four tables (minimalSchemaSQL) in one transaction on
+// one connection, and its orders count as servable when the COMMIT returns.
+// While a commit runs, the next records gather in the client, so it batches as
+// the flow's adaptive policy does, with nothing else on the path: no
+// validation, no versions or stale guard, no change feed, cache or offset commit.
+// Its latencies (lat only) come from the same producer and the same pacing as
+// runFreshness.
+func runFreshFloor(b *testing.B, cluster *testenv.Cluster, brokers string, msgs []*kgo.Record) freshResult {
+	b.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dbtest.New(b, dbtest.On(cluster), dbtest.Pool(1)).DSN)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	first, err := decodeFloor(msgs[0])
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, minimalSchemaSQL([]orders.Record{first})); err != nil {
+		b.Fatalf("minimal schema: %v", err)
+	}
+
+	topic := testenv.KafkaTopicName(b, "floor")
+	testenv.KafkaCreateTopic(b, brokers, topic, 4)
+	consumer, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer consumer.Close()
+
+	var mu sync.Mutex
+	committed := make(map[string]time.Time, len(msgs))
+	var failed error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			fs := consumer.PollFetches(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			if err := fs.Err0(); err != nil {
+				failed = err
+				return
+			}
+			var recs []orders.Record
+			fs.EachRecord(func(r *kgo.Record) {
+				rec, err := decodeFloor(r)
+				if err != nil && failed == nil {
+					failed = err
+				}
+				recs = append(recs, rec)
+			})
+			if failed != nil {
+				return
+			}
+			if len(recs) == 0 {
+				continue
+			}
+			if err := copyOrders(ctx, conn, "minimal", recs); err != nil {
+				if ctx.Err() == nil {
+					failed = err
+				}
+				return
+			}
+			now := time.Now()
+			mu.Lock()
+			for i := range recs {
+				committed[recs[i].UID()] = now
+			}
+			mu.Unlock()
+		}
+	}()
+	servable := func(uid string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		_, ok := committed[uid]
+		return ok
+	}
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(committed)
+	}
+	stop := func() {
+		cancel()
+		<-done
+		if failed != nil {
+			b.Fatalf("floor consumer: %v", failed)
+		}
+	}
+
+	p := newFreshProducer(b, brokers, topic, msgs)
+	p.warmUp(b, servable, func() string { return "floor consumer" })
+	produceTime := p.steady(b)
+	for deadline := time.Now().Add(time.Minute); count() < len(msgs); {
+		if time.Now().After(deadline) {
+			stop()
+			b.Fatalf("floor: %d of %d orders committed a minute after the last acknowledgement", count(), len(msgs))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	res := freshResult{produced: len(msgs) - 1, produceTime: produceTime}
+	for i := 1; i < len(msgs); i++ {
+		res.lat = append(res.lat, committed[string(msgs[i].Key)].Sub(p.acks[i]))
+	}
+	return res
+}
+
+// decodeFloor is the floor consumer's decode: the order of r with r's position
+// as its version.
+func decodeFloor(r *kgo.Record) (orders.Record, error) {
+	var o orders.Order
+	if err := json.Unmarshal(r.Value, &o); err != nil {
+		return orders.Record{}, err
+	}
+	return orders.Record{Order: o, Version: orders.Version{Partition: r.Partition, Offset: r.Offset, Time: 1}}, nil
+}
