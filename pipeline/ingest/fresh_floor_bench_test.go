@@ -19,7 +19,8 @@ import (
 // freshProducer sends the records of one BenchmarkFreshness run to its topic and
 // keeps, per record, when the broker acknowledged it.
 type freshProducer struct {
-	cl    *kgo.Client
+	brokers, topic string
+	cl             *kgo.Client
 	msgs  []*kgo.Record
 	acks  []time.Time
 	acked atomic.Int64
@@ -36,7 +37,7 @@ func newFreshProducer(b *testing.B, brokers, topic string, msgs []*kgo.Record) *
 		b.Fatal(err)
 	}
 	b.Cleanup(cl.Close)
-	return &freshProducer{cl: cl, msgs: msgs, acks: make([]time.Time, len(msgs))}
+	return &freshProducer{brokers: brokers, topic: topic, cl: cl, msgs: msgs, acks: make([]time.Time, len(msgs))}
 }
 
 func (p *freshProducer) send(i int) {
@@ -51,32 +52,47 @@ func (p *freshProducer) send(i int) {
 	})
 }
 
-// warmUp produces the first record and waits until servable reports its uid
-// (group joined, connections warm) before the clock runs; state describes the
-// consumer for the failure message.
+// warmUp produces the first freshPartitions records, the i-th to partition i,
+// and waits until servable reports their uids (group joined, connections warm,
+// and every partition fetched and written once: the first records of a
+// partition nothing had fetched yet waited about a second in the floor's
+// consumer) before the clock runs; state describes the consumer for the
+// failure message.
 func (p *freshProducer) warmUp(b *testing.B, servable func(uid string) bool, state func() string) {
 	b.Helper()
-	p.send(0)
-	warm := string(p.msgs[0].Key)
-	for deadline := time.Now().Add(2 * time.Minute); !servable(warm); {
-		if time.Now().After(deadline) {
-			b.Fatalf("warm-up order not servable within 2 minutes; %s", state())
-		}
-		time.Sleep(5 * time.Millisecond)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(p.brokers), kgo.DefaultProduceTopic(p.topic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		b.Fatal(err)
 	}
-	p.wg.Wait()
+	defer cl.Close()
+	for i := range freshPartitions {
+		r := *p.msgs[i]
+		r.Partition = int32(i)
+		if err := cl.ProduceSync(context.Background(), &r).FirstErr(); err != nil {
+			b.Fatalf("warm-up: %v", err)
+		}
+	}
+	for i := range freshPartitions {
+		for deadline := time.Now().Add(2 * time.Minute); !servable(string(p.msgs[i].Key)); {
+			if time.Now().After(deadline) {
+				b.Fatalf("warm-up order %d not servable within 2 minutes; %s", i, state())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 }
 
-// steady produces the other records at freshRate (every 5 ms, what the schedule
+// steady produces the records after the warm-up ones at freshRate (every 5 ms, what the schedule
 // owes), waits for every acknowledgement and returns the time from the first
 // send to the last acknowledgement.
 func (p *freshProducer) steady(b *testing.B) time.Duration {
 	b.Helper()
 	const tick = 5 * time.Millisecond
 	t0 := time.Now()
-	next := 1
+	next := freshPartitions
 	for next < len(p.msgs) {
-		due := 1 + int(time.Since(t0).Seconds()*freshRate)
+		due := freshPartitions + int(time.Since(t0).Seconds()*freshRate)
 		for ; next < len(p.msgs) && next < due; next++ {
 			p.send(next)
 		}
@@ -87,7 +103,7 @@ func (p *freshProducer) steady(b *testing.B) time.Duration {
 		b.Fatalf("produce: %v", p.err)
 	}
 	var last time.Time
-	for _, a := range p.acks[1:] {
+	for _, a := range p.acks[freshPartitions:] {
 		if a.After(last) {
 			last = a
 		}
@@ -124,9 +140,16 @@ func runFreshFloor(b *testing.B, cluster *testenv.Cluster, brokers string, msgs 
 	}
 
 	topic := testenv.KafkaTopicName(b, "floor")
-	testenv.KafkaCreateTopic(b, brokers, topic, 4)
-	consumer, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
+	testenv.KafkaCreateTopic(b, brokers, topic, freshPartitions)
+	// The partitions are named rather than discovered: a consumer of a topic
+	// learns a new topic's partitions from metadata, and one it learns late holds
+	// its records back (about a second, seen as this run's max).
+	start := map[int32]kgo.Offset{}
+	for p := range int32(freshPartitions) {
+		start[p] = kgo.NewOffset().AtStart()
+	}
+	consumer, err := kgo.NewClient(kgo.SeedBrokers(brokers),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: start}), kgo.FetchMaxWait(100*time.Millisecond))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -205,8 +228,8 @@ func runFreshFloor(b *testing.B, cluster *testenv.Cluster, brokers string, msgs 
 		time.Sleep(10 * time.Millisecond)
 	}
 	stop()
-	res := freshResult{produced: len(msgs) - 1, produceTime: produceTime}
-	for i := 1; i < len(msgs); i++ {
+	res := freshResult{produced: len(msgs) - freshPartitions, produceTime: produceTime}
+	for i := freshPartitions; i < len(msgs); i++ {
 		res.lat = append(res.lat, committed[string(msgs[i].Key)].Sub(p.acks[i]))
 	}
 	return res

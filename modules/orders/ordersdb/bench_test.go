@@ -247,42 +247,59 @@ func BenchmarkApplyBatchStatements(b *testing.B) {
 	}
 }
 
-// BenchmarkApplySmallBatches writes 500 batches of 10 new canonical-shaped orders
+// BenchmarkApplySmallBatches writes batches of a few new canonical-shaped orders
 // with ApplyBatch on one connection (change feed on), one after the other: the
 // batches of a steady trickle, where a batch's transaction is mostly round trips
-// and the commit's flush rather than rows. It reports the transaction's p50 and
-// p99 (ms) and orders/s. Freshness at 2,000 orders/s follows these transactions.
+// and the commit's flush rather than rows. Per batch size (1, 10, 50, 100, 200)
+// it writes 300 batches in two round trips (the small batches' path, forced
+// for every size) and 300 with COPY, alternately, each on its own database,
+// and reports each one's transaction p50 and p99 (ms) and p50-ratio (two round
+// trips / COPY): where the ratio crosses 1 is where smallBatch belongs.
+// Freshness at 2,000 orders/s follows these transactions.
 //
 //	go test -run '^$' -bench ApplySmallBatches -benchtime 1x ./modules/orders/ordersdb/
 func BenchmarkApplySmallBatches(b *testing.B) {
-	const batches, size = 500, 10
+	const batches = 300
 	cluster := testenv.NewCluster(b, testenv.ClusterOptions{Durable: true})
-	for i := 0; i < b.N; i++ {
-		b.StopTimer()
-		tdb := dbtest.New(b, dbtest.On(cluster), dbtest.Pool(1))
-		all := benchBatches(b, batches*size/benchBatch)
-		var flat []orders.Record
-		for _, bt := range all {
-			flat = append(flat, bt...)
-		}
-		ctx := context.Background()
-		lat := make([]time.Duration, 0, batches)
-		b.StartTimer()
-		t0 := time.Now()
-		for k := 0; k < batches; k++ {
-			s := time.Now()
-			if _, err := tdb.Store.ApplyBatch(ctx, flat[k*size:(k+1)*size]); err != nil {
-				b.Fatal(err)
+	for _, size := range []int{1, 10, 50, 100, 200} {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				def := dbtest.New(b, dbtest.On(cluster), dbtest.Pool(1))
+				def.Store.SetSmallBatch(size)
+				cp := dbtest.New(b, dbtest.On(cluster), dbtest.Pool(1))
+				cp.Store.SetSmallBatch(0)
+				var flat []orders.Record
+				for _, bt := range benchBatches(b, (2*batches*size+benchBatch-1)/benchBatch) {
+					flat = append(flat, bt...)
+				}
+				ctx := context.Background()
+				lat := [2][]time.Duration{}
+				b.StartTimer()
+				for k := 0; k < 2*batches; k++ {
+					st := def.Store
+					if k%2 == 1 {
+						st = cp.Store
+					}
+					s := time.Now()
+					if _, err := st.ApplyBatch(ctx, flat[k*size:(k+1)*size]); err != nil {
+						b.Fatal(err)
+					}
+					lat[k%2] = append(lat[k%2], time.Since(s))
+				}
+				b.StopTimer()
+				ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+				q := func(l []time.Duration, p float64) time.Duration {
+					sort.Slice(l, func(x, y int) bool { return l[x] < l[y] })
+					return l[int(p*float64(len(l)-1))]
+				}
+				b.ReportMetric(ms(q(lat[0], 0.5)), "p50-ms")
+				b.ReportMetric(ms(q(lat[0], 0.99)), "p99-ms")
+				b.ReportMetric(ms(q(lat[1], 0.5)), "copy-p50-ms")
+				b.ReportMetric(ms(q(lat[1], 0.99)), "copy-p99-ms")
+				b.ReportMetric(float64(q(lat[0], 0.5))/float64(q(lat[1], 0.5)), "p50-ratio")
+				b.StartTimer()
 			}
-			lat = append(lat, time.Since(s))
-		}
-		total := time.Since(t0)
-		b.StopTimer()
-		sort.Slice(lat, func(x, y int) bool { return lat[x] < lat[y] })
-		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-		b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
-		b.ReportMetric(ms(lat[len(lat)*99/100]), "p99-ms")
-		b.ReportMetric(float64(batches*size)/total.Seconds(), "orders/s")
-		b.StartTimer()
+		})
 	}
 }

@@ -415,6 +415,13 @@ var (
 	// ordersStaging, filled by COPY: a COPY of text rows costs the server far
 	// less than the same rows as array parameters (parsed, then unnested).
 	applyOrdersSQL = applyOrdersFrom(ordersStaging + " AS v")
+	// The statements of a small batch (see smallBatch): the orders statement and
+	// the parts' inserts read the rows from array parameters (unnest), formatted
+	// into the statement text, so that a batch's statements go in two round trips.
+	applyOrdersUnnestSQL = applyOrdersFrom(ordersTable.unnestSQL())
+	insertDeliverySQL    = deliveryTable.insertFromSQL("", deliveryTable.unnestSQL())
+	insertPaymentSQL     = paymentTable.insertFromSQL("", paymentTable.unnestSQL())
+	insertItemsSQL       = itemsTable.insertFromSQL("", itemsTable.unnestSQL())
 	// stageOrdersSQL creates ordersStaging when the connection has not got it.
 	stageOrdersSQL = ordersTable.stagingSQL(ordersStaging)
 	// beginSQL opens a batch's transaction and makes sure of the staging table,

@@ -34,3 +34,10 @@ func StageInTx(ctx context.Context, conn bun.Conn, between func() error, recs []
 		return "", copyIn(ctx, tx, &ordersTable, ordersStaging, recs)
 	})
 }
+
+// SetSmallBatch sets the most orders a batch may hold to be written in two round
+// trips (applySmall); 0: every batch is written with COPY. It returns s.
+func (s *Store) SetSmallBatch(n int) *Store {
+	s.smallBatch = n
+	return s
+}

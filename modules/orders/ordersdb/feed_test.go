@@ -227,8 +227,14 @@ func TestWithoutChangeFeed(t *testing.T) {
 // the batch is rolled back whole (no order without its change-feed row), the
 // error reaches the caller, and the connection serves the next batch.
 func TestFeedFailureRollsBackTheBatch(t *testing.T) {
+	t.Run("small", func(t *testing.T) { testFeedFailureRollsBack(t, 64) })
+	t.Run("copy", func(t *testing.T) { testFeedFailureRollsBack(t, 0) })
+}
+
+func testFeedFailureRollsBack(t *testing.T, small int) {
 	ctx := context.Background()
 	d := dbtest.New(t, dbtest.Pool(1)) // the next batch gets the same connection
+	d.Store.SetSmallBatch(small)
 	if _, err := d.Bun.ExecContext(ctx, "ALTER TABLE order_changes RENAME TO order_changes_away"); err != nil {
 		t.Fatal(err)
 	}

@@ -36,6 +36,13 @@ func TestStoreContract(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) orders.Store { return dbtest.New(t).Store })
 }
 
+// TestStoreContractCopyOnly runs the contract with every batch written by COPY
+// (no batch is small): the contract's batches are mostly small ones, which the
+// default store writes in two round trips instead.
+func TestStoreContractCopyOnly(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) orders.Store { return dbtest.New(t).Store.SetSmallBatch(0) })
+}
+
 func countRows(t *testing.T, db *bun.DB, table, uid string) int {
 	t.Helper()
 	var n int

@@ -1,0 +1,135 @@
+package ordersdb_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+
+	"github.com/orderflow/orders-service/modules/orders"
+	"github.com/orderflow/orders-service/modules/testkit/dbtest"
+	"github.com/orderflow/orders-service/modules/testkit/storetest"
+)
+
+// TestSmallBatchesStoreWhatCopyStores writes the same random sequence of batches
+// through a store that writes small batches in two round trips (the default)
+// and one that writes every batch with COPY, each on its own database, and
+// requires the same answer for every batch and, at the end, the same orders,
+// versions, tombstones and change-feed rows. The batches mix new orders,
+// replacements with another number of items, stale versions, versions of other
+// partitions, duplicates of a uid, tombstones and zero versions, over a small
+// set of uids, so that every branch of both paths is taken.
+func TestSmallBatchesStoreWhatCopyStores(t *testing.T) {
+	ctx := context.Background()
+	small := dbtest.New(t, dbtest.Pool(1))
+	copied := dbtest.New(t, dbtest.Pool(1))
+	copied.Store.SetSmallBatch(0)
+	rnd := rand.New(rand.NewPCG(7, 11))
+	const uids = 40
+	var offsets [3]int64
+	variant := 0
+	for b := range 150 {
+		n := 1 + rnd.IntN(12)
+		if b%25 == 24 {
+			n = 70 // more than a small batch: COPY in both
+		}
+		batch := make([]orders.Record, 0, n)
+		for range n {
+			uid := fmt.Sprintf("small-%02d", rnd.IntN(uids))
+			p := int32(rnd.IntN(3))
+			off := offsets[p] + 1
+			if rnd.IntN(5) == 0 && offsets[p] > 10 {
+				off = offsets[p] - int64(rnd.IntN(10)) // stale: an offset already used or passed
+			} else {
+				offsets[p] = off
+			}
+			v := orders.Version{Partition: p, Offset: off, Time: 1_764_000_000_000 + off*10 + int64(p)}
+			switch rnd.IntN(20) {
+			case 0:
+				batch = append(batch, orders.Record{Order: orders.Order{OrderUID: uid}, Version: v, Deleted: true})
+			case 1:
+				variant++
+				batch = append(batch, orders.Record{Order: storetest.NewOrder(uid, variant)}) // zero version
+			default:
+				variant++
+				batch = append(batch, orders.Record{Order: storetest.NewOrder(uid, variant), Version: v})
+			}
+		}
+		got, err := small.Store.ApplyBatch(ctx, batch)
+		if err != nil {
+			t.Fatalf("batch %d, small path: %v", b, err)
+		}
+		want, err := copied.Store.ApplyBatch(ctx, batch)
+		if err != nil {
+			t.Fatalf("batch %d, COPY: %v", b, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("batch %d of %d records: stored\n%+v\nwith COPY\n%+v", b, n, got, want)
+		}
+	}
+
+	for _, q := range []string{
+		`SELECT order_uid, source_partition, source_offset, source_time FROM orders ORDER BY order_uid`,
+		`SELECT order_uid, source_partition, source_offset, source_time FROM order_tombstones ORDER BY order_uid`,
+		`SELECT * FROM delivery JOIN payment USING (order_uid) ORDER BY order_uid`,
+		`SELECT * FROM items ORDER BY order_uid, position`,
+		`SELECT uids::text, partitions::text, offsets::text, times::text, deleted::text FROM order_changes ORDER BY id`,
+	} {
+		a, b := dumpRows(t, small, q), dumpRows(t, copied, q)
+		if len(a) == 0 {
+			t.Errorf("%s: no rows: the sequence does not test this table", q)
+		}
+		if !reflect.DeepEqual(a, b) {
+			t.Errorf("%s:\nsmall path %d rows\n%v\nCOPY %d rows\n%v", q, len(a), a, len(b), b)
+		}
+	}
+	for i := range uids {
+		uid := fmt.Sprintf("small-%02d", i)
+		o1, v1, err1 := small.Store.Get(ctx, uid)
+		o2, v2, err2 := copied.Store.Get(ctx, uid)
+		if (err1 == nil) != (err2 == nil) || v1 != v2 {
+			t.Fatalf("%s: small path %v %v, COPY %v %v", uid, v1, err1, v2, err2)
+		}
+		if err1 == nil {
+			storetest.RequireEqual(t, o1, o2)
+		}
+	}
+}
+
+// dumpRows returns the rows of q on d, each as its columns' text.
+func dumpRows(t *testing.T, d *dbtest.DB, q string) [][]string {
+	t.Helper()
+	rows, err := d.Bun.QueryContext(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]string
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			t.Fatal(err)
+		}
+		row := make([]string, len(cols))
+		for i, v := range vals {
+			if b, ok := v.([]byte); ok {
+				v = string(b)
+			}
+			row[i] = fmt.Sprint(v)
+		}
+		out = append(out, row)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
