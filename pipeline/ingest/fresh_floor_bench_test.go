@@ -21,12 +21,12 @@ import (
 type freshProducer struct {
 	brokers, topic string
 	cl             *kgo.Client
-	msgs  []*kgo.Record
-	acks  []time.Time
-	acked atomic.Int64
-	wg    sync.WaitGroup
-	once  sync.Once
-	err   error
+	msgs           []*kgo.Record
+	acks           []time.Time
+	acked          atomic.Int64
+	wg             sync.WaitGroup
+	once           sync.Once
+	err            error
 }
 
 func newFreshProducer(b *testing.B, brokers, topic string, msgs []*kgo.Record) *freshProducer {
