@@ -141,9 +141,7 @@ func runFreshFloor(b *testing.B, cluster *testenv.Cluster, brokers string, msgs 
 
 	topic := testenv.KafkaTopicName(b, "floor")
 	testenv.KafkaCreateTopic(b, brokers, topic, freshPartitions)
-	// The partitions are named rather than discovered: a consumer of a topic
-	// learns a new topic's partitions from metadata, and one it learns late holds
-	// its records back (about a second, seen as this run's max).
+	// No group: the partitions are named and read from their start.
 	start := map[int32]kgo.Offset{}
 	for p := range int32(freshPartitions) {
 		start[p] = kgo.NewOffset().AtStart()
