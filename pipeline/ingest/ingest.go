@@ -191,6 +191,9 @@ func (in *Ingest) Run(ctx context.Context) error {
 		stopCommits()
 		<-purged
 		<-committing
+		if err == nil {
+			err = in.commitFailed(ctx) // failed after the commit stage had closed
+		}
 	}
 	in.release()
 	in.mu.Lock()
@@ -599,7 +602,17 @@ func (in *Ingest) commit(ctx context.Context, b *batch) error {
 // tail of the freshness benchmark. Only messages that are done (stored and
 // filled) are committed, whichever goroutine commits them.
 func (in *Ingest) commitLoop(ctx context.Context) {
-	t := time.NewTicker(in.cfg.CommitInterval)
+	defer func() { // as the pipeline's stages do: a panic fails the flow, cleanly
+		if r := recover(); r != nil {
+			err := fmt.Errorf("commit: panic: %v", r)
+			in.commitErr.Store(&err)
+		}
+	}()
+	every := in.cfg.CommitInterval
+	if every <= 0 { // a valid configuration has a positive one
+		every = 100 * time.Millisecond
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {

@@ -453,10 +453,12 @@ RETURNING t.order_uid`
 
 const (
 	// deletePartsSQL deletes the delivery, payment and items of the orders of a
-	// text[] of uids (the orders a batch replaced: their new parts follow).
-	deletePartsSQL = `WITH d AS (DELETE FROM delivery WHERE order_uid = ANY(?0::text[])),
-p AS (DELETE FROM payment WHERE order_uid = ANY(?0::text[]))
-DELETE FROM items WHERE order_uid = ANY(?0::text[])`
+	// text[] of uids, given three times (the orders a batch replaced: their new
+	// parts follow). Its placeholders are sequential, so that applySmall can send
+	// it in one template with the statements after it.
+	deletePartsSQL = `WITH d AS (DELETE FROM delivery WHERE order_uid = ANY(?::text[])),
+p AS (DELETE FROM payment WHERE order_uid = ANY(?::text[]))
+DELETE FROM items WHERE order_uid = ANY(?::text[])`
 
 	purgeTombstonesSQL = `DELETE FROM order_tombstones WHERE order_uid IN (
 	SELECT order_uid FROM order_tombstones WHERE deleted_at < ? ORDER BY order_uid LIMIT ? FOR UPDATE SKIP LOCKED)

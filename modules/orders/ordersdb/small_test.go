@@ -5,9 +5,15 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"strings"
+	"sync"
 	"testing"
 
+	"github.com/uptrace/bun"
+
+	"github.com/orderflow/orders-service/modules/dberr"
 	"github.com/orderflow/orders-service/modules/orders"
+	"github.com/orderflow/orders-service/modules/orders/ordersdb"
 	"github.com/orderflow/orders-service/modules/testkit/dbtest"
 	"github.com/orderflow/orders-service/modules/testkit/storetest"
 )
@@ -132,4 +138,116 @@ func dumpRows(t *testing.T, d *dbtest.DB, q string) [][]string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// templateHook keeps the templates of the statements a store runs: what
+// bunotel's spans record as db.statement.
+type templateHook struct {
+	mu        sync.Mutex
+	templates []string
+}
+
+func (h *templateHook) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context {
+	return ctx
+}
+
+func (h *templateHook) AfterQuery(_ context.Context, e *bun.QueryEvent) {
+	h.mu.Lock()
+	h.templates = append(h.templates, e.QueryTemplate)
+	h.mu.Unlock()
+}
+
+// The statements' templates, which the tracing hook exports, carry no order
+// data on either write path: the rows go as arguments (small batches) or by COPY,
+// around the hooks. Writes a new order, replaces it and probes it.
+func TestBatchStatementsCarryNoOrderData(t *testing.T) {
+	for _, smallBatch := range []int{128, 0} {
+		t.Run(fmt.Sprintf("small=%d", smallBatch), func(t *testing.T) {
+			ctx := context.Background()
+			d := dbtest.New(t, dbtest.Pool(1))
+			h := &templateHook{}
+			s := ordersdb.New(d.Bun.WithQueryHook(h)).SetSmallBatch(smallBatch)
+			secrets := []string{"secret.person@example.com", "+15550001234", "Secretstreet 9"}
+			for i, off := range []int64{1, 2} {
+				o := storetest.NewOrder("pii-1", i+1)
+				o.Delivery.Email, o.Delivery.Phone, o.Delivery.Address = secrets[0], secrets[1], secrets[2]
+				rec := orders.Record{Order: o, Version: orders.Version{Partition: 0, Offset: off, Time: 1}}
+				if _, err := s.ApplyBatch(ctx, []orders.Record{rec}); err != nil {
+					t.Fatal(err)
+				}
+				rec.Version.Offset += 10
+				if err := s.ProbeWrite(ctx, rec); err != nil {
+					t.Fatal(err)
+				}
+			}
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if len(h.templates) == 0 {
+				t.Fatal("the hook saw no statement")
+			}
+			for _, q := range h.templates {
+				for _, secret := range secrets {
+					if strings.Contains(q, secret) {
+						t.Fatalf("a statement's template holds %q:\n%.300s", secret, q)
+					}
+				}
+			}
+		})
+	}
+}
+
+// ProbeWrite takes the path ApplyBatch would take for its record and reports
+// what that path meets: nil, storing nothing, while the schema takes the order;
+// the error once a table refuses it (here a NOT NULL column of delivery that the
+// service does not write, so only the second query of a small batch fails).
+func TestProbeWriteOnBothPaths(t *testing.T) {
+	for _, smallBatch := range []int{128, 0} {
+		t.Run(fmt.Sprintf("small=%d", smallBatch), func(t *testing.T) {
+			ctx := context.Background()
+			d := dbtest.New(t, dbtest.Pool(1))
+			s := d.Store.SetSmallBatch(smallBatch)
+			rec := orders.Record{Order: storetest.NewOrder("probe-1", 1), Version: orders.Version{Partition: 0, Offset: 1, Time: 1}}
+			if err := s.ProbeWrite(ctx, rec); err != nil {
+				t.Fatalf("probe on a good schema: %v", err)
+			}
+			if n := countRows(t, d.Bun, "orders", "probe-1") + countRows(t, d.Bun, "delivery", "probe-1"); n != 0 {
+				t.Fatalf("the probe left %d rows", n)
+			}
+			if _, err := d.Bun.ExecContext(ctx, `ALTER TABLE delivery ADD COLUMN test_required text NOT NULL`); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.ProbeWrite(ctx, rec); err == nil {
+				t.Fatal("probe succeeded while delivery refuses every order")
+			}
+			if _, err := s.ApplyBatch(ctx, []orders.Record{rec}); err == nil {
+				t.Fatal("ApplyBatch succeeded while delivery refuses every order")
+			}
+			if n := countRows(t, d.Bun, "orders", "probe-1"); n != 0 {
+				t.Fatalf("the failed batch left %d orders rows", n)
+			}
+			if _, err := s.ApplyBatch(ctx, []orders.Record{{Order: storetest.NewOrder("probe-2", 2), Version: orders.Version{Partition: 0, Offset: 2, Time: 1}}}); err == nil {
+				t.Fatal("the connection's next batch succeeded while delivery refuses every order")
+			}
+		})
+	}
+}
+
+// Text PostgreSQL cannot store (a NUL byte, invalid UTF-8) is refused as a data
+// error, as COPY refuses it, never stored altered: formatted into an array
+// literal it would be (the NUL dropped, the bytes replaced), so such a batch
+// does not take the small batches' path.
+func TestUnstorableTextIsRefusedNotAltered(t *testing.T) {
+	ctx := context.Background()
+	d := dbtest.New(t, dbtest.Pool(1))
+	for i, bad := range []string{"nul\x00byte", "bad\xffutf8"} {
+		o := storetest.NewOrder(fmt.Sprintf("text-%d", i), 1)
+		o.Delivery.Name = bad
+		_, err := d.Store.ApplyBatch(ctx, []orders.Record{{Order: o, Version: orders.Version{Partition: 0, Offset: int64(i + 1), Time: 1}}})
+		if err == nil {
+			t.Fatalf("%q stored", bad)
+		}
+		if c := dberr.Classify(err); c != dberr.Data {
+			t.Fatalf("%q: %v classified %v, want data", bad, err, c)
+		}
+	}
 }

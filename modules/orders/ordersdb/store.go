@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
@@ -135,8 +136,8 @@ func (s *Store) ApplyBatch(ctx context.Context, recs []orders.Record) ([]orders.
 		return nil, fmt.Errorf("apply batch: %w", redact(err))
 	}
 	defer func() { _ = conn.Close() }()
-	if len(recs) <= s.smallBatch && !slices.ContainsFunc(recs, notAnOrder) {
-		stored, err = applySmall(ctx, conn, recs, !s.quiet)
+	if small(recs, s.smallBatch) {
+		stored, err = applySmall(ctx, conn, recs, !s.quiet, false)
 	} else {
 		err = inTx(ctx, conn, func(tx batchTx) (string, error) {
 			var err error
@@ -155,7 +156,7 @@ func (s *Store) ApplyBatch(ctx context.Context, recs []orders.Record) ([]orders.
 // errProbeRollback ends ProbeWrite's transaction.
 var errProbeRollback = errors.New("probe: roll back")
 
-// ProbeWrite writes rec as ApplyBatch does, in a transaction it always rolls
+// ProbeWrite writes rec as ApplyBatch does (on the same path), in a transaction it always rolls
 // back, and returns the error the write met (nil: the schema takes such an
 // order now). The flow probes with a known-good order before it dead-letters
 // one the database refused: when the known-good order fails the same way, the
@@ -166,8 +167,15 @@ func (s *Store) ProbeWrite(ctx context.Context, rec orders.Record) error {
 		return fmt.Errorf("probe write: %w", redact(err))
 	}
 	defer func() { _ = conn.Close() }()
+	recs := []orders.Record{rec}
+	if small(recs, s.smallBatch) { // the path ApplyBatch would take
+		if _, err := applySmall(ctx, conn, recs, false, true); err != nil {
+			return fmt.Errorf("probe write: %w", redact(err))
+		}
+		return nil
+	}
 	err = inTx(ctx, conn, func(tx batchTx) (string, error) {
-		if _, err := applyBatch(ctx, tx, []orders.Record{rec}); err != nil {
+		if _, err := applyBatch(ctx, tx, recs); err != nil {
 			return "", err
 		}
 		return "", errProbeRollback
@@ -326,26 +334,58 @@ const smallBatch = 128
 // order at the zero Version.
 func notAnOrder(r orders.Record) bool { return r.Deleted || r.Version.IsZero() }
 
-// applySmall writes a batch of orders (no tombstones, no zero versions) as
-// applyBatch and inTx do, in two simple-protocol queries: BEGIN with the orders
-// statement, whose rows say what it applied; then the replaced orders' parts
-// deleted, the applied orders' delivery, payment and items inserted, the change
-// feed's row (announce) and COMMIT. The rows are formatted into the statements
-// (unnest of arrays). A query stops at its first failing statement, so a
-// failure never reaches the COMMIT; the transaction is then rolled back (or the
-// connection discarded). Uids the batch did not change take one more query
-// (storedOf), before the second.
-func applySmall(ctx context.Context, conn bun.Conn, recs []orders.Record, announce bool) (stored []orders.Stored, err error) {
+// small reports whether recs take applySmall: at most limit orders, no tombstones
+// or zero versions, at most 4*limit items, and text that COPY would store the same
+// (no NUL byte, valid UTF-8: formatted into an array literal, a NUL would be
+// dropped and invalid UTF-8 replaced, where COPY refuses both).
+func small(recs []orders.Record, limit int) bool {
+	if len(recs) > limit || slices.ContainsFunc(recs, notAnOrder) {
+		return false
+	}
+	items := 0
+	for i := range recs {
+		items += len(recs[i].Order.Items)
+	}
+	if items > 4*limit {
+		return false
+	}
+	return cleanText(&ordersTable, recs) && cleanText(&deliveryTable, recs) &&
+		cleanText(&paymentTable, recs) && cleanText(&itemsTable, itemRows(recs))
+}
+
+// cleanText reports whether every text column of rows is valid UTF-8 without NUL.
+func cleanText[R any](t *table[R], rows []R) bool {
+	for k := range t.cols {
+		c := &t.cols[k]
+		if c.kind != kindText {
+			continue
+		}
+		for i := range rows {
+			if s := *c.str(&rows[i]); !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// applySmall writes a batch of orders that small accepts as applyBatch and inTx
+// do, in two simple-protocol queries: BEGIN with the orders statement, whose rows
+// say what it applied; then the replaced orders' parts deleted, the applied
+// orders' delivery, payment and items inserted, the change feed's row (announce)
+// and COMMIT (ROLLBACK for a probe: then nothing is announced). The rows go as
+// array parameters (unnest) that bun formats into the statements; the query hooks
+// (tracing) see the statements' templates, never the orders' data. A query stops
+// at its first failing statement, so a failure never reaches the COMMIT; the
+// transaction is then rolled back (or the connection discarded). Uids the batch
+// did not change take one more query (storedOf), before the second.
+func applySmall(ctx context.Context, conn bun.Conn, recs []orders.Record, announce, probe bool) (stored []orders.Stored, err error) {
 	defer func() {
 		if err != nil {
 			rollback(ctx, conn)
 		}
 	}()
-	apply, err := formatSQL(conn, applyOrdersUnnestSQL, ordersTable.args(recs)...)
-	if err != nil {
-		return nil, fmt.Errorf("orders: %w", err)
-	}
-	rows, err := conn.QueryContext(ctx, "BEGIN;\n"+apply)
+	rows, err := conn.QueryContext(ctx, "BEGIN;\n"+applyOrdersUnnestSQL, ordersTable.args(recs)...)
 	if err != nil {
 		return nil, fmt.Errorf("orders: %w", err)
 	}
@@ -357,43 +397,35 @@ func applySmall(ctx context.Context, conn bun.Conn, recs []orders.Record, announ
 		return nil, err
 	}
 	stmts := make([]string, 0, 7)
-	add := func(q string, args ...any) error {
-		f, err := formatSQL(conn, q, args...)
-		stmts = append(stmts, f)
-		return err
+	var args []any
+	add := func(q string, a ...any) {
+		stmts = append(stmts, q)
+		args = append(args, a...)
 	}
 	if len(applied) > 0 {
 		written := onlyApplied(recs, applied)
 		if len(replaced) > 0 {
 			slices.Sort(replaced)
-			if err := add(deletePartsSQL, pgdialect.Array(replaced)); err != nil {
-				return nil, fmt.Errorf("delete parts: %w", err)
-			}
+			a := pgdialect.Array(replaced)
+			add(deletePartsSQL, a, a, a)
 		}
-		if err := add(insertDeliverySQL, deliveryTable.args(written)...); err != nil {
-			return nil, fmt.Errorf("delivery: %w", err)
-		}
-		if err := add(insertPaymentSQL, paymentTable.args(written)...); err != nil {
-			return nil, fmt.Errorf("payment: %w", err)
-		}
+		add(insertDeliverySQL, deliveryTable.args(written)...)
+		add(insertPaymentSQL, paymentTable.args(written)...)
 		if items := itemRows(written); len(items) > 0 {
-			if err := add(insertItemsSQL, itemsTable.args(items)...); err != nil {
-				return nil, fmt.Errorf("items: %w", err)
-			}
+			add(insertItemsSQL, itemsTable.args(items)...)
 		}
 	}
-	if announce {
-		q, err := announceSQLFor(conn, stored)
-		if err != nil {
-			return nil, err
-		}
-		if q != "" {
-			stmts = append(stmts, q)
+	end := "COMMIT"
+	if probe {
+		end = "ROLLBACK"
+	} else if announce {
+		if q, a := announceFor(stored); q != "" {
+			add(q, a...)
 		}
 	}
-	stmts = append(stmts, "COMMIT")
-	if _, err := conn.ExecContext(ctx, strings.Join(stmts, ";\n")); err != nil {
-		return nil, err
+	stmts = append(stmts, end)
+	if _, err := conn.ExecContext(ctx, strings.Join(stmts, ";\n"), args...); err != nil {
+		return nil, fmt.Errorf("parts: %w", err)
 	}
 	return stored, nil
 }
@@ -480,7 +512,8 @@ func writeOrders(ctx context.Context, tx batchTx, recs []orders.Record) (applied
 	recs = onlyApplied(recs, applied)
 	if len(replaced) > 0 { // their former parts go; the new ones are inserted like those of new orders
 		slices.Sort(replaced)
-		if _, err := tx.ExecContext(ctx, deletePartsSQL, pgdialect.Array(replaced)); err != nil {
+		a := pgdialect.Array(replaced)
+		if _, err := tx.ExecContext(ctx, deletePartsSQL, a, a, a); err != nil {
 			return nil, nil, fmt.Errorf("delete parts: %w", err)
 		}
 	}
@@ -749,6 +782,19 @@ func parseStoredVersion(s string) (orders.Version, error) {
 // the batch left (by primary key), so the only parameter is the uids: text
 // arrays cost their parse on every statement.
 func announceSQLFor(tx bun.IDB, stored []orders.Stored) (q string, err error) {
+	q, args := announceFor(stored)
+	if q == "" {
+		return "", nil
+	}
+	if q, err = formatSQL(tx, q, args...); err != nil {
+		return "", fmt.Errorf("change feed: %w", err)
+	}
+	return q, nil
+}
+
+// announceFor returns the statement of announceSQLFor unformatted, with its
+// arguments ("" when there is nothing to announce).
+func announceFor(stored []orders.Stored) (string, []any) {
 	uids := make([]string, 0, len(stored))
 	tombs := false
 	for i := range stored {
@@ -760,14 +806,10 @@ func announceSQLFor(tx bun.IDB, stored []orders.Stored) (q string, err error) {
 	if len(uids) == 0 {
 		return "", nil
 	}
-	q, args := announceOrdersSQL, []any{pgdialect.Array(uids)}
 	if tombs {
-		q, args = announceAllSQL, []any{pgdialect.Array(uids), pgdialect.Array(uids)}
+		return announceAllSQL, []any{pgdialect.Array(uids), pgdialect.Array(uids)}
 	}
-	if q, err = formatSQL(tx, q, args...); err != nil {
-		return "", fmt.Errorf("change feed: %w", err)
-	}
-	return q, nil
+	return announceOrdersSQL, []any{pgdialect.Array(uids)}
 }
 
 // FeedChannel is the NOTIFY channel of the change feed.
