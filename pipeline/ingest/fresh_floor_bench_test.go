@@ -27,12 +27,75 @@ type freshProducer struct {
 	wg             sync.WaitGroup
 	once           sync.Once
 	err            error
+	// pauses measured during steady: see pauseProbe
+	pauses pauses
+}
+
+// warmPartition marks (in a record's Context) a warm-up record, which goes to
+// the partition it names.
+type warmPartition struct{}
+
+// pauses are the delays of a goroutine that sleeps 1 ms at a time, beyond the
+// 1 ms: what the machine gave the process late (a stop of the VM, CPU steal, a
+// busy core). A delay of the whole process delays every order in flight, on the
+// flow and on the floor alike, so a run with a long pause has that pause in its p99.
+type pauses struct {
+	longest time.Duration
+	long    int // at least pauseLong
+}
+
+const pauseLong = 20 * time.Millisecond
+
+func (p *pauses) add(o pauses) {
+	p.longest = max(p.longest, o.longest)
+	p.long += o.long
+}
+
+// pauseProbe measures pauses until the returned function is called, which
+// returns them.
+func pauseProbe() func() pauses {
+	stop := make(chan struct{})
+	done := make(chan pauses)
+	go func() {
+		var ps pauses
+		for {
+			select {
+			case <-stop:
+				done <- ps
+				return
+			default:
+			}
+			t := time.Now()
+			time.Sleep(time.Millisecond)
+			late := time.Since(t) - time.Millisecond
+			ps.longest = max(ps.longest, late)
+			if late >= pauseLong {
+				ps.long++
+			}
+		}
+	}()
+	return func() pauses {
+		close(stop)
+		return <-done
+	}
 }
 
 func newFreshProducer(b *testing.B, brokers, topic string, msgs []*kgo.Record) *freshProducer {
 	b.Helper()
+	// By key, as the service's producers do, except the warm-up records, which
+	// go to the partition they name (warmPartition).
+	byKey := kgo.StickyKeyPartitioner(nil)
+	part := kgo.BasicConsistentPartitioner(func(topic string) func(*kgo.Record, int) int {
+		tp := byKey.ForTopic(topic)
+		return func(r *kgo.Record, n int) int {
+			if r.Context != nil && r.Context.Value(warmPartition{}) != nil {
+				return int(r.Partition)
+			}
+			return tp.Partition(r, n)
+		}
+	})
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.DefaultProduceTopic(topic),
-		kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
+		kgo.ProducerLinger(0), kgo.RecordPartitioner(part))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -60,16 +123,15 @@ func (p *freshProducer) send(i int) {
 // failure message.
 func (p *freshProducer) warmUp(b *testing.B, servable func(uid string) bool, state func() string) {
 	b.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(p.brokers), kgo.DefaultProduceTopic(p.topic),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cl.Close()
+	// Through the producer of the run, so that its connection, producer id and
+	// per-partition state are warm too: a cold one held its first acknowledgements
+	// for up to a second, then acknowledged them at once, a burst the runs measured.
+	ctx := context.WithValue(context.Background(), warmPartition{}, true)
 	for i := range freshPartitions {
 		r := *p.msgs[i]
 		r.Partition = int32(i)
-		if err := cl.ProduceSync(context.Background(), &r).FirstErr(); err != nil {
+		r.Context = ctx
+		if err := p.cl.ProduceSync(ctx, &r).FirstErr(); err != nil {
 			b.Fatalf("warm-up: %v", err)
 		}
 	}
@@ -89,6 +151,8 @@ func (p *freshProducer) warmUp(b *testing.B, servable func(uid string) bool, sta
 func (p *freshProducer) steady(b *testing.B) time.Duration {
 	b.Helper()
 	const tick = 5 * time.Millisecond
+	probe := pauseProbe()
+	defer func() { p.pauses = probe() }()
 	t0 := time.Now()
 	next := freshPartitions
 	for next < len(p.msgs) {
@@ -226,7 +290,7 @@ func runFreshFloor(b *testing.B, cluster *testenv.Cluster, brokers string, msgs 
 		time.Sleep(10 * time.Millisecond)
 	}
 	stop()
-	res := freshResult{produced: len(msgs) - freshPartitions, produceTime: produceTime}
+	res := freshResult{produced: len(msgs) - freshPartitions, produceTime: produceTime, pauses: p.pauses}
 	for i := freshPartitions; i < len(msgs); i++ {
 		res.lat = append(res.lat, committed[string(msgs[i].Key)].Sub(p.acks[i]))
 	}

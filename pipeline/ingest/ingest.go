@@ -80,6 +80,7 @@ type Ingest struct {
 	writes *waiters // API writes waiting for their records to be applied
 
 	batches, written, applied, retries, splits, poison atomic.Uint64
+	comb                                               *combiner // nil with one writer
 	stale, tombstones, crossPartition, purged          atomic.Uint64
 }
 
@@ -149,6 +150,12 @@ func (in *Ingest) wire(p *pipeline.Pipeline) {
 	} else {
 		// the lanes share the per-message mailbox budget of one batch stage
 		laneCap := pipeline.Capacity(max(in.cfg.QueueCapacity/w, 1))
+		// small batches of the lanes are written together, backlog batches side by side
+		big := combineBelow
+		if n := in.cfg.BatchSize; n > 0 && n < big {
+			big = n
+		}
+		in.comb = newCombiner(big)
 		lanes := pipeline.Shard(p, "route", valid, w, func(it *item) int { return int(it.msg.Partition) })
 		written := make([]*pipeline.Link[*batch], w)
 		for i, lane := range lanes {
@@ -353,11 +360,23 @@ func (in *Ingest) upsert(ctx context.Context, items []*item, out *pipeline.Emitt
 		trace.WithLinks(links(b.items)...), trace.WithAttributes(attribute.Int("batch.size", len(b.items))))
 	defer span.End()
 	in.batches.Add(1)
-	if err := in.write(ctx, b, newestByUID(b.items), 0); err != nil {
+	var err error
+	if in.comb != nil {
+		err = in.comb.write(ctx, b, in.writeAll)
+	} else {
+		err = in.writeAll(ctx, b)
+	}
+	if err != nil {
 		span.RecordError(err)
 		return err
 	}
 	return out.Emit(ctx, b)
+}
+
+// writeAll stores the items of b (the newest version per uid, the older ones
+// behind it) and fills b with their records and what is stored.
+func (in *Ingest) writeAll(ctx context.Context, b *batch) error {
+	return in.write(ctx, b, newestByUID(b.items), 0)
 }
 
 // newestByUID returns, per order uid, the item with the newest version (the

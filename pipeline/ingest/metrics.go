@@ -71,6 +71,7 @@ var (
 	descDLQ       = prometheus.NewDesc("orders_pipeline_dlq_messages_total", "Messages sent to the dead-letter topic, by error class.", []string{"class"}, nil)
 	descRetries   = prometheus.NewDesc("orders_pipeline_upsert_retries_total", "Batch writes retried after a transient database error.", nil, nil)
 	descSplits    = prometheus.NewDesc("orders_pipeline_upsert_splits_total", "Batch splits made to isolate orders the database rejects.", nil, nil)
+	descJoint     = prometheus.NewDesc("orders_pipeline_upsert_joint_writes_total", "Batch transactions that wrote the small batches of several writer lanes together (group commit across lanes).", nil, nil)
 	descWritten   = prometheus.NewDesc("orders_pipeline_orders_written_total", "Orders written to the database in committed batches.", nil, nil)
 	descVersions  = prometheus.NewDesc("orders_pipeline_versions_total", "Records by what the store did with them: applied (a newer version or a delete), stale (older than the stored version: refused).", []string{"outcome"}, nil)
 	descTombs     = prometheus.NewDesc("orders_pipeline_tombstones_total", "Tombstones by event: applied (deletes), purged (forgotten after the retention).", []string{"event"}, nil)
@@ -92,7 +93,7 @@ var (
 type collector struct{ in *Ingest }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descDLQ, descRetries, descSplits, descWritten, descVersions, descTombs, descCross, descLag, descCommitted, descUp, descDLQTxn, descRenewals, descFailing, descStalled, descTruncated, descFetchErrs, descInFlight, descInFlightL} {
+	for _, d := range []*prometheus.Desc{descDLQ, descRetries, descSplits, descJoint, descWritten, descVersions, descTombs, descCross, descLag, descCommitted, descUp, descDLQTxn, descRenewals, descFailing, descStalled, descTruncated, descFetchErrs, descInFlight, descInFlightL} {
 		ch <- d
 	}
 }
@@ -125,6 +126,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(in.retries.Load()))
 	ch <- prometheus.MustNewConstMetric(descSplits, prometheus.CounterValue, float64(in.splits.Load()))
+	ch <- prometheus.MustNewConstMetric(descJoint, prometheus.CounterValue, float64(in.jointWrites()))
 	ch <- prometheus.MustNewConstMetric(descWritten, prometheus.CounterValue, float64(in.written.Load()))
 	ch <- prometheus.MustNewConstMetric(descVersions, prometheus.CounterValue, float64(in.applied.Load()), "applied")
 	ch <- prometheus.MustNewConstMetric(descVersions, prometheus.CounterValue, float64(in.stale.Load()), "stale")

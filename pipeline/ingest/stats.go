@@ -39,7 +39,10 @@ type UpsertStats struct {
 	TombstonesPurged uint64 `json:"tombstones_purged"`
 	Retries          uint64 `json:"retries"`
 	Splits           uint64 `json:"splits"`
-	Poison           uint64 `json:"poison"`
+	// JointWrites counts transactions that wrote the small batches of several
+	// writer lanes together.
+	JointWrites uint64 `json:"joint_writes"`
+	Poison      uint64 `json:"poison"`
 }
 
 // DLQStats counts dead letters: handed to the DLQ (by class; again after a
@@ -77,7 +80,7 @@ func (in *Ingest) Snapshot() Stats {
 			Batches: in.batches.Load(), Written: in.written.Load(), Applied: in.applied.Load(),
 			Stale: in.stale.Load(), Tombstones: in.tombstones.Load(), CrossPartition: in.crossPartition.Load(),
 			TombstonesPurged: in.purged.Load(),
-			Retries:          in.retries.Load(), Splits: in.splits.Load(), Poison: in.poison.Load(),
+			Retries:          in.retries.Load(), Splits: in.splits.Load(), Poison: in.poison.Load(), JointWrites: in.jointWrites(),
 		},
 		DLQ: DLQStats{ByClass: in.com.DeadLetters(), Pending: in.com.HeldDeadLetters()},
 	}
