@@ -36,6 +36,9 @@ type combiner struct {
 	joint   uint64        // transactions that wrote more than one lane's batch
 }
 
+// combineLanes turns the combiner on (tests and benchmarks compare without it).
+var combineLanes = true
+
 // combineBelow is the size from which a lane's batch is written alone: the
 // largest batch the store writes in two round trips (ordersdb's small batches),
 // past which a batch costs about what a COPY does and a backlog is building.

@@ -74,7 +74,9 @@ const freshSample = 50
 // floor-p50-ms and floor-p99-ms. The floor's p99 is what this machine's disk
 // allows in the same minutes: a commit flush that stalls delays both alike. The
 // achieved produce rate is reported as orders/s. FRESH_BENCH_WRITERS sets
-// pipeline.writers (default the configuration's).
+// pipeline.writers (default the configuration's); FRESH_BENCH_COMBINE=0 runs
+// the lanes without their combiner (each lane's batches in transactions of
+// their own), for comparison.
 //
 // Each run measures a warm path, as a service that has run a while has one:
 // the cluster has written freshWarmWAL MiB of WAL first (a new cluster creates
@@ -90,6 +92,10 @@ func BenchmarkFreshness(b *testing.B) {
 	seconds := testkit.EnvInt(b, "FRESH_BENCH_SECONDS", 8, 1)
 	cfg := configs.Default().Pipeline
 	cfg.Writers = testkit.EnvInt(b, "FRESH_BENCH_WRITERS", cfg.Writers, 1)
+	if os.Getenv("FRESH_BENCH_COMBINE") == "0" {
+		prev := ingest.SetCombineLanes(false)
+		b.Cleanup(func() { ingest.SetCombineLanes(prev) })
+	}
 	fixed := cfg
 	fixed.BatchLinger = 50 * time.Millisecond
 	if s := os.Getenv("FRESH_BENCH_LINGER"); s != "" {

@@ -155,7 +155,9 @@ func (in *Ingest) wire(p *pipeline.Pipeline) {
 		if n := in.cfg.BatchSize; n > 0 && n < big {
 			big = n
 		}
-		in.comb = newCombiner(big)
+		if combineLanes {
+			in.comb = newCombiner(big)
+		}
 		lanes := pipeline.Shard(p, "route", valid, w, func(it *item) int { return int(it.msg.Partition) })
 		written := make([]*pipeline.Link[*batch], w)
 		for i, lane := range lanes {
