@@ -11,14 +11,14 @@ import (
 // side. At a low rate that costs freshness: every lane writes its one or two
 // orders in a transaction of its own, each a commit (a WAL flush) competing with
 // the others for the same two cores, where one writer would have written them
-// together (group commit). The combiner writes a batch smaller than big together
-// with the small batches the other lanes hand in meanwhile, one transaction at a
-// time: a lane whose small batch arrives while a transaction is under way waits
-// for it to end, and its batch then goes with the others' in the next (so a
-// lone order is still written at once, and the lanes' batch stages accumulate
-// while their writers wait, as one writer's would). A batch of big orders or
-// more (a backlog) is written at once on its lane's connection, beside the
-// others, up to one per lane.
+// together (group commit). The combiner writes the lanes' batches smaller than
+// big one transaction at a time: a lane's small batch that arrives while one is
+// under way waits for it to end, and then goes with the other lanes' waiting
+// small batches in the next (so a lone order is still written at once, and the
+// lanes' batch stages accumulate while their writers wait, as one writer's
+// would). A batch of big orders or more (a backlog) is written at once on its
+// lane's connection, beside anything else under way: a lane draining a backlog
+// never holds back the small batches of a quiet one, nor they it.
 //
 // Each lane has at most one batch in the combiner (its upsert stage waits for
 // the outcome), and a partition has one lane, so a partition's batches are
@@ -31,8 +31,8 @@ type combiner struct {
 
 	mu      sync.Mutex
 	cond    *sync.Cond
-	writing int           // transactions under way
-	pending []*submission // small batches waiting for the next joint transaction
+	busy    bool          // a transaction of small batches is under way
+	pending []*submission // small batches waiting for the next one
 	joint   uint64        // transactions that wrote more than one lane's batch
 }
 
@@ -62,21 +62,14 @@ func newCombiner(big int) *combiner {
 // known. write must store the items it is given and fill the batch it is given
 // with their records and what is stored (Ingest.write through writeItems).
 func (c *combiner) write(ctx context.Context, b *batch, write func(context.Context, *batch) error) error {
-	c.mu.Lock()
 	if len(b.items) >= c.big {
 		// a backlog: side by side, as many as there are lanes
-		c.writing++
-		c.mu.Unlock()
-		err := write(ctx, b)
-		c.mu.Lock()
-		c.writing--
-		c.cond.Broadcast()
-		c.mu.Unlock()
-		return err
+		return write(ctx, b)
 	}
+	c.mu.Lock()
 	sub := &submission{b: b}
 	c.pending = append(c.pending, sub)
-	for !sub.done && c.writing > 0 {
+	for !sub.done && c.busy {
 		c.cond.Wait()
 	}
 	if sub.done { // another lane wrote it
@@ -86,7 +79,7 @@ func (c *combiner) write(ctx context.Context, b *batch, write func(context.Conte
 	// No transaction under way: lead one with every small batch waiting.
 	subs := c.pending
 	c.pending = nil
-	c.writing++
+	c.busy = true
 	if len(subs) > 1 {
 		c.joint++
 	}
@@ -108,7 +101,7 @@ func (c *combiner) write(ctx context.Context, b *batch, write func(context.Conte
 	for _, s := range subs {
 		s.done, s.err = true, err
 	}
-	c.writing--
+	c.busy = false
 	c.cond.Broadcast()
 	c.mu.Unlock()
 	return err
