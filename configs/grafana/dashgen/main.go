@@ -316,10 +316,11 @@ func ingestionRow(d *builder) {
 	d.WithPanel(stacked(graph(14, "Batch triggers", "ops",
 		"What completed each batch: count (size bound), bytes (byte bound), linger (timer), drain (shutdown).")).
 		WithTarget(query("A", `sum by (trigger) (rate(orders_pipeline_batch_flushes_total{`+inst+`}[$__rate_interval]))`, "{{trigger}}")))
-	d.WithPanel(graph(15, "Upsert retries and splits", "ops",
-		"retries: batch writes repeated after a transient DB error (backoff, forever). splits: bisections made to isolate a poison order after a data error.").
+	d.WithPanel(graph(15, "Upsert retries, splits and joint writes", "ops",
+		"retries: batch writes repeated after a transient DB error (backoff, forever). splits: bisections made to isolate a poison order after a data error. joint: transactions that wrote the small batches of several writer lanes together (group commit at low rates).").
 		WithTarget(query("A", `sum(rate(orders_pipeline_upsert_retries_total{`+inst+`}[$__rate_interval]))`, "retries")).
-		WithTarget(query("B", `sum(rate(orders_pipeline_upsert_splits_total{`+inst+`}[$__rate_interval]))`, "splits")))
+		WithTarget(query("B", `sum(rate(orders_pipeline_upsert_splits_total{`+inst+`}[$__rate_interval]))`, "splits")).
+		WithTarget(query("C", `sum(rate(orders_pipeline_upsert_joint_writes_total{`+inst+`}[$__rate_interval]))`, "joint")))
 	d.WithPanel(stacked(graph(16, "DLQ rate by class", "ops",
 		"Messages sent to the dead-letter topic per second: decode (malformed JSON, oversized), validation (business rules), data (rejected by PostgreSQL).")).
 		WithTarget(query("A", `sum by (class) (rate(orders_pipeline_dlq_messages_total{`+inst+`}[$__rate_interval]))`, "{{class}}")))
