@@ -2,6 +2,8 @@ package ingest
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"sync"
 )
 
@@ -33,7 +35,7 @@ type combiner struct {
 	cond    *sync.Cond
 	busy    bool          // a transaction of small batches is under way
 	pending []*submission // small batches waiting for the next one
-	joint   uint64        // transactions that wrote more than one lane's batch
+	joint   uint64        // transactions that wrote more than one lane's batch (and ended well)
 }
 
 // combineLanes turns the combiner on (tests and benchmarks compare without it).
@@ -57,19 +59,37 @@ func newCombiner(big int) *combiner {
 	return c
 }
 
+// errJointAborted is the outcome of the batches of a joint write whose leading
+// lane stopped without one (a panic under the write): the flow is failing.
+var errJointAborted = errors.New("ingest: the joint write of this batch ended without an outcome")
+
 // write stores b (one lane's batch, its items filtered) by calling write, alone
 // or with the small batches of other lanes, and returns when b's outcome is
-// known. write must store the items it is given and fill the batch it is given
-// with their records and what is stored (Ingest.write through writeItems).
+// known, or ctx's error when ctx ends while b waits for its turn. write must
+// store the items it is given and fill the batch it is given with their records
+// and what is stored (Ingest.writeAll).
 func (c *combiner) write(ctx context.Context, b *batch, write func(context.Context, *batch) error) error {
 	if len(b.items) >= c.big {
 		// a backlog: side by side, as many as there are lanes
 		return write(ctx, b)
 	}
+	// Waiting lanes wake when ctx ends, as well as when a write ends.
+	stop := context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	})
+	defer stop()
 	c.mu.Lock()
 	sub := &submission{b: b}
 	c.pending = append(c.pending, sub)
 	for !sub.done && c.busy {
+		if err := ctx.Err(); err != nil && slices.Contains(c.pending, sub) {
+			// not taken by a leader yet: leave (once taken, its outcome follows)
+			c.pending = slices.DeleteFunc(c.pending, func(s *submission) bool { return s == sub })
+			c.mu.Unlock()
+			return err
+		}
 		c.cond.Wait()
 	}
 	if sub.done { // another lane wrote it
@@ -80,30 +100,34 @@ func (c *combiner) write(ctx context.Context, b *batch, write func(context.Conte
 	subs := c.pending
 	c.pending = nil
 	c.busy = true
-	if len(subs) > 1 {
-		c.joint++
-	}
 	c.mu.Unlock()
 
-	var err error
-	if len(subs) == 1 {
-		err = write(ctx, b)
-	} else {
-		all := &batch{}
+	result := errJointAborted
+	defer func() { // also when write panics: the waiting lanes must not wait forever
+		c.mu.Lock()
 		for _, s := range subs {
-			all.items = append(all.items, s.b.items...)
+			s.done, s.err = true, result
 		}
-		if err = write(ctx, all); err == nil {
-			split(all, subs)
+		if result == nil && len(subs) > 1 {
+			c.joint++
 		}
+		c.busy = false
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	}()
+	if len(subs) == 1 {
+		result = write(ctx, b)
+		return result
 	}
-	c.mu.Lock()
+	all := &batch{}
 	for _, s := range subs {
-		s.done, s.err = true, err
+		all.items = append(all.items, s.b.items...)
 	}
-	c.busy = false
-	c.cond.Broadcast()
-	c.mu.Unlock()
+	err := write(ctx, all)
+	if err == nil {
+		split(all, subs)
+	}
+	result = err
 	return err
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -301,5 +302,87 @@ func TestCombinerSharedUIDReachesBothLanes(t *testing.T) {
 		if want := itemUIDs(b); !slices.Equal(recs, want) || !slices.Equal(stored, want) {
 			t.Errorf("batch %v got records %v and stored %v", want, recs, stored)
 		}
+	}
+}
+
+// A lane whose write panics still ends the joint write: the lanes in it get
+// errJointAborted and the next small batch is written, instead of every lane
+// waiting forever (the pipeline recovers the panic and stops the flow).
+func TestCombinerPanicInAJointWriteReleasesTheLanes(t *testing.T) {
+	c := newCombiner(10)
+	w := &fakeWriter{gate: make(chan error), began: make(chan int, 8)}
+	ctx := context.Background()
+	errs := make(chan error, 3)
+	go func() { errs <- c.write(ctx, laneBatch("a", 1), w.write) }()
+	<-w.began
+	for _, l := range []string{"b", "c"} {
+		go func() {
+			defer func() {
+				if r := recover(); r != nil {
+					errs <- fmt.Errorf("panic: %v", r)
+				}
+			}()
+			errs <- c.write(ctx, laneBatch(l, 1), func(ctx context.Context, b *batch) error {
+				if len(b.items) > 1 {
+					panic("boom")
+				}
+				return w.write(ctx, b)
+			})
+		}()
+	}
+	waitPending(t, c, 2)
+	w.gate <- nil
+	var aborted, panicked int
+	for range 3 {
+		select {
+		case err := <-errs:
+			switch {
+			case errors.Is(err, errJointAborted):
+				aborted++
+			case err != nil && strings.HasPrefix(err.Error(), "panic"):
+				panicked++
+			case err != nil:
+				t.Fatal(err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a lane still waits after the joint write panicked")
+		}
+	}
+	if aborted != 1 || panicked != 1 {
+		t.Fatalf("aborted %d, panicked %d: want 1 and 1", aborted, panicked)
+	}
+	w.gate = nil
+	if err := c.write(ctx, laneBatch("d", 1), w.write); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A lane waiting for its turn leaves when its context ends, and its batch is
+// not written afterwards.
+func TestCombinerWaitingLaneLeavesOnCancel(t *testing.T) {
+	c := newCombiner(10)
+	w := &fakeWriter{gate: make(chan error), began: make(chan int, 8)}
+	errs := make(chan error, 2)
+	go func() { errs <- c.write(context.Background(), laneBatch("a", 1), w.write) }()
+	<-w.began
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { errs <- c.write(ctx, laneBatch("b", 1), w.write) }()
+	waitPending(t, c, 1)
+	cancel()
+	select {
+	case err := <-errs:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("waiting lane: %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting lane did not leave when its context ended")
+	}
+	waitPending(t, c, 0)
+	w.gate <- nil
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	if len(w.writes) != 1 {
+		t.Fatalf("%d writes, want 1 (the cancelled batch is not written): %v", len(w.writes), w.writes)
 	}
 }
