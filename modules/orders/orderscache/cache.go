@@ -9,7 +9,6 @@
 package orderscache
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
@@ -266,9 +265,10 @@ func (c *Cache) cleanUp() {
 	c.c.CleanUp()
 }
 
-// encode is the one place orders are turned into cached JSON.
+// encode is the one place orders are turned into cached JSON: encoding/json's
+// bytes, written by orders.EncodeJSON without reflection.
 func encode(o *orders.Order) ([]byte, error) {
-	body, err := json.Marshal(o)
+	body, err := orders.EncodeJSON(o)
 	if err != nil {
 		return nil, fmt.Errorf("encode order %q: %w", o.OrderUID, err)
 	}
