@@ -46,6 +46,10 @@ func Decode(raw []byte, maxBytes int) (Order, error) {
 		return Order{}, err
 	}
 	var o Order
+	if decodeFast(raw, &o) {
+		return o, nil
+	}
+	o = Order{}
 	if err := json.Unmarshal(raw, &o, decodeOptions); err != nil {
 		return Order{}, classifyDecodeError(raw, err)
 	}

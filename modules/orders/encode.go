@@ -10,13 +10,13 @@ import (
 
 // EncodeJSON returns o's JSON encoding (Sample's shape), byte for byte what
 // encoding/json's Marshal gives for it: the same field order, the same escapes
-// (<, >, & and U+2028/U+2029 escaped, invalid UTF-8 replaced by the
-// bytes of U+FFFD), a nil
-// item list as null and date_created in RFC 3339 with nanoseconds. It is the
-// cache's encoder, written out because reflection-based marshaling cost a fifth
-// of the ingest flow's CPU per order (issue 14's profile); TestEncodeJSONMatchesEncodingJSON
-// and FuzzEncodeJSON hold it to encoding/json. A date_created outside years
-// 0–9999 is an error, as it is for encoding/json.
+// (<, >, & and U+2028/U+2029 escaped), a nil item list as null and
+// date_created in RFC 3339 with nanoseconds. Invalid UTF-8, which no decoded or
+// stored order holds, becomes U+FFFD. It is the cache's encoder, written out
+// because reflection-based marshaling cost a fifth of the ingest flow's CPU per
+// order (issue 14's profile); TestEncodeJSONMatchesEncodingJSON and
+// FuzzEncodeJSON hold it to encoding/json. A date_created outside years 0–9999
+// is an error, as it is for encoding/json.
 func EncodeJSON(o *Order) ([]byte, error) {
 	bp := encodeBufs.Get().(*[]byte)
 	buf, err := AppendJSON((*bp)[:0], o)

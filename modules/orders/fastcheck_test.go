@@ -66,8 +66,10 @@ func stringCases(tag string) []string {
 		n, _ := strconv.Atoi(m[1])
 		bounds[n] = true
 	}
-	cases := []string{"", " ", "USD", "usd", "US", "USDD", "ÜSD", "a b", "a\x00b", "\xff",
-		"ok-uid_1", strings.Repeat("u", 65)}
+	cases := []string{
+		"", " ", "USD", "usd", "US", "USDD", "ÜSD", "a b", "a\x00b", "\xff",
+		"ok-uid_1", strings.Repeat("u", 65),
+	}
 	for n := range bounds {
 		for _, d := range []int{-1, 0, 1} {
 			if n+d < 0 {
