@@ -90,6 +90,9 @@ var emailCases = []string{
 	"a@b.c", "a@" + strings.Repeat("x", 63) + ".com", "Name <a@b.com>", "a@b.com (comment)",
 	"a@b.com\n", "\ta@b.com", "a@@b.com", "a@b@c.com", "a+@b.com", "-@b.com", "a@1.2.3.4",
 	"a@b_c.com", "a@b.c_m", "a@b.-", "a@b.co-m", "a@b.C0",
+	// well-formed addresses at the tag's length bound (max=256) and past it
+	strings.Repeat("l", 244) + "@example.com", strings.Repeat("l", 245) + "@example.com",
+	strings.Repeat("l", 260) + "@example.com",
 }
 
 func intCases() []int64 { return []int64{-1 << 63, -2, -1, 0, 1, 99, 100, 101, 1<<63 - 1} }
