@@ -138,7 +138,9 @@ func TestEncodeJSONMatchesEncodingJSON(t *testing.T) {
 		func(o *orders.Order) { o.DateCreated = time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC) },
 		func(o *orders.Order) { o.DateCreated = time.Date(2021, 1, 1, 0, 0, 0, 0, time.FixedZone("", 24*3600)) },
 		func(o *orders.Order) { o.DateCreated = time.Date(2021, 1, 1, 0, 0, 0, 0, time.FixedZone("", -24*3600)) },
-		func(o *orders.Order) { o.DateCreated = time.Date(2021, 1, 1, 0, 0, 0, 0, time.FixedZone("", 24*3600-1)) },
+		func(o *orders.Order) {
+			o.DateCreated = time.Date(2021, 1, 1, 0, 0, 0, 0, time.FixedZone("", 24*3600-1))
+		},
 		func(o *orders.Order) { o.DateCreated = time.Date(2021, 1, 1, 0, 0, 0, 0, time.FixedZone("", 100*3600)) },
 		func(o *orders.Order) { o.DateCreated = time.Date(2021, 1, 1, 0, 0, 0, 0, time.FixedZone("", 3630)) },
 	}
