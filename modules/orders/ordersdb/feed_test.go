@@ -84,10 +84,20 @@ func runFeed(t *testing.T, f *ordersdb.Feed, h ordersdb.FeedHandler) {
 
 // TestFeedAnnouncesEveryBatch checks that every batch announces what the
 // database holds for each of its uids, changed or not (a redelivery re-announces),
-// tombstones included, and that the feed delivers each row once.
+// tombstones included, and that the feed delivers each row once: on both write
+// paths, the small batches' statements and COPY (where a batch of orders all
+// applied is announced from the staging table, the others from orders).
 func TestFeedAnnouncesEveryBatch(t *testing.T) {
+	t.Run("small", func(t *testing.T) { testFeedAnnouncesEveryBatch(t, false) })
+	t.Run("copy", func(t *testing.T) { testFeedAnnouncesEveryBatch(t, true) })
+}
+
+func testFeedAnnouncesEveryBatch(t *testing.T, copyPath bool) {
 	ctx := context.Background()
 	d := dbtest.New(t)
+	if copyPath {
+		d.Store.SetSmallBatch(0)
+	}
 	rec := newFeedRecorder()
 	f := ordersdb.NewFeed(d.Bun, ordersdb.FeedOptions{Poll: 50 * time.Millisecond})
 	runFeed(t, f, rec)
@@ -102,15 +112,23 @@ func TestFeedAnnouncesEveryBatch(t *testing.T) {
 	if _, err := d.Store.ApplyBatch(ctx, []orders.Record{{Order: a, Version: v1}, {Order: orders.Order{OrderUID: "feed-b"}, Version: v2, Deleted: true}}); err != nil {
 		t.Fatal(err)
 	}
-	rec.waitFor(t, "both batches", func(m map[string][]orders.Change) bool { return len(m["feed-a"]) == 2 && len(m["feed-b"]) == 2 })
+	// an older version of a (refused: a stays at v1) beside a new order c
+	c := storetest.NewOrder("feed-c", 3)
+	if _, err := d.Store.ApplyBatch(ctx, []orders.Record{{Order: a, Version: orders.Version{Partition: 0, Offset: 5, Time: 1}}, {Order: c, Version: v2}}); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, "the three batches", func(m map[string][]orders.Change) bool {
+		return len(m["feed-a"]) == 3 && len(m["feed-b"]) == 2 && len(m["feed-c"]) == 1
+	})
 	time.Sleep(200 * time.Millisecond) // more reads: nothing is delivered twice
 	m := rec.byUID()
-	if len(m["feed-a"]) != 2 || len(m["feed-b"]) != 2 {
+	if len(m["feed-a"]) != 3 || len(m["feed-b"]) != 2 || len(m["feed-c"]) != 1 {
 		t.Fatalf("changes delivered more than once: %v", m)
 	}
 	want := map[string][]orders.Change{
-		"feed-a": {{UID: "feed-a", Version: v1}, {UID: "feed-a", Version: v1}},
+		"feed-a": {{UID: "feed-a", Version: v1}, {UID: "feed-a", Version: v1}, {UID: "feed-a", Version: v1}},
 		"feed-b": {{UID: "feed-b", Version: v1}, {UID: "feed-b", Version: v2, Deleted: true}},
+		"feed-c": {{UID: "feed-c", Version: v2}},
 	}
 	for uid, w := range want {
 		for i := range w {
@@ -127,7 +145,7 @@ func TestFeedAnnouncesEveryBatch(t *testing.T) {
 			t.Fatalf("WAL floors not increasing and positive: %v", floors)
 		}
 	}
-	if st := f.Stats(); st.Rows != 2 || st.Changes != 4 || st.Reads == 0 || st.LagSeconds < 0 || st.LagSeconds > 5 {
+	if st := f.Stats(); st.Rows != 3 || st.Changes != 6 || st.Reads == 0 || st.LagSeconds < 0 || st.LagSeconds > 5 {
 		t.Errorf("stats %+v", st)
 	}
 }
